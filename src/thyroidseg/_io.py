@@ -1,0 +1,136 @@
+"""Reading and writing image files with errors that name the file.
+
+OpenCV's ``cv2.imread`` returns ``None`` for a missing, unreadable or corrupt file and
+never says which; every reader in the library goes through :func:`read_image` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File extensions (lower case) that count as images when a folder is listed."""
+
+PathLike = str | os.PathLike[str]
+
+
+def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
+    """Read an image file as it is stored (8- or 16-bit, 1 or 3 channels).
+
+    Parameters
+    ----------
+    path
+        The file to read.
+    grayscale
+        Convert colour images to one channel (OpenCV's luminance weights).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, 3)`` (BGR); an alpha channel is dropped.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file exists but cannot be decoded as an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths on Windows
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not a readable image (empty, truncated or unknown format)")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if grayscale and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def read_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
+    """Read a binary segmentation mask as ``uint8`` values in ``{0, 1}``.
+
+    Colour masks are converted to grey first. With ``threshold=None`` every non-zero
+    pixel is foreground, which is exact for lossless ``{0, 255}`` or ``{0, 1}`` masks.
+    JPEG masks carry compression noise around the edges and in the background: pass a
+    threshold (e.g. ``127``) so that a pixel is foreground iff its value ``> threshold``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read_image`.
+    """
+    mask = read_image(path, grayscale=True)
+    if threshold is None:
+        return (mask != 0).astype(np.uint8)
+    return (mask > threshold).astype(np.uint8)
+
+
+def list_images(folder: PathLike) -> dict[str, Path]:
+    """Map file stem -> path for every image file in ``folder`` (not recursive).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` is not a directory.
+    ValueError
+        The folder holds no image file, or two files share a stem (``a.png`` and ``a.jpg``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such directory")
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            if path.stem in found:
+                clashes.append(f"{found[path.stem].name} and {path.name}")
+            found[path.stem] = path
+    if clashes:
+        raise ValueError(f"{folder}: several images share a stem: {', '.join(clashes)}")
+    if not found:
+        raise ValueError(
+            f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return found
+
+
+def write_image(path: PathLike, image: np.ndarray) -> Path:
+    """Write ``image`` to ``path`` atomically (temporary file + rename).
+
+    The parent folder is created. A crash mid-write never leaves a truncated file under
+    ``path``; an existing file is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode an image of shape {image.shape}")
+    atomic_write_bytes(path, encoded.tobytes())
+    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

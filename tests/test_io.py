@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from thyroidseg._io import list_images, read_image, read_mask, write_image
+
+
+def test_read_image_names_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        read_image(tmp_path / "nope.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="bad.png"):
+        read_image(bad)
+
+
+def test_read_mask_binarises(tmp_path: Path) -> None:
+    mask = np.array([[0, 3], [128, 255]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), [[0, 1], [1, 1]])
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=127), [[0, 0], [1, 1]])
+
+
+def test_list_images_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no image files"):
+        list_images(tmp_path)
+    write_image(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    write_image(tmp_path / "a.bmp", np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="share a stem"):
+        list_images(tmp_path)
+
+
+def test_write_image_round_trip_and_no_leftovers(tmp_path: Path) -> None:
+    image = (np.arange(12, dtype=np.uint8) * 20).reshape(3, 4)
+    write_image(tmp_path / "sub" / "x.png", image)
+    np.testing.assert_array_equal(read_image(tmp_path / "sub" / "x.png"), image)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]

@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 
 from thyroidseg._io import PathLike, list_images, read_image
 from thyroidseg._progress import Progress
+from thyroidseg.preprocess import to_gray_uint8
 
 __all__ = [
     "LAYOUTS",
@@ -373,7 +374,8 @@ class _Resized:
 
     def __init__(self, image: np.ndarray, size: tuple[int, int]) -> None:
         self.size = size
-        self.image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
+        grey = to_gray_uint8(image)
+        self.image = cv2.resize(grey, size[::-1], interpolation=cv2.INTER_LINEAR)
 
     def mask_to_network(self, mask: np.ndarray) -> np.ndarray:
         return cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
@@ -404,16 +406,14 @@ class _Store:
 
     def load_original(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
-        image = read_image(item.image, grayscale=True)
-        if image.dtype != np.uint8:
-            raise ValueError(f"{item.image}: expected an 8-bit image, got {image.dtype}")
+        image = read_image(item.image)
         if item.mask is None:
-            mask = _rasterise(item.polygons, image.shape)
+            mask = _rasterise(item.polygons, image.shape[:2])
             if not mask.any():
-                raise ValueError(f"{item.image}: its polygons lie outside the {image.shape} frame")
+                raise ValueError(f"{item.image}: its polygons lie outside the image")
             return image, mask
         mask = read_binary_mask(item.mask, threshold=self.mask_threshold)
-        if mask.shape != image.shape:
+        if mask.shape != image.shape[:2]:
             raise ValueError(
                 f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                 f"{item.image.name} is {image.shape[1]}x{image.shape[0]} (width x height)"
@@ -605,7 +605,11 @@ class ThyroidDataset(Dataset):
         return self._store.load_network(int(self._indices[index]))
 
     def load_original(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The grey ``uint8`` image and ``{0, 1}`` mask at their stored size, checked."""
+        """The image as stored (what ``preprocess`` receives) and its checked ``{0, 1}`` mask.
+
+        The image is ``(H, W)`` grey or ``(H, W, 3)`` BGR, 8- or 16-bit (colour overlays
+        are kept for the preprocessing to find); the mask is ``uint8`` ``(H, W)``.
+        """
         return self._store.load_original(int(self._indices[index]))
 
     def foreground_fractions(self) -> np.ndarray:
@@ -803,7 +807,8 @@ def _assign_groups(
     Groups are visited stratum by stratum, in a seeded random order with larger groups
     first, and each joins the part furthest below its target share:
     ``argmin_k (count_k[stratum] + group_size) / share_k`` (ties: fewer items overall,
-    then lower ``k``). Parts with a zero share get nothing.
+    then lower ``k``). Parts with a zero share get nothing; when only as many groups are
+    left as parts are still empty, those groups go to the empty parts.
     """
     keys = list(groups)
     if not keys:
@@ -825,23 +830,21 @@ def _assign_groups(
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_groups)
     order = order[np.argsort(-sizes[order], kind="stable")]  # big groups first, random ties
-    safe_shares = np.where(shares > 0, shares, np.nan)
+    order = np.concatenate([order[strata[order] == s] for s in np.unique(strata)])
+    positive = shares > 0
+    share_or_one = np.where(positive, shares, 1.0)
     counts = np.zeros((int(strata.max()) + 1, len(shares)))
     totals = np.zeros(len(shares))
     part_of_group = np.empty(n_groups, np.int64)
-    for stratum in np.unique(strata):
-        for g in order[strata[order] == stratum]:
-            fill = (counts[stratum] + sizes[g]) / safe_shares
-            fill = np.where(np.isnan(fill), np.inf, fill)
-            best = np.lexsort(
-                (np.arange(len(shares)), totals / np.where(shares > 0, shares, 1), fill)
-            )[0]
-            part_of_group[g] = best
-            counts[stratum, best] += sizes[g]
-            totals[best] += sizes[g]
-    empty = [k for k in range(len(shares)) if shares[k] > 0 and totals[k] == 0]
-    if empty:
-        raise ValueError(f"too few groups ({n_groups}) to give every part an item (empty: {empty})")
+    for visited, g in enumerate(order):
+        fill = np.where(positive, (counts[strata[g]] + sizes[g]) / share_or_one, np.inf)
+        empty = positive & (totals == 0)
+        if n_groups - visited <= empty.sum():  # just enough groups left for the empty parts
+            fill = np.where(empty, fill, np.inf)
+        best = np.lexsort((np.arange(len(shares)), totals / share_or_one, fill))[0]
+        part_of_group[g] = best
+        counts[strata[g], best] += sizes[g]
+        totals[best] += sizes[g]
     return part_of_group[group_of_item]
 
 

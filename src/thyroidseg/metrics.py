@@ -164,6 +164,9 @@ def _as_same_kind(pred: Any, target: Any) -> tuple[LabelMap, LabelMap]:
     return np.asarray(pred), np.asarray(target)
 
 
+_TORCH_LIMITED_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def _as_batch(labels: LabelMap, name: str) -> LabelMap:
     """``(H, W)`` / ``(N, H, W)`` / ``(N, 1, H, W)`` -> ``(N, H, W)``, after dtype checks."""
     if isinstance(labels, torch.Tensor):
@@ -179,6 +182,8 @@ def _as_batch(labels: LabelMap, name: str) -> LabelMap:
         )
     if not integral:
         raise ValueError(f"{name} has dtype {labels.dtype}: expected an integer or boolean array")
+    if isinstance(labels, torch.Tensor) and labels.dtype in _TORCH_LIMITED_UNSIGNED:
+        labels = labels.long()  # torch has no min/max/bincount for these
     shape = tuple(labels.shape)
     if 0 in shape:
         raise ValueError(f"{name} is empty (shape {shape})")

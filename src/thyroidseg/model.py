@@ -1,0 +1,525 @@
+"""A configurable 2-D U-Net that returns logits at the input's size, and its exporters.
+
+The network follows Ronneberger, Fischer & Brox (2015), "U-Net: Convolutional Networks for
+Biomedical Image Segmentation": an encoder of ``depth`` down-sampling stages whose width doubles
+at each stage, a mirrored decoder, and skip connections that concatenate encoder features into
+the decoder at the same resolution. The defaults are chosen for speed on a CPU (see
+``docs/model.md`` for the measurements): 16 base channels, down-sampling by a stride-2 first
+convolution in each stage (as nnU-Net does) instead of max-pooling, and residual blocks.
+
+Two padding modes:
+
+``"same"`` (default)
+    3x3 convolutions are zero-padded and the input is zero-padded at the bottom and right to the
+    next multiple of ``2 ** depth``; the logits are cropped back, so any ``H x W`` gives
+    ``H x W`` logits.
+``"valid"``
+    The original unpadded U-Net: every 3x3 convolution trims one pixel on each side and the skip
+    connections are centre-cropped, so the logits are smaller than the input (572 -> 388 for the
+    paper's depth 4). :func:`valid_output_size` says which sizes are allowed and what comes out.
+
+Examples
+--------
+>>> import torch
+>>> model = UNet(in_channels=1, num_classes=2, seed=0)
+>>> model(torch.zeros(1, 1, 45, 61)).shape
+torch.Size([1, 2, 45, 61])
+>>> UNet(**model.config).config == model.config
+True
+>>> valid_output_size((572, 572), depth=4)
+(388, 388)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from thyroidseg._io import PathLike, atomic_write_bytes
+
+__all__ = [
+    "ConvBlock",
+    "UNet",
+    "export_onnx",
+    "export_torchscript",
+    "valid_output_size",
+]
+
+Norm = Literal["batch", "instance", "group", "none"]
+Downsample = Literal["strided", "maxpool"]
+Upsample = Literal["transpose", "bilinear"]
+Padding = Literal["same", "valid"]
+
+_NORMS = ("batch", "instance", "group", "none")
+_DOWNSAMPLES = ("strided", "maxpool")
+_UPSAMPLES = ("transpose", "bilinear")
+_PADDINGS = ("same", "valid")
+
+GROUP_NORM_GROUPS = 8
+"""Number of groups for ``norm="group"`` (fewer when a layer has fewer channels)."""
+
+
+def _make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(GROUP_NORM_GROUPS, channels), channels)
+    return nn.Identity()
+
+
+def _center_crop(x: Tensor, height: int, width: int) -> Tensor:
+    """The central ``height x width`` window of ``x`` (offset rounded down when uneven)."""
+    top = (x.shape[-2] - height) // 2
+    left = (x.shape[-1] - width) // 2
+    return x[..., top : top + height, left : left + width]
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions, each followed by normalisation and ReLU, optionally residual.
+
+    ``conv(stride) -> norm -> ReLU -> dropout -> conv -> norm -> (+ shortcut) -> ReLU -> dropout``.
+    With ``residual=True`` the shortcut is the input itself, or a 1x1 convolution + norm when the
+    channel count or the stride changes (He et al. 2016, "basic block"); in ``"valid"`` mode it is
+    centre-cropped to the trimmed output.
+
+    Parameters
+    ----------
+    in_channels, out_channels
+        Channels in and out.
+    stride
+        Stride of the first convolution: 2 halves the resolution (down-sampling folded into the
+        block, as in nnU-Net), 1 keeps it.
+    norm
+        ``"batch"``, ``"instance"`` (affine), ``"group"`` (:data:`GROUP_NORM_GROUPS` groups) or
+        ``"none"``.
+    dropout
+        Probability of zeroing whole channels (:class:`torch.nn.Dropout2d`) after each
+        activation; 0 adds no layer.
+    residual
+        Add the shortcut described above.
+    padding
+        ``"same"`` pads each convolution by 1 pixel; ``"valid"`` pads nothing, so each
+        convolution trims one pixel on every side.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        norm: Norm = "batch",
+        dropout: float = 0.0,
+        residual: bool = True,
+        padding: Padding = "same",
+    ) -> None:
+        super().__init__()
+        pad = 1 if padding == "same" else 0
+        bias = norm == "none"  # a bias right before a normalisation is redundant
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, pad, bias=bias)
+        self.norm1 = _make_norm(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, pad, bias=bias)
+        self.norm2 = _make_norm(norm, out_channels)
+        self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.residual = residual
+        self.shortcut = nn.Identity()
+        if residual and (in_channels != out_channels or stride != 1):
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=bias),
+                _make_norm(norm, out_channels),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.drop(self.act(self.norm1(self.conv1(x))))
+        out = self.norm2(self.conv2(out))
+        if self.residual:
+            out = out + _center_crop(self.shortcut(x), out.shape[-2], out.shape[-1])
+        return self.drop(self.act(out))
+
+
+class _UpBlock(nn.Module):
+    """Double the resolution, concatenate the (centre-cropped) skip, then a :class:`ConvBlock`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        upsample: Upsample,
+        norm: Norm,
+        dropout: float,
+        residual: bool,
+        padding: Padding,
+    ) -> None:
+        super().__init__()
+        if upsample == "transpose":
+            self.up: nn.Module = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+        else:
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(in_channels, out_channels, 1),
+            )
+        self.block = ConvBlock(
+            2 * out_channels,
+            out_channels,
+            norm=norm,
+            dropout=dropout,
+            residual=residual,
+            padding=padding,
+        )
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = self.up(x)
+        skip = _center_crop(skip, x.shape[-2], x.shape[-1])
+        return self.block(torch.cat([skip, x], dim=1))
+
+
+def _valid_size_1d(size: int, depth: int) -> int:
+    """Output size along one axis of a ``"valid"`` U-Net (see :func:`valid_output_size`)."""
+
+    def fail(reason: str) -> ValueError:
+        return ValueError(
+            f"size {size} is not valid for a valid-mode U-Net of depth {depth}: {reason}"
+        )
+
+    n = size - 4  # the first block's two unpadded 3x3 convolutions
+    for _ in range(depth):
+        if n < 1:
+            raise fail("too small")
+        if n % 2:
+            raise fail(f"an odd feature map ({n}) would reach a 2x2 max-pool")
+        n = n // 2 - 4
+    for _ in range(depth):  # skips are even, so centre-cropping them to 2 * n is exact
+        if n < 1:
+            raise fail("too small")
+        n = 2 * n - 4
+    if n < 1:
+        raise fail("too small")
+    return n
+
+
+def valid_output_size(size: int | Sequence[int], *, depth: int = 4) -> tuple[int, ...]:
+    """Output size of a ``padding="valid"`` :class:`UNet` for an input of ``size``.
+
+    Each block's two unpadded 3x3 convolutions trim 4 pixels, each 2x2 max-pool halves (so the
+    size must be even there) and each 2x up-sampling doubles. For depth 4 (the paper) the input
+    must be ``16 k + 12`` with ``k >= 11`` (188, 204, ..., 572, ...) and the output is
+    ``input - 184``; in general the output is ``input - 4 * (3 * 2**depth - 2)``.
+
+    Parameters
+    ----------
+    size
+        Input height, or ``(height, width)``.
+    depth
+        Number of down-sampling stages (as in :class:`UNet`).
+
+    Returns
+    -------
+    tuple of int
+        The output size per axis, in the same order as ``size``.
+
+    Raises
+    ------
+    ValueError
+        The size cannot go through the network without rounding, or is too small; the message
+        says why.
+
+    Examples
+    --------
+    >>> valid_output_size(572)
+    (388,)
+    >>> valid_output_size((188, 204), depth=4)
+    (4, 20)
+    >>> valid_output_size(200)
+    Traceback (most recent call last):
+    ...
+    ValueError: size 200 is not valid for a valid-mode U-Net of depth 4: an odd feature map (43) would reach a 2x2 max-pool
+    """  # noqa: E501
+    sizes = (size,) if isinstance(size, int) else tuple(size)
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    return tuple(_valid_size_1d(int(n), depth) for n in sizes)
+
+
+class UNet(nn.Module):
+    """2-D U-Net returning per-class logits; same-size output by default.
+
+    Encoder stage ``i`` (``0..depth``) has ``base_channels * 2**i`` channels; stage 0 works at
+    full resolution and every later stage halves it. The decoder mirrors the encoder, doubling
+    the resolution and concatenating the encoder's features at each stage; a final 1x1
+    convolution gives ``num_classes`` logits (apply softmax yourself, or use a loss from
+    :mod:`thyroidseg.losses`, which expect logits).
+
+    Parameters
+    ----------
+    in_channels
+        Image channels: 1 for grey-scale ultrasound, 3 for RGB.
+    num_classes
+        Output channels (2 for background / nodule, as the softmax + cross-entropy of the paper).
+    base_channels
+        Width of the first stage. Default 16: the paper's 64 (Ronneberger et al.) costs 16x the
+        FLOPs for no measured gain on one-class nodule masks; see ``docs/model.md``.
+    depth
+        Number of down-sampling stages. Default 4 (as the paper), so a 256 x 256 input reaches
+        16 x 16 at the bottleneck.
+    norm
+        ``"batch"`` (default, fastest and fused with the convolution at inference), ``"instance"``,
+        ``"group"`` (for batches of 1-2) or ``"none"`` (the 2015 U-Net).
+    dropout
+        Channel dropout probability after every activation. Default 0.
+    downsample
+        ``"strided"`` (default: the first 3x3 convolution of each stage has stride 2, as in
+        nnU-Net; saves one full convolution per stage) or ``"maxpool"`` (2x2 max-pool, the paper).
+    upsample
+        ``"transpose"`` (default: 2x2 stride-2 transposed convolution, the paper) or
+        ``"bilinear"`` (bilinear interpolation followed by a 1x1 convolution).
+    residual
+        Use residual blocks (default ``True``: they train faster and let the narrow default
+        network match a wide plain one). ``False`` gives the plain double convolution.
+    padding
+        ``"same"`` (default): output size equals input size for any input size. ``"valid"``: the
+        original unpadded U-Net, whose output is smaller (see :func:`valid_output_size`); it
+        needs ``downsample="maxpool"``.
+    seed
+        If given, weights are initialised from a private generator with this seed, so the same
+        seed gives the same network without touching PyTorch's global random state. ``None``
+        (default) draws from the global generator (``torch.manual_seed`` applies).
+
+    Notes
+    -----
+    Initialisation: He (Kaiming) normal, ``fan_out`` mode, for every convolution; zero biases;
+    normalisation weights 1 and biases 0.
+
+    The network is fastest on a CPU in ``channels_last`` memory format under bfloat16 autocast
+    (``model.to(memory_format=torch.channels_last)`` and ``torch.autocast("cpu",
+    dtype=torch.bfloat16)``); ``docs/model.md`` has the measured speed-ups.
+    """
+
+    __jit_ignored_attributes__ = ["config"]  # TorchScript has no type for a JSON-like dict
+    config: dict[str, Any]
+    """The constructor's arguments (JSON-ready): ``UNet(**model.config)`` rebuilds the network."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        *,
+        base_channels: int = 16,
+        depth: int = 4,
+        norm: Norm = "batch",
+        dropout: float = 0.0,
+        downsample: Downsample = "strided",
+        upsample: Upsample = "transpose",
+        residual: bool = True,
+        padding: Padding = "same",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("base_channels", base_channels),
+            ("depth", depth),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value, allowed in (
+            ("norm", norm, _NORMS),
+            ("downsample", downsample, _DOWNSAMPLES),
+            ("upsample", upsample, _UPSAMPLES),
+            ("padding", padding, _PADDINGS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if padding == "valid" and downsample != "maxpool":
+            raise ValueError(
+                'padding="valid" needs downsample="maxpool" (the original U-Net): an unpadded '
+                "stride-2 convolution cannot keep the skip connections aligned"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.config = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "base_channels": base_channels,
+            "depth": depth,
+            "norm": norm,
+            "dropout": float(dropout),
+            "downsample": downsample,
+            "upsample": upsample,
+            "residual": bool(residual),
+            "padding": padding,
+            "seed": seed,
+        }
+        self.depth = depth
+        self.size_multiple = 2**depth
+        self.same_padding = padding == "same"
+        self.use_maxpool = downsample == "maxpool"
+        common: dict[str, Any] = {
+            "norm": norm,
+            "dropout": dropout,
+            "residual": residual,
+            "padding": padding,
+        }
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+        stride = 1 if self.use_maxpool else 2
+        self.encoder = nn.ModuleList([ConvBlock(in_channels, widths[0], **common)])
+        self.encoder.extend(
+            ConvBlock(widths[i - 1], widths[i], stride=stride, **common)
+            for i in range(1, depth + 1)
+        )
+        self.decoder = nn.ModuleList(
+            _UpBlock(widths[i + 1], widths[i], upsample=upsample, **common)
+            for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self._init_weights(seed)
+
+    def _init_weights(self, seed: int | None) -> None:
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(
+                    module.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                )
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Logit size for an ``height x width`` input (the input size in ``"same"`` mode)."""
+        if self.same_padding:
+            return height, width
+        out = valid_output_size((height, width), depth=self.depth)
+        return out[0], out[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, num_classes, H', W')`` for images ``(N, in_channels, H, W)``.
+
+        ``H' x W'`` is ``H x W`` in ``"same"`` mode and :func:`valid_output_size` in ``"valid"``
+        mode (a size it rejects raises ``ValueError``).
+        """
+        if x.dim() != 4:
+            raise ValueError(f"expected a (N, C, H, W) tensor, got shape {list(x.shape)}")
+        height, width = x.shape[-2], x.shape[-1]
+        if self.same_padding:
+            multiple = self.size_multiple
+            x = F.pad(x, [0, (-width) % multiple, 0, (-height) % multiple])
+        elif not torch.jit.is_scripting():
+            self.output_size(height, width)  # raises ValueError for sizes that would misalign
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.encoder):
+            if i > 0 and self.use_maxpool:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()  # the bottleneck output is x itself
+        for up in self.decoder:
+            x = up(x, skips.pop())
+        logits = self.head(x)
+        if self.same_padding:
+            logits = logits[..., :height, :width]
+        return logits
+
+
+def _export_example(model: UNet, size: tuple[int, int]) -> Tensor:
+    in_channels = int(model.config["in_channels"])
+    return torch.zeros(1, in_channels, size[0], size[1])
+
+
+def export_torchscript(model: UNet, path: PathLike) -> Path:
+    """Save ``model`` as a TorchScript (``torch.jit.script``) archive, in inference mode.
+
+    The archive runs without ``thyroidseg`` (``torch.jit.load(path)``), for any batch size and
+    image size the eager model accepts. The file is written atomically: an existing file at
+    ``path`` stays intact if the export fails. The model is put in ``eval()`` mode and given
+    back in the mode it was in.
+
+    Parameters
+    ----------
+    model
+        The network to export.
+    path
+        Destination file (conventionally ``.pt``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        scripted = torch.jit.script(model)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+    finally:
+        model.train(was_training)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def export_onnx(
+    model: UNet,
+    path: PathLike,
+    *,
+    opset_version: int = 17,
+    example_size: tuple[int, int] = (256, 256),
+) -> Path:
+    """Save ``model`` as an ONNX graph with dynamic batch, height and width, in inference mode.
+
+    The input is called ``"image"`` (``N x in_channels x H x W``, float32) and the output
+    ``"logits"``. Uses PyTorch's TorchScript-based exporter, which needs no package beyond
+    ``onnx``. The file is written atomically and the model is given back in the mode it was in.
+
+    Parameters
+    ----------
+    model
+        The network to export.
+    path
+        Destination file (conventionally ``.onnx``).
+    opset_version
+        ONNX opset (default 17, supported by onnxruntime >= 1.13).
+    example_size
+        ``(H, W)`` of the example input used for tracing; any size works afterwards. In
+        ``"valid"`` mode it must be a size :func:`valid_output_size` accepts.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            model,
+            (_export_example(model, example_size),),
+            buffer,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"},
+                "logits": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            opset_version=opset_version,
+        )
+    finally:
+        model.train(was_training)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

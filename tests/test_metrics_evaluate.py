@@ -1,0 +1,132 @@
+"""evaluate_folders and `thyroidseg evaluate` end to end on small folders written here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from thyroidseg._io import write_image
+from thyroidseg.cli import main
+from thyroidseg.metrics import ConfusionMatrix, evaluate_folders, hausdorff_distance_95
+
+
+def blob(shape, top, left, size) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[top : top + size, left : left + size] = 1
+    return mask
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Three pairs with different extensions; c has no nodule in truth but one predicted."""
+    preds, labels = tmp_path / "pred", tmp_path / "label"
+    pairs = {
+        "a": (blob((20, 30), 4, 5, 8), blob((20, 30), 5, 5, 8)),
+        "b": (blob((20, 30), 2, 2, 5), blob((20, 30), 2, 2, 5)),
+        "c": (blob((20, 30), 10, 10, 3), np.zeros((20, 30), np.uint8)),
+    }
+    extensions = {"a": (".png", ".bmp"), "b": (".tif", ".png"), "c": (".bmp", ".tiff")}
+    for stem, (pred, label) in pairs.items():
+        write_image(preds / f"{stem}{extensions[stem][0]}", pred * 255)
+        write_image(labels / f"{stem}{extensions[stem][1]}", label * 255)
+    return preds, labels, pairs
+
+
+def test_pairs_by_stem_and_matches_the_confusion_matrix(folders):
+    preds, labels, pairs = folders
+    result = evaluate_folders(preds, labels, progress=False)
+    assert result.stems == ("a", "b", "c")
+    expected = ConfusionMatrix()
+    for stem in result.stems:
+        expected.update(*pairs[stem])
+    np.testing.assert_array_equal(result.confusion.per_image_matrices, expected.per_image_matrices)
+    assert result.hd95[0] == hausdorff_distance_95(*pairs["a"])
+    assert result.hd95[1] == 0.0 and result.hd95[2] == math.inf
+    assert result.nsd[1] == 1.0 and result.nsd[2] == 0.0
+    assert result.confusion.false_positive_images().tolist() == [False, False, True]
+    rows = list(csv.DictReader(result.to_csv().splitlines()))
+    assert [row["stem"] for row in rows] == ["a", "b", "c"]
+    assert float(rows[2]["iou"]) == 0.0 and rows[2]["hd95"] == "inf"
+
+
+def test_threshold_binarises_both_sides(tmp_path):
+    pred = np.array([[0, 100, 200, 200]] * 4, np.uint8)
+    label = np.array([[0, 0, 255, 255]] * 4, np.uint8)
+    write_image(tmp_path / "p" / "x.png", pred)
+    write_image(tmp_path / "l" / "x.png", label)
+    default = evaluate_folders(tmp_path / "p", tmp_path / "l", progress=False)
+    assert default.confusion.iou()[1] == pytest.approx(2 / 3)  # 100 counts as nodule
+    strict = evaluate_folders(tmp_path / "p", tmp_path / "l", threshold=150, progress=False)
+    assert strict.confusion.iou()[1] == 1.0
+
+
+def test_unpaired_files_are_listed_on_both_sides(folders):
+    preds, labels, _ = folders
+    write_image(preds / "only_pred.png", np.zeros((4, 4), np.uint8))
+    write_image(labels / "only_label.jpg", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError) as error:
+        evaluate_folders(preds, labels, progress=False)
+    message = str(error.value)
+    assert "predictions without a label" in message and "only_pred" in message
+    assert "labels without a prediction" in message and "only_label" in message
+
+
+def test_size_mismatches_are_all_listed_unless_labels_are_resized(tmp_path):
+    checker = (np.indices((3, 3)).sum(0) % 2).astype(np.uint8)
+    for stem in ("m1", "m2"):
+        write_image(tmp_path / "p" / f"{stem}.png", np.zeros((7, 7), np.uint8))
+        write_image(tmp_path / "l" / f"{stem}.png", checker * 255)
+    with pytest.raises(ValueError) as error:
+        evaluate_folders(tmp_path / "p", tmp_path / "l", progress=False)
+    assert "2 prediction/label pairs differ in size" in str(error.value)
+    assert "m1.png 7x7 vs m1.png 3x3" in str(error.value) and "m2.png" in str(error.value)
+    result = evaluate_folders(tmp_path / "p", tmp_path / "l", resize_labels=True, progress=False)
+    nearest = cv2.resize(checker, (7, 7), interpolation=cv2.INTER_NEAREST)
+    bilinear = cv2.resize(checker, (7, 7), interpolation=cv2.INTER_LINEAR)
+    assert nearest.sum() != bilinear.sum()  # the two interpolations disagree on this label
+    truth_pixels = result.confusion.per_image_matrices[0, 1].sum()
+    assert truth_pixels == nearest.sum()
+
+
+def test_cli_prints_and_writes_json_and_csv(folders, tmp_path, capsys):
+    preds, labels, _ = folders
+    out_json, out_csv = tmp_path / "out" / "r.json", tmp_path / "out" / "r.csv"
+    status = main(
+        ["evaluate", str(preds), str(labels), "--json", str(out_json), "--csv", str(out_csv)]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert (
+        "3 prediction/label pairs" in printed and "HD95" in printed and "pixel accuracy" in printed
+    )
+    data = json.loads(out_json.read_text())
+    assert data["n_pairs"] == 3 and data["images"][2]["hd95"] is None
+    assert data["confusion"]["per_image"]["1"]["false_positive_images"] == 1
+    assert len(out_csv.read_text().splitlines()) == 4
+
+
+def test_cli_error_gives_status_2_and_keeps_existing_output(folders, tmp_path, capsys):
+    preds, labels, _ = folders
+    write_image(labels / "extra.png", np.zeros((4, 4), np.uint8))
+    previous = tmp_path / "r.json"
+    previous.write_text("previous result")
+    status = main(["evaluate", str(preds), str(labels), "--json", str(previous)])
+    assert status == 2
+    assert "thyroidseg evaluate: error: labels without a prediction" in capsys.readouterr().err
+    assert previous.read_text() == "previous result"
+    assert main(["evaluate", str(tmp_path / "missing"), str(labels)]) == 2
+    assert main(["evaluate", str(preds), str(labels), "--spacing", "1", "2", "3"]) == 2
+
+
+@pytest.mark.ddti
+def test_real_ddti_masks_against_themselves(ddti_dir):
+    result = evaluate_folders(ddti_dir / "masks", ddti_dir / "masks", progress=False)
+    assert len(result.stems) == len(list((ddti_dir / "masks").glob("*.png")))
+    assert result.confusion.iou()[1] == 1.0
+    assert (result.confusion.per_image("iou") == 1.0).all()
+    assert (result.hd95 == 0.0).all() and (result.nsd == 1.0).all()

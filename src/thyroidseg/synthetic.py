@@ -194,16 +194,13 @@ def _view(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray
     thyroid_level = _LAYERS[_THYROID][1]
 
     mask = np.zeros((height, width), np.uint8)
-    for _ in range(1 + int(rng.random() < 0.2)):
-        nodule = _nodule_mask(
-            rng, height, width, float(thyroid_top.mean()), float(thyroid_bottom.mean())
-        )
-        kind = rng.choice(list(_NODULE_ECHO))
-        if rng.random() < 0.3:  # dark halo just outside the nodule
-            ring = cv2.dilate(nodule, np.ones((5, 5), np.uint8)) > nodule
-            echo[ring] *= 0.3
-        echo[nodule > 0] = thyroid_level * rng.uniform(*_NODULE_ECHO[kind])
-        mask |= nodule
+    for _ in range(1 + int(rng.random() < 0.2)):  # one nodule, sometimes two
+        top, bottom = float(thyroid_top.mean()), float(thyroid_bottom.mean())
+        mask |= _nodule_mask(rng, height, width, top, bottom)
+    if rng.random() < 0.3:  # dark halo just outside the nodules
+        echo[(cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0) & (mask == 0)] *= 0.3
+    kind = rng.choice(list(_NODULE_ECHO))  # one kind per view
+    echo[mask > 0] = thyroid_level * rng.uniform(*_NODULE_ECHO[kind])
 
     echo = cv2.GaussianBlur(echo, (0, 0), sigmaX=1.0)  # soft tissue boundaries
     echo *= np.exp(-rng.uniform(0.3, 0.9) * ys)  # depth attenuation

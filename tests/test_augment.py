@@ -75,6 +75,20 @@ def test_same_seed_same_stream_other_seed_other_stream():
     assert not all(np.array_equal(first[0], x) for x in first[1:])  # the stream moves on
 
 
+def test_set_epoch_replays_an_epoch_exactly():
+    image, mask = blob()
+
+    def epoch_stream(augment, epoch):
+        augment.set_epoch(epoch)
+        return [augment(image=image, mask=mask)["image"] for _ in range(3)]
+
+    uninterrupted = Augment(seed=4)
+    first = [epoch_stream(uninterrupted, epoch) for epoch in range(3)]
+    resumed = epoch_stream(Augment(seed=4), 2)  # a fresh process resuming at epoch 2
+    assert all(np.array_equal(a, b) for a, b in zip(first[2], resumed, strict=True))
+    assert not np.array_equal(first[0][0], first[1][0])
+
+
 class SameFrame(Dataset):
     """Eight copies of one frame: any difference comes from the augmentation."""
 

@@ -302,6 +302,29 @@ def test_subset_and_with_transform_share_the_cache(tmp_path):
         ds[4]
 
 
+def test_config_and_set_epoch_reach_the_trainer_and_the_transform(tmp_path):
+    make_folder(tmp_path, ["a"])
+    ds = load(tmp_path, mask_threshold=100)
+    assert ds.config == {
+        "layout": "folder",
+        "size": list(SIZE),
+        "preprocess": "resize",
+        "mask_threshold": 100,
+    }
+    assert load(tmp_path, preprocess=CropThenResize).config["preprocess"] == (
+        "custom: CropThenResize"
+    )
+    epochs = []
+
+    class Recorder:
+        def set_epoch(self, epoch):
+            epochs.append(epoch)
+
+    ds.set_epoch(1)  # no transform: nothing to tell
+    ds.with_transform(Recorder()).subset([0]).set_epoch(3)
+    assert epochs == [3]
+
+
 def test_transform_with_mismatched_output_is_an_error(tmp_path):
     make_folder(tmp_path, ["a"])
     ds = load(tmp_path, transform=lambda image, mask: {"image": image[:-1], "mask": mask})

@@ -13,7 +13,9 @@ the object finds itself in a new DataLoader worker process:
 - in the main process, from ``seed`` (or ``torch.initial_seed()`` when ``seed=None``);
 - in a worker, from ``seed`` and ``torch.utils.data.get_worker_info().seed``, which PyTorch
   makes different for each worker and each epoch, and reproducible when the loader's
-  seed is fixed (``torch.manual_seed`` or ``DataLoader(generator=...)``).
+  seed is fixed (``torch.manual_seed`` or ``DataLoader(generator=...)``);
+- both also from the epoch given to :meth:`Augment.set_epoch` (0 until it is called), so a
+  training run resumed at epoch ``k`` draws what an uninterrupted run draws.
 
 So two workers never replay the same stream, and a run can be repeated exactly.
 """
@@ -138,8 +140,9 @@ class Augment:
         self.speckle, self.speckle_sigma = speckle, speckle_sigma
         self.blur, self.blur_sigma = blur, blur_sigma
         self.seed = seed
+        self.epoch = 0
         self._rng: np.random.Generator | None = None
-        self._rng_owner: int | None = None  # worker seed the generator was made for
+        self._rng_owner: tuple[int | None, int] | None = None  # (worker seed, epoch) of _rng
 
     def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
         """Augment one sample.
@@ -202,16 +205,25 @@ class Augment:
         image = np.clip(contrast * (image - mean) + mean + shift, 0.0, 1.0)
         return np.power(image, gamma, dtype=np.float32)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start the stream of ``epoch``: the same epoch always draws the same numbers.
+
+        Without it the main-process stream simply continues from epoch to epoch; with it
+        (the Trainer calls it through :meth:`ThyroidDataset.set_epoch`) a resumed run
+        replays exactly.
+        """
+        self.epoch = int(epoch)
+
     def _generator(self) -> np.random.Generator:
-        """The random stream for this process; re-seeded in each new DataLoader worker."""
+        """The random stream for this process and epoch; re-seeded in each new worker."""
         info = torch.utils.data.get_worker_info()
-        owner = None if info is None else int(info.seed)
+        owner = (None if info is None else int(info.seed), self.epoch)
         if self._rng is None or owner != self._rng_owner:
-            if owner is None:
-                entropy = [self.seed if self.seed is not None else torch.initial_seed()]
+            if info is None:
+                base = [self.seed if self.seed is not None else torch.initial_seed()]
             else:
-                entropy = [owner] + ([self.seed] if self.seed is not None else [])
-            self._rng = np.random.default_rng(entropy)
+                base = [int(info.seed)] + ([self.seed] if self.seed is not None else [])
+            self._rng = np.random.default_rng([*base, self.epoch])
             self._rng_owner = owner
         return self._rng
 

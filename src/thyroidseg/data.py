@@ -400,7 +400,7 @@ class _Store:
     groups: list[str]
     size: tuple[int, int]
     preprocess: PreprocessFn
-    mask_threshold: float | None
+    config: dict[str, Any]
     images: np.ndarray | None = None  # (N, H, W) uint8 when cached
     masks: np.ndarray | None = None  # (N, H, W) uint8 {0, 1} when cached
 
@@ -412,7 +412,7 @@ class _Store:
             if not mask.any():
                 raise ValueError(f"{item.image}: its polygons lie outside the image")
             return image, mask
-        mask = read_binary_mask(item.mask, threshold=self.mask_threshold)
+        mask = read_binary_mask(item.mask, threshold=self.config["mask_threshold"])
         if mask.shape != image.shape[:2]:
             raise ValueError(
                 f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
@@ -526,10 +526,12 @@ class ThyroidDataset(Dataset):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         size = _check_size(size)
         if preprocess == "default":
-            preprocess = _default_preprocess(size)
+            preprocess, described = _default_preprocess(size), "default"
         elif preprocess is None:
-            preprocess = functools.partial(_Resized, size=size)
-        elif not callable(preprocess):
+            preprocess, described = functools.partial(_Resized, size=size), "resize"
+        elif callable(preprocess):
+            described = f"custom: {getattr(preprocess, '__qualname__', repr(preprocess))}"
+        else:
             raise TypeError(f"preprocess must be 'default', None or a callable, got {preprocess!r}")
 
         scan = _SCANNERS[layout](root, split)
@@ -537,7 +539,13 @@ class ThyroidDataset(Dataset):
         if not scan.items:
             raise ValueError(f"{root}: no usable image/mask pairs (layout {layout!r})")
         groups = [_group_of(it, group_by) for it in scan.items]
-        store = _Store(root, layout, scan.items, groups, size, preprocess, mask_threshold)
+        config = {
+            "layout": layout,
+            "size": list(size),
+            "preprocess": described,
+            "mask_threshold": mask_threshold,
+        }
+        store = _Store(root, layout, scan.items, groups, size, preprocess, config)
         if cache:
             store = _fill_cache(store, on_invalid, progress)
         self._init_view(store, np.arange(len(store.items)), transform)
@@ -585,6 +593,15 @@ class ThyroidDataset(Dataset):
         return [dict(self._store.items[i].meta) for i in self._indices]
 
     @property
+    def config(self) -> dict[str, Any]:
+        """How frames are prepared, JSON-ready (stored in checkpoints by the Trainer).
+
+        ``{"layout", "size": [H, W], "preprocess": "default" | "resize" | "custom: <name>",
+        "mask_threshold"}``.
+        """
+        return dict(self._store.config)
+
+    @property
     def cached(self) -> bool:
         """Whether frames are held in memory."""
         return self._store.images is not None
@@ -599,6 +616,15 @@ class ThyroidDataset(Dataset):
     def with_transform(self, transform: Transform | None) -> ThyroidDataset:
         """The same items with another transform, sharing the cache (train vs. val)."""
         return self._view(self._indices, transform)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the starting epoch on to the transform, if it has ``set_epoch``.
+
+        :class:`~thyroidseg.augment.Augment` has: an interrupted and resumed run then draws
+        the same augmentations. :class:`thyroidseg.training.Trainer` calls this.
+        """
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(epoch)
 
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``uint8`` image and ``{0, 1}`` mask at network size, no transform."""

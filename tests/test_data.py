@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Subset
 
 from thyroidseg._io import write_image
 from thyroidseg.data import ThyroidDataset, detect_layout, read_binary_mask
+from thyroidseg.preprocess import preprocess
 
 SIZE = (24, 32)  # network frame used throughout: small, and not square on purpose
 
@@ -311,6 +313,12 @@ def test_config_and_set_epoch_reach_the_trainer_and_the_transform(tmp_path):
         "preprocess": "resize",
         "mask_threshold": 100,
     }
+    tuned = functools.partial(preprocess, size=SIZE, equalization="global", crop=False)
+    assert load(tmp_path, preprocess=tuned).config["preprocess_options"] == {
+        "size": list(SIZE),
+        "equalization": "global",
+        "crop": False,
+    }
     assert load(tmp_path, preprocess=CropThenResize).config["preprocess"] == (
         "custom: CropThenResize"
     )
@@ -383,9 +391,11 @@ def test_preprocess_of_the_wrong_size_is_an_error(tmp_path):
 
 
 def test_default_preprocess_is_the_library_one(tmp_path):
-    preprocess_module = pytest.importorskip("thyroidseg.preprocess")
     make_folder(tmp_path, ["a"])
     ds = ThyroidDataset(tmp_path, size=SIZE, progress=False)
-    image, _ = ds.load_original(0)
-    expected = preprocess_module.preprocess(image, size=SIZE).image
-    np.testing.assert_array_equal(ds.frame(0)[0], expected)
+    image, mask = ds.load_original(0)
+    expected = preprocess(image, size=SIZE)
+    np.testing.assert_array_equal(ds.frame(0)[0], expected.image)
+    np.testing.assert_array_equal(ds.frame(0)[1], expected.mask_to_network(mask))
+    assert ds.config["preprocess"] == "default"
+    assert ds.config["preprocess_options"] == {"size": list(SIZE)}

@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 
 from thyroidseg._io import PathLike, list_images, read_image
 from thyroidseg._progress import Progress
+from thyroidseg.preprocess import preprocess as preprocess_frame
 from thyroidseg.preprocess import to_gray_uint8
 
 __all__ = [
@@ -381,10 +382,15 @@ class _Resized:
         return cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
 
 
-def _default_preprocess(size: tuple[int, int]) -> PreprocessFn:
-    from thyroidseg.preprocess import preprocess  # imported late: optional sibling module
-
-    return functools.partial(preprocess, size=size)
+def _describe_preprocess(function: PreprocessFn) -> dict[str, Any]:
+    """JSON-ready description: the library's preprocess with its options, or a name."""
+    if isinstance(function, functools.partial) and function.func is preprocess_frame:
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in function.keywords.items()}
+        return {"preprocess": "default", "preprocess_options": options}
+    if isinstance(function, functools.partial) and function.func is _Resized:
+        return {"preprocess": "resize"}
+    name = getattr(function, "__qualname__", type(function).__qualname__)
+    return {"preprocess": f"custom: {name}"}
 
 
 # --------------------------------------------------------------------------- dataset
@@ -461,10 +467,14 @@ class ThyroidDataset(Dataset):
     size
         Network frame ``(H, W)``, default ``(256, 256)``.
     preprocess
-        ``"default"``: :func:`thyroidseg.preprocess.preprocess` at ``size`` (crop borders and
-        scanner text, equalise, smooth). ``None``: only resize (bilinear image, nearest
+        ``"default"``: :func:`thyroidseg.preprocess.preprocess` at ``size`` with its default
+        settings (crop to the scan region, remove burned-in marks, letterbox, CLAHE,
+        median filter). ``None``: only convert to 8-bit grey
+        (:func:`thyroidseg.preprocess.to_gray_uint8`) and resize (bilinear image, nearest
         mask). Or any callable ``image -> obj`` where ``obj.image`` is the ``uint8``
-        ``size`` frame and ``obj.mask_to_network(mask)`` maps the original mask onto it.
+        ``size`` frame and ``obj.mask_to_network(mask)`` maps the original mask onto it,
+        e.g. ``functools.partial(preprocess, size=size, equalization="global")``. It gets
+        the image as stored (see :meth:`load_original`).
     transform
         Called as ``transform(image=image, mask=mask)`` with the ``float32`` ``(H, W)``
         image in ``[0, 1]`` and the ``uint8`` ``{0, 1}`` mask, returning a mapping with
@@ -526,12 +536,10 @@ class ThyroidDataset(Dataset):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         size = _check_size(size)
         if preprocess == "default":
-            preprocess, described = _default_preprocess(size), "default"
+            preprocess = functools.partial(preprocess_frame, size=size)
         elif preprocess is None:
-            preprocess, described = functools.partial(_Resized, size=size), "resize"
-        elif callable(preprocess):
-            described = f"custom: {getattr(preprocess, '__qualname__', repr(preprocess))}"
-        else:
+            preprocess = functools.partial(_Resized, size=size)
+        elif not callable(preprocess):
             raise TypeError(f"preprocess must be 'default', None or a callable, got {preprocess!r}")
 
         scan = _SCANNERS[layout](root, split)
@@ -542,7 +550,7 @@ class ThyroidDataset(Dataset):
         config = {
             "layout": layout,
             "size": list(size),
-            "preprocess": described,
+            **_describe_preprocess(preprocess),
             "mask_threshold": mask_threshold,
         }
         store = _Store(root, layout, scan.items, groups, size, preprocess, config)
@@ -597,7 +605,9 @@ class ThyroidDataset(Dataset):
         """How frames are prepared, JSON-ready (stored in checkpoints by the Trainer).
 
         ``{"layout", "size": [H, W], "preprocess": "default" | "resize" | "custom: <name>",
-        "mask_threshold"}``.
+        "mask_threshold"}``, plus ``"preprocess_options"`` (the keyword arguments of
+        :func:`thyroidseg.preprocess.preprocess`) when the library's preprocessing is used,
+        also through ``functools.partial(preprocess, size=..., ...)``.
         """
         return dict(self._store.config)
 

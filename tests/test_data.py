@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from thyroidseg._io import write_image
+from thyroidseg.augment import Augment
 from thyroidseg.data import ThyroidDataset, detect_layout, read_binary_mask
 from thyroidseg.preprocess import preprocess
 
@@ -333,6 +335,15 @@ def test_config_and_set_epoch_reach_the_trainer_and_the_transform(tmp_path):
     assert epochs == [3]
 
 
+@pytest.mark.parametrize("preprocess", [None, "default"])
+def test_dataset_pickles_for_spawned_workers(tmp_path, preprocess):
+    make_folder(tmp_path, ["a", "b"])
+    ds = load(tmp_path, preprocess=preprocess).subset([1]).with_transform(Augment(seed=0))
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.names == ["b"] and copy.config == ds.config
+    torch.testing.assert_close(copy[0]["image"], ds[0]["image"])
+
+
 def test_transform_with_mismatched_output_is_an_error(tmp_path):
     make_folder(tmp_path, ["a"])
     ds = load(tmp_path, transform=lambda image, mask: {"image": image[:-1], "mask": mask})
@@ -388,6 +399,13 @@ def test_preprocess_of_the_wrong_size_is_an_error(tmp_path):
         load(tmp_path, preprocess=Wrong)
     with pytest.raises(ValueError, match="size must be two positive integers"):
         ThyroidDataset(tmp_path, size=(0, 4), preprocess=None)
+
+
+def test_preprocess_errors_name_the_file(tmp_path):
+    make_folder(tmp_path, ["a"])
+    write_image(tmp_path / "images" / "a.png", np.full((40, 48), 7, np.uint8))
+    with pytest.raises(ValueError, match=r"a\.png: preprocessing failed: .*constant"):
+        ThyroidDataset(tmp_path, size=SIZE, progress=False)
 
 
 def test_default_preprocess_is_the_library_one(tmp_path):

@@ -148,7 +148,7 @@ def _rasterise(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.nda
 # --------------------------------------------------------------------------- layouts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Item:
     """One image and where its mask comes from (a file, or DDTI polygons)."""
 
@@ -430,7 +430,10 @@ class _Store:
         if self.images is not None and self.masks is not None:
             return self.images[i], self.masks[i]
         image, mask = self.load_original(i)
-        result = self.preprocess(image)
+        try:
+            result = self.preprocess(image)
+        except ValueError as error:
+            raise ValueError(f"{self.items[i].image}: preprocessing failed: {error}") from error
         net_image, net_mask = result.image, result.mask_to_network(mask)
         if net_image.shape != self.size or net_image.dtype != np.uint8:
             raise ValueError(
@@ -484,7 +487,8 @@ class ThyroidDataset(Dataset):
         ``True`` (default): decode and preprocess every frame once, now, and keep them as
         ``uint8`` arrays (``2 * N * H * W`` bytes; 48 MB for 365 frames at 256x256). All
         unreadable files and size mismatches are found at once, and DataLoader workers
-        share the cache instead of filling one each. ``False``: read each frame on access.
+        use the cache instead of filling one each (forked workers, the Linux default,
+        share its memory). ``False``: read and preprocess each frame on every access.
     mask_threshold
         ``None`` (default): the mask rule of :func:`read_binary_mask`. A number: pixel is
         nodule iff ``value > mask_threshold``.

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from thyroidseg.metrics import (
     ConfusionMatrix,
+    _validate_and_count,  # the accelerator path, run here on CPU tensors
     balanced_accuracy,
     confusion_matrices,
     dice,
@@ -82,8 +83,13 @@ def test_numpy_and_torch_inputs_give_identical_matrices(case):
     mixed = confusion_matrices(
         torch.from_numpy(pred), target, num_classes, ignore_index=ignore_index
     )
+    # the path used for tensors on an accelerator, run here on CPU tensors
+    on_device = _validate_and_count(
+        torch.from_numpy(pred), torch.from_numpy(target), num_classes, ignore_index
+    )
     np.testing.assert_array_equal(from_numpy, from_torch)
     np.testing.assert_array_equal(from_numpy, mixed)
+    np.testing.assert_array_equal(from_numpy, on_device)
 
 
 @FEW
@@ -96,10 +102,14 @@ def test_binary_fast_path_agrees_with_general_count_for_every_dtype(n, h, w, see
     for dtype in (np.bool_, np.uint8, np.int8, np.int32, np.int64, np.uint16):
         fast = confusion_matrices(pred.astype(dtype), target.astype(dtype))
         np.testing.assert_array_equal(fast, general, err_msg=str(dtype))
-        fast_torch = confusion_matrices(
-            torch.from_numpy(pred.astype(dtype)), torch.from_numpy(target.astype(dtype))
+        pred_t, target_t = (
+            torch.from_numpy(pred.astype(dtype)),
+            torch.from_numpy(target.astype(dtype)),
         )
+        fast_torch = confusion_matrices(pred_t, target_t)
         np.testing.assert_array_equal(fast_torch, general, err_msg=f"torch {dtype}")
+        device_path = _validate_and_count(pred_t, target_t, 2, None)
+        np.testing.assert_array_equal(device_path, general, err_msg=f"device path {dtype}")
     # non-contiguous views take the same path
     np.testing.assert_array_equal(
         confusion_matrices(pred.astype(np.uint8)[:, ::-1], target.astype(np.uint8)[:, ::-1]),
@@ -184,6 +194,11 @@ def test_labels_out_of_range_are_listed():
         confusion_matrices(np.zeros((2, 2), int), np.array([[255, 9], [0, 1]]), 3, ignore_index=255)
     with pytest.raises(ValueError, match=r"outside \[0, 2\): 5"):
         confusion_matrices(torch.tensor([[0, 5]]), torch.tensor([[0, 1]]))
+    for dtype in (torch.uint8, torch.int64):  # the accelerator path's own checks
+        with pytest.raises(ValueError, match=r"target has labels outside \[0, 2\) or 255: 3"):
+            _validate_and_count(
+                torch.tensor([[0, 1]], dtype=dtype), torch.tensor([[3, 255]], dtype=dtype), 2, 255
+            )
 
 
 def test_ignore_index_is_not_a_valid_prediction():
@@ -195,6 +210,8 @@ def test_ignore_index_is_not_a_valid_prediction():
 def test_float_input_says_threshold_or_argmax(make):
     with pytest.raises(ValueError, match="threshold probabilities or take the argmax"):
         confusion_matrices(make(np.full((2, 2), 0.7)), make(np.zeros((2, 2), np.int64)))
+    with pytest.raises(ValueError, match="target has floating-point dtype torch.float32"):
+        _validate_and_count(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2), 2, None)
 
 
 def test_empty_and_wrong_rank_inputs():

@@ -91,8 +91,9 @@ def confusion_matrices(
         Integer (or boolean) label maps, numpy arrays or torch tensors, of shape ``(H, W)``
         (one image), ``(N, H, W)`` or ``(N, 1, H, W)`` (a batch of ``N``). The two may use
         different ones of these layouts as long as they describe the same ``N, H, W``.
-        Torch tensors are counted on their own device (only the small result is copied to
-        the CPU); a numpy array paired with a tensor is moved to the tensor's device.
+        Tensors on an accelerator are counted there (only the small result is copied to
+        the CPU); CPU tensors are counted through zero-copy numpy views. A numpy array
+        paired with a tensor is moved to the tensor's device.
     num_classes
         Number of classes ``C``; every label must lie in ``[0, C)``.
     ignore_index
@@ -125,6 +126,15 @@ def confusion_matrices(
     if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)):
         raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
     pred, target = _as_same_kind(pred, target)
+    if isinstance(pred, torch.Tensor) and pred.device.type == "cpu":
+        pred, target = pred.numpy(), target.numpy()  # zero-copy views: numpy is faster on CPU
+    return _validate_and_count(pred, target, num_classes, ignore_index)
+
+
+def _validate_and_count(
+    pred: LabelMap, target: LabelMap, num_classes: int, ignore_index: int | None
+) -> np.ndarray:
+    """Check and count two numpy arrays, or two tensors with torch ops on their device."""
     pred3, target3 = _as_batch(pred, "pred"), _as_batch(target, "target")
     if pred3.shape != target3.shape:
         raise ValueError(
@@ -207,7 +217,10 @@ def _check_labels(labels: LabelMap, name: str, num_classes: int, ignore_index: i
         return
     # Fast min/max passes first; the slower search for the offending values only on failure.
     if isinstance(labels, torch.Tensor):
-        low, high = torch.stack([labels.min(), labels.max()]).tolist()
+        if labels.dtype == torch.uint8:
+            low, high = 0, labels.max().item()
+        else:
+            low, high = (value.item() for value in torch.aminmax(labels))
     else:
         low = 0 if np.issubdtype(labels.dtype, np.unsignedinteger) else labels.min()
         high = labels.max()

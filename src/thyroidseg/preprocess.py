@@ -724,7 +724,8 @@ class Preprocessed:
         ``uint8 (H, W)`` network input (divide by 255 for ``[0, 1]``).
     box
         The crop in original coordinates: the scan region plus ``margin``, clipped to the
-        frame (the whole frame with ``crop=False``).
+        frame (the whole frame with ``crop=False``). Crop pixels outside every view (the
+        margin, a gap between views) are set to 0.
     views
         Field of view of each view in original coordinates (two on split-screen frames).
     content
@@ -868,7 +869,9 @@ def preprocess(
         Crop to the scan region. With False, ``box`` and the single view are the whole
         frame (for images that are already cropped).
     margin
-        Pixels added on each side of the scan region (clipped to the frame).
+        Pixels added on each side of the scan region (clipped to the frame), so that mask
+        pixels drawn just past the field of view survive :meth:`Preprocessed.mask_to_network`.
+        Image pixels outside the views are set to 0 (no ticks or markers come in with it).
     inpaint_annotations
         Fill text, caliper marks and colour overlays inside the crop.
     equalization
@@ -918,6 +921,13 @@ def preprocess(
         views = [box]
     content = fit_box((box.height, box.width), size, resize_mode)
     patch = gray[box.slices]
+    if crop and (margin > 0 or len(views) > 1):
+        # Only the views are image: the margin and any gap between views become 0, so
+        # ticks and markers just outside the field of view do not come in with the margin.
+        patch = np.zeros_like(patch)
+        for view in views:
+            inner = Box(view.x0 - box.x0, view.y0 - box.y0, view.x1 - box.x0, view.y1 - box.y0)
+            patch[inner.slices] = gray[view.slices]
     if inpaint_annotations:
         marks = _glyph_marks(patch, _MARK_CONTRAST, _GLYPH_SIZE, _GLYPH_PIXELS)
         color = _color_marks(array[box.slices])

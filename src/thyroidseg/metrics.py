@@ -1187,9 +1187,15 @@ class FolderEvaluation:
         """Readable text: the confusion-matrix report followed by the boundary metrics."""
         unit = "pixels" if self.spacing is None else "spacing units"
         empty = "an image is excluded when its prediction or label has no nodule"
+        pooled = {"IoU": self.confusion.iou()[1], "Dice": self.confusion.dice()[1]}
         return "\n".join(
             [
                 f"{len(self.stems)} prediction/label pairs; class 1 = nodule",
+                *(
+                    f"nodule {name:<5} pooled {value:.4f}   per image "
+                    f"{self.confusion.summary(name.lower())}"
+                    for name, value in pooled.items()
+                ),
                 "",
                 self.confusion.report(),
                 "",

@@ -15,15 +15,23 @@ Measured, best of ``--repeats``:
   default :class:`~thyroidseg.augment.Augment` as transform;
 * ``phantoms``: ``synthetic_phantoms(64, size=(128, 128))``.
 
-Printed: seconds, items per second and the ratio uncached / cached. The cached items are
-checked equal to the uncached ones before any time is reported.
+Peer (when MONAI is installed, e.g. ``bench-env/bin/python benchmarks/bench_data.py``): the
+same passes with MONAI's ``Dataset`` / ``CacheDataset`` and the dictionary transforms a MONAI
+user would write for ``preprocess=None`` (``LoadImaged`` with PIL, ``EnsureChannelFirstd``,
+``Resized`` bilinear/nearest, ``ScaleIntensityRanged`` to [0, 1]), and, after the cache,
+random flip, affine, contrast/gamma, Gaussian noise and smoothing with the probabilities of
+:class:`~thyroidseg.augment.Augment`. MONAI's numbers are only comparable with the
+``--preprocess none`` run.
+
+Printed: seconds, items per second and ratios. The cached items are checked equal to the
+uncached ones before any time is reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -44,9 +52,80 @@ def best_time(function: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def one_pass(ds: ThyroidDataset) -> None:
+def one_pass(ds: Sequence[object]) -> None:
     for i in range(len(ds)):
         ds[i]
+
+
+def monai_passes(root: Path, size: tuple[int, int], repeats: int) -> dict[str, float] | None:
+    """Seconds for MONAI's uncached pass, cache build, cached pass, cached + augmentation."""
+    try:
+        from monai.data import CacheDataset
+        from monai.data import Dataset as MonaiDataset
+        from monai.transforms import (
+            Compose,
+            EnsureChannelFirstd,
+            LoadImaged,
+            RandAdjustContrastd,
+            RandAffined,
+            RandFlipd,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
+            Resized,
+            ScaleIntensityRanged,
+        )
+    except ImportError:
+        return None
+    keys = ["image", "mask"]
+    files = [
+        {"image": str(path), "mask": str(root / "masks" / path.name)}
+        for path in sorted((root / "images").glob("*.png"))
+    ]
+    prepare = Compose(
+        [
+            LoadImaged(keys, reader="PILReader"),
+            EnsureChannelFirstd(keys),
+            Resized(keys, spatial_size=size, mode=("bilinear", "nearest")),
+            ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0, b_max=1),
+        ]
+    )
+    augment = Compose(
+        [
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys,
+                prob=0.7,
+                rotate_range=0.17,
+                scale_range=0.1,
+                translate_range=(0.05 * size[0], 0.05 * size[1]),
+                shear_range=0.09,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandAdjustContrastd("image", prob=0.8, gamma=(0.8, 1.25)),
+            RandGaussianNoised("image", prob=0.3, std=0.05),
+            RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0)),
+        ]
+    )
+    uncached = MonaiDataset(files, prepare)
+    start = time.perf_counter()
+    cached = CacheDataset(files, prepare, num_workers=1, progress=False)
+    build = time.perf_counter() - start
+    both = Compose([*prepare.transforms, *augment.transforms]).set_random_state(seed=0)
+    augmented = CacheDataset(files, both, num_workers=1, progress=False)  # caches `prepare`
+    cache_bytes = sum(
+        value.numel() * value.element_size()
+        for item in cached._cache  # MONAI's cached items (internal, read-only here)
+        for value in item.values()
+        if isinstance(value, torch.Tensor)
+    )
+    return {
+        "cache_mb": cache_bytes / 1e6,
+        "uncached": best_time(lambda: one_pass(uncached), repeats),
+        "build": build,
+        "cached": best_time(lambda: one_pass(cached), repeats),
+        "augmented": best_time(lambda: one_pass(augmented), repeats),
+    }
 
 
 def main() -> None:
@@ -72,6 +151,7 @@ def main() -> None:
         assert torch.equal(lazy[i]["mask"], cached[i]["mask"]), lazy.names[i]
 
     n = len(cached)
+    cache_mb = (cached.frame(0)[0].nbytes + cached.frame(0)[1].nbytes) * n / 1e6
     uncached_pass = best_time(lambda: one_pass(lazy), args.repeats)
     cached_pass = best_time(lambda: one_pass(cached), args.repeats)
     augmented = cached.with_transform(Augment(seed=0))
@@ -80,12 +160,30 @@ def main() -> None:
 
     print(f"DDTI {args.root} ({n} pairs), size {args.size}, preprocess={args.preprocess}")
     print(f"  uncached pass       {uncached_pass:7.3f} s  {n / uncached_pass:8.0f} items/s")
-    print(f"  cache build (once)  {build:7.3f} s")
+    print(f"  cache build (once)  {build:7.3f} s  ({cache_mb:.1f} MB)")
     print(f"  cached pass         {cached_pass:7.3f} s  {n / cached_pass:8.0f} items/s")
     print(f"  cached + Augment()  {augmented_pass:7.3f} s  {n / augmented_pass:8.0f} items/s")
     print(f"  ratio uncached / cached pass: {uncached_pass / cached_pass:.1f}x")
     print(f"  ratio uncached / cached + Augment(): {uncached_pass / augmented_pass:.1f}x")
     print(f"phantoms: 64 frames of 128x128 in {phantoms:.3f} s")
+
+    peer = monai_passes(args.root, tuple(args.size), args.repeats)
+    if peer is None:
+        print("MONAI not installed: no peer measured")
+        return
+    print("MONAI (compare with --preprocess none)")
+    print(f"  uncached pass       {peer['uncached']:7.3f} s  {n / peer['uncached']:8.0f} items/s")
+    print(f"  CacheDataset build  {peer['build']:7.3f} s  ({peer['cache_mb']:.1f} MB)")
+    print(f"  cached pass         {peer['cached']:7.3f} s  {n / peer['cached']:8.0f} items/s")
+    print(f"  cached + random     {peer['augmented']:7.3f} s  {n / peer['augmented']:8.0f} items/s")
+    for label, ours, theirs in [
+        ("uncached pass", uncached_pass, peer["uncached"]),
+        ("cache build", build, peer["build"]),
+        ("cached pass", cached_pass, peer["cached"]),
+        ("cached + augmentation", augmented_pass, peer["augmented"]),
+        ("cache memory", cache_mb, peer["cache_mb"]),
+    ]:
+        print(f"  ratio MONAI / thyroidseg, {label}: {theirs / ours:.3g}x")
 
 
 if __name__ == "__main__":

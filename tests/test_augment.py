@@ -139,6 +139,10 @@ def test_bad_parameters_are_errors(kwargs, message):
         Augment(**kwargs)
 
 
-def test_shape_mismatch_is_an_error():
+def test_shape_mismatch_and_bad_labels_are_errors():
     with pytest.raises(ValueError, match="do not match"):
         Augment()(image=np.zeros((4, 4), np.float32), mask=np.zeros((4, 5), np.uint8))
+    with pytest.raises(ValueError, match="integer labels in 0..255"):
+        Augment()(image=np.zeros((4, 4), np.float32), mask=np.full((4, 4), 300))
+    with pytest.raises(ValueError, match="integer labels in 0..255"):
+        Augment()(image=np.zeros((4, 4), np.float32), mask=np.zeros((4, 4), np.float32))

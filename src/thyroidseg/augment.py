@@ -152,7 +152,7 @@ class Augment:
         image
             ``float32`` ``(H, W)`` or ``(H, W, C)`` in ``[0, 1]``.
         mask
-            Integer ``(H, W)`` label map (``{0, 1}`` for nodules).
+            Integer ``(H, W)`` label map with labels in ``0..255`` (``{0, 1}`` for nodules).
 
         Returns
         -------
@@ -163,6 +163,8 @@ class Augment:
         mask = np.asarray(mask)
         if image.ndim not in (2, 3) or mask.shape != image.shape[:2]:
             raise ValueError(f"image {image.shape} and mask {mask.shape} do not match")
+        if mask.dtype.kind not in "biu" or (mask.size and (mask.min() < 0 or mask.max() > 255)):
+            raise ValueError(f"mask must hold integer labels in 0..255, got {mask.dtype}")
         rng = self._generator()
         height, width = mask.shape
         matrix = np.eye(3)

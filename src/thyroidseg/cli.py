@@ -115,5 +115,82 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preprocess",
+        help="crop, clean, equalise and resize scanner frames for the network",
+        description="Preprocess every image of IN_DIR (see thyroidseg.preprocess.preprocess) "
+        "into OUT_DIR/<stem>.png and write the boxes, views, scales and padding of every "
+        "image to OUT_DIR/preprocess.json. An unreadable image is an error (exit status 2).",
+    )
+    parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(256, 256),
+        metavar=("H", "W"),
+        help="network height and width (default: 256 256)",
+    )
+    parser.add_argument("--no-crop", action="store_true", help="keep the whole frame")
+    parser.add_argument(
+        "--margin",
+        type=int,
+        default=None,
+        help="pixels kept around the scan region (default: the library's, 6)",
+    )
+    parser.add_argument(
+        "--no-inpaint", action="store_true", help="keep text and caliper marks in the image"
+    )
+    parser.add_argument(
+        "--equalization",
+        choices=["clahe", "global", "none"],
+        default="clahe",
+        help="histogram equalisation (default: clahe)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        choices=["median", "gaussian", "bilateral", "none"],
+        default="median",
+        help="speckle smoothing (default: median)",
+    )
+    parser.add_argument(
+        "--resize-mode",
+        choices=["letterbox", "stretch"],
+        default="letterbox",
+        help="keep the aspect ratio and pad (letterbox, default) or stretch",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="JSON path (default: OUT_DIR/preprocess.json)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from thyroidseg.preprocess import preprocess_folder
+
+    options: dict[str, object] = {
+        "size": tuple(args.size),
+        "crop": not args.no_crop,
+        "inpaint_annotations": not args.no_inpaint,
+        "equalization": None if args.equalization == "none" else args.equalization,
+        "smoothing": None if args.smoothing == "none" else args.smoothing,
+        "resize_mode": args.resize_mode,
+    }
+    if args.margin is not None:
+        options["margin"] = args.margin
+    summary = preprocess_folder(
+        args.in_dir,
+        args.out_dir,
+        json_path=args.json,
+        progress=False if args.quiet else None,
+        **options,
+    )
+    print(f"preprocessed {len(summary['images'])} images into {args.out_dir}")
+    return 0
+
+
 # Sub-commands register here, in the order `thyroidseg --help` lists them.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_evaluate]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_evaluate, _add_preprocess]

@@ -48,6 +48,7 @@ Box(x0=84, y0=14, x1=476, y1=326)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -55,7 +56,8 @@ from typing import Literal, NamedTuple
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, read_image
+from thyroidseg._io import PathLike, atomic_write_bytes, list_images, read_image, write_image
+from thyroidseg._progress import Progress
 
 __all__ = [
     "Box",
@@ -66,6 +68,7 @@ __all__ = [
     "find_views",
     "fit_box",
     "preprocess",
+    "preprocess_folder",
     "remove_annotations",
     "resize",
     "smooth",
@@ -942,3 +945,59 @@ def preprocess(
     out = np.zeros(settings["size"], np.uint8)  # type: ignore[call-overload]
     out[content.slices] = patch
     return Preprocessed(out, box, views, content, (height, width), settings)
+
+
+def preprocess_folder(
+    in_dir: PathLike,
+    out_dir: PathLike,
+    *,
+    json_path: PathLike | None = None,
+    progress: bool | None = None,
+    **options: object,
+) -> dict[str, object]:
+    """Preprocess every image of ``in_dir`` into ``out_dir`` (``<stem>.png``) plus a JSON.
+
+    The JSON (``out_dir/preprocess.json`` unless ``json_path`` is given) holds the
+    settings and, per stem, the source file and :meth:`Preprocessed.to_dict`; it is
+    written once all images are done. Every file is written atomically.
+
+    Parameters
+    ----------
+    in_dir, out_dir
+        Input folder (not recursive; see :func:`thyroidseg._io.list_images`) and output
+        folder (created; must differ from ``in_dir``).
+    json_path
+        Where to write the JSON.
+    progress
+        Progress bar on standard error (:class:`thyroidseg._progress.Progress`): None draws
+        it on a terminal and prints one summary line otherwise, False prints nothing.
+    **options
+        Keyword arguments of :func:`preprocess`.
+
+    Returns
+    -------
+    dict
+        What was written to the JSON.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Empty or missing ``in_dir``, ``out_dir`` equal to it, or an unreadable image
+        (the message names the file); images done before it stay written.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    images = list_images(in_dir)
+    if out_dir.resolve() == in_dir.resolve():
+        raise ValueError(f"{out_dir}: output folder is the input folder; pick another one")
+    json_path = out_dir / "preprocess.json" if json_path is None else Path(json_path)
+    records: dict[str, object] = {}
+    settings: dict[str, object] = {}
+    for stem, path in Progress(images.items(), desc="preprocess", enabled=progress):
+        result = preprocess(path, **options)  # type: ignore[arg-type]
+        write_image(out_dir / f"{stem}.png", result.image)
+        record = result.to_dict()
+        settings = record.pop("settings")  # type: ignore[assignment]
+        records[stem] = {"source": str(path), **record}
+    summary = {"settings": settings, "images": records}
+    atomic_write_bytes(json_path, (json.dumps(summary, indent=1) + "\n").encode())
+    return summary

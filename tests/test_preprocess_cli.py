@@ -1,0 +1,81 @@
+"""`thyroidseg preprocess IN_DIR OUT_DIR` and preprocess_folder on frames made here."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from thyroidseg.cli import main
+from thyroidseg.preprocess import Box, preprocess, preprocess_folder
+
+
+def _frame(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frame = np.zeros((120, 200), np.uint8)
+    frame[10:110, 30:170] = rng.integers(20, 220, (100, 140))
+    cv2.putText(frame, "P1", (175, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.3, 255, 1)
+    return frame
+
+
+@pytest.fixture
+def frames_dir(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"case{i}.png"), _frame(i))
+    return folder
+
+
+def test_cli_writes_images_and_geometry_json(frames_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    status = main(["preprocess", str(frames_dir), str(out), "--size", "64", "96", "--quiet"])
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "case0.png",
+        "case1.png",
+        "case2.png",
+        "preprocess.json",
+    ]
+    summary = json.loads((out / "preprocess.json").read_text())
+    assert summary["settings"]["size"] == [64, 96]
+    record = summary["images"]["case1"]
+    assert record["source"].endswith("case1.png")
+    assert Box(*record["views"][0]) == Box(30, 10, 170, 110)
+    written = cv2.imread(str(out / "case1.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written, preprocess(_frame(1), size=(64, 96)).image)
+    assert "preprocessed 3 images" in capsys.readouterr().out
+
+
+def test_cli_switches_reach_the_library(frames_dir, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = ["preprocess", str(frames_dir), str(out), "--no-crop", "--equalization", "none"]
+    args += ["--smoothing", "none", "--resize-mode", "stretch", "--no-inpaint", "--quiet"]
+    args += ["--json", str(tmp_path / "boxes.json")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "boxes.json").read_text())
+    assert summary["settings"]["crop"] is False
+    assert summary["settings"]["equalization"] is None
+    assert summary["images"]["case0"]["box"] == [0, 0, 200, 120]
+
+
+def test_cli_names_an_unreadable_image_and_keeps_what_was_written(
+    frames_dir, tmp_path, capsys
+) -> None:
+    (frames_dir / "case9.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert main(["preprocess", str(frames_dir), str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "thyroidseg preprocess: error:" in error and "case9.png" in error
+    assert (out / "case0.png").is_file()  # done before the bad file, still there
+
+
+def test_folder_errors(frames_dir, tmp_path) -> None:
+    with pytest.raises(ValueError, match="output folder is the input folder"):
+        preprocess_folder(frames_dir, frames_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        preprocess_folder(empty, tmp_path / "out")

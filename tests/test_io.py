@@ -37,3 +37,15 @@ def test_write_image_round_trip_and_no_leftovers(tmp_path: Path) -> None:
     write_image(tmp_path / "sub" / "x.png", image)
     np.testing.assert_array_equal(read_image(tmp_path / "sub" / "x.png"), image)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
+
+
+def test_written_files_honour_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_image(tmp_path / "p.png", np.zeros((2, 2), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -138,6 +138,13 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 
 def _current_umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux allows (thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # elsewhere: the only portable way, briefly changes it
     os.umask(mask)
     return mask

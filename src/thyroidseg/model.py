@@ -370,19 +370,22 @@ class UNet(nn.Module):
             "residual": residual,
             "padding": padding,
         }
-        widths = [base_channels * 2**i for i in range(depth + 1)]
-        stride = 1 if self.use_maxpool else 2
-        self.encoder = nn.ModuleList([ConvBlock(in_channels, widths[0], **common)])
-        self.encoder.extend(
-            ConvBlock(widths[i - 1], widths[i], stride=stride, **common)
-            for i in range(1, depth + 1)
-        )
-        self.decoder = nn.ModuleList(
-            _UpBlock(widths[i + 1], widths[i], upsample=upsample, **common)
-            for i in reversed(range(depth))
-        )
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
-        self._init_weights(seed)
+        # With a seed, PyTorch's default initialisation (overwritten below) must not advance the
+        # global generator either, hence the forked RNG state.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            widths = [base_channels * 2**i for i in range(depth + 1)]
+            stride = 1 if self.use_maxpool else 2
+            self.encoder = nn.ModuleList([ConvBlock(in_channels, widths[0], **common)])
+            self.encoder.extend(
+                ConvBlock(widths[i - 1], widths[i], stride=stride, **common)
+                for i in range(1, depth + 1)
+            )
+            self.decoder = nn.ModuleList(
+                _UpBlock(widths[i + 1], widths[i], upsample=upsample, **common)
+                for i in reversed(range(depth))
+            )
+            self.head = nn.Conv2d(widths[0], num_classes, 1)
+            self._init_weights(seed)
 
     def _init_weights(self, seed: int | None) -> None:
         generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -416,7 +419,7 @@ class UNet(nn.Module):
         if self.same_padding:
             multiple = self.size_multiple
             x = F.pad(x, [0, (-width) % multiple, 0, (-height) % multiple])
-        elif not torch.jit.is_scripting():
+        elif not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self.output_size(height, width)  # raises ValueError for sizes that would misalign
         skips: list[Tensor] = []
         for i, block in enumerate(self.encoder):

@@ -1186,7 +1186,7 @@ class FolderEvaluation:
     def report(self) -> str:
         """Readable text: the confusion-matrix report followed by the boundary metrics."""
         unit = "pixels" if self.spacing is None else "spacing units"
-        empty = "an image is excluded when its prediction or label has no nodule"
+        empty = "one mask empty: HD95 inf, NSD 0; both empty: NaN; inf and NaN are excluded"
         pooled = {"IoU": self.confusion.iou()[1], "Dice": self.confusion.dice()[1]}
         return "\n".join(
             [

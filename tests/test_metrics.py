@@ -172,7 +172,8 @@ def test_repeated_updates_and_reset():
 def test_from_matrices_round_trip():
     rng = np.random.default_rng(1)
     cm = ConfusionMatrix(3).update(*rng.integers(0, 3, (2, 4, 8, 8)))
-    again = ConfusionMatrix.from_matrices(np.array(cm.to_dict()["matrix"])[None])
+    again = ConfusionMatrix.from_matrices(np.array(cm.to_dict()["per_image_matrices"]))
+    np.testing.assert_array_equal(again.per_image_matrices, cm.per_image_matrices)
     np.testing.assert_array_equal(again.matrix, cm.matrix)
     with pytest.raises(ValueError, match="non-negative integer"):
         ConfusionMatrix.from_matrices(-np.ones((1, 2, 2), np.int64))

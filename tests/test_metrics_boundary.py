@@ -111,6 +111,7 @@ def test_torch_and_integer_inputs():
     expected = hausdorff_distance_95(a.astype(bool), b.astype(bool))
     assert hausdorff_distance_95(torch.from_numpy(a), torch.from_numpy(b)) == expected
     assert hausdorff_distance_95(a.astype(np.uint8), b) == expected
+    assert hausdorff_distance_95(a[:, ::-1], b[:, ::-1]) == expected  # a mirrored view
 
 
 def test_bad_inputs_are_named():
@@ -123,7 +124,8 @@ def test_bad_inputs_are_named():
         hausdorff_distance_95(ok, np.zeros((4, 5), np.uint8))
     with pytest.raises(ValueError, match=r"non-empty \(H, W\) mask, got shape \(1, 4, 4\)"):
         hausdorff_distance_95(ok[None], ok[None])
-    with pytest.raises(ValueError, match="spacing must be positive"):
-        hausdorff_distance_95(ok, ok, spacing=(1.0, 0.0))
+    for spacing in [(1.0, 0.0), (1.0, 2.0, 3.0), float("nan")]:
+        with pytest.raises(ValueError, match="spacing must be one or two positive finite"):
+            hausdorff_distance_95(ok, ok, spacing=spacing)
     with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
         normalized_surface_dice(ok, ok, tolerance=-1)

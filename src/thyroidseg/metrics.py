@@ -385,8 +385,10 @@ def recall(matrix: np.ndarray) -> np.ndarray:
 
 
 def specificity(matrix: np.ndarray) -> np.ndarray:
-    r"""Specificity per class: $TN/(TN+FP)$, where $TN$ counts pixels that are correctly
-    predicted as *not* that class. NaN if every pixel truly is that class."""
+    r"""Specificity per class: $TN/(TN+FP)$; NaN if every pixel truly is that class.
+
+    $TN_c$ counts the pixels correctly predicted as *not* class $c$ (whatever else they are).
+    """
     _, fp, _, tn = _counts(matrix)
     return _safe_divide(tn, tn + fp)
 
@@ -443,9 +445,9 @@ def frequency_weighted_iou(matrix: np.ndarray) -> np.ndarray | float:
     of class $c$ and $n$ all counted pixels; classes with $n_c = 0$ weigh nothing.
     Even more background-dominated than :func:`mean_iou`.
     """
-    tp, fp, fn, _ = _counts(matrix)
+    tp, _, fn, _ = _counts(matrix)
     true_pixels = tp + fn
-    weighted = np.where(true_pixels > 0, true_pixels * np.nan_to_num(iou(matrix)), 0.0)
+    weighted = true_pixels * np.nan_to_num(iou(matrix))  # IoU is only NaN where n_c = 0
     result = _safe_divide(weighted.sum(axis=-1), true_pixels.sum(axis=-1))
     return float(result) if result.ndim == 0 else result
 
@@ -456,7 +458,7 @@ def balanced_accuracy(matrix: np.ndarray) -> np.ndarray | float:
     $\mathrm{BA} = \frac{1}{|D|}\sum_{c\in D} TP_c/(TP_c+FN_c)$, $D$ the classes with $TP_c+FN_c>0$.
 
     Unlike :func:`pixel_accuracy`, a model that predicts background everywhere scores
-    $1/C$, not the background's share of the pixels.
+    $1/|D|$ (0.5 for a binary task), not the background's share of the pixels.
     """
     return _nanmean(recall(matrix))
 
@@ -581,7 +583,8 @@ class ConfusionMatrix:
 
     * **pooled** (:attr:`matrix`, :meth:`iou`, :meth:`dice`, ...): sum the counts of all
       images, then take each ratio once. Large images and large objects weigh more. This is
-      what the paper (and torchmetrics with ``average="micro"`` over a dataset) computes.
+      what the paper computes, and what torchmetrics' stateful metrics (e.g.
+      ``MulticlassJaccardIndex(average=None)``) give when updated over a whole dataset.
     * **per image** (:meth:`per_image`, :meth:`summary`): take the ratio in every image, then
       average over images, as the TN-SCUI challenge and nnU-Net report. Every image weighs
       the same, so small nodules that the model misses pull the mean down.
@@ -702,7 +705,7 @@ class ConfusionMatrix:
         device = torch.device("cpu")
         if dist.get_backend() == "nccl":
             device = torch.device("cuda", torch.cuda.current_device())
-        local = torch.as_tensor(self.per_image_matrices, device=device)
+        local = torch.tensor(self.per_image_matrices, dtype=torch.int64, device=device)
         sizes = [
             torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())
         ]
@@ -843,8 +846,10 @@ class ConfusionMatrix:
     def to_dict(self) -> dict[str, Any]:
         """Settings, counts, pooled metrics and per-image summaries as JSON-ready values.
 
-        NaN (undefined) becomes ``None``. Per-image summaries are given for every class
-        except the background (class 0).
+        NaN (undefined) becomes ``None``. Per-image summaries (default empty policy: NaN,
+        excluded) are given for every class except the background (class 0).
+        ``ConfusionMatrix.from_matrices(np.array(d["per_image_matrices"]))`` rebuilds the
+        object.
         """
         pooled: dict[str, Any] = {
             name: [_json_number(v) for v in function(self.matrix)]
@@ -871,6 +876,7 @@ class ConfusionMatrix:
             "ignore_index": self.ignore_index,
             "n_images": self.n_images,
             "matrix": self.matrix.tolist(),
+            "per_image_matrices": self.per_image_matrices.tolist(),
             "pooled": pooled,
             "per_image": per_image,
         }
@@ -1036,18 +1042,21 @@ def _binary_mask(mask: LabelMap, name: str) -> np.ndarray:
     if mask.ndim != 2 or mask.size == 0:
         raise ValueError(f"{name} must be a non-empty (H, W) mask, got shape {mask.shape}")
     if mask.dtype != np.bool_:
-        values = np.unique(mask)
-        if values.size > 2 or not np.isin(values, (0, 1)).all():
-            shown = ", ".join(str(v) for v in values[:10])
+        if mask.min() < 0 or mask.max() > 1:
+            shown = ", ".join(str(v) for v in np.unique(mask)[:10])
             raise ValueError(f"{name} is not binary: values {shown} (expected 0 and 1)")
         mask = mask.astype(np.bool_)
-    return mask
+    return np.ascontiguousarray(mask)
 
 
 def _spacing_pair(spacing: Spacing) -> tuple[float, float]:
-    pair = (1.0, 1.0) if spacing is None else np.broadcast_to(np.asarray(spacing, float), (2,))
-    if not all(math.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(f"spacing must be positive and finite, got {spacing!r}")
+    pair = np.ones(2) if spacing is None else np.asarray(spacing, dtype=np.float64).ravel()
+    if pair.size == 1:
+        pair = np.repeat(pair, 2)
+    if pair.size != 2 or not all(math.isfinite(s) and s > 0 for s in pair):
+        raise ValueError(
+            f"spacing must be one or two positive finite numbers (rows, columns), got {spacing!r}"
+        )
     return float(pair[0]), float(pair[1])
 
 

@@ -93,6 +93,15 @@ def test_size_mismatches_are_all_listed_unless_labels_are_resized(tmp_path):
     assert truth_pixels == nearest.sum()
 
 
+def test_unreadable_file_is_named(folders):
+    preds, labels, _ = folders
+    (labels / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"b\.png: not a readable image"):
+        evaluate_folders(preds, labels, progress=False)
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        evaluate_folders(preds, labels, threshold=float("nan"), progress=False)
+
+
 def test_cli_prints_and_writes_json_and_csv(folders, tmp_path, capsys):
     preds, labels, _ = folders
     out_json, out_csv = tmp_path / "out" / "r.json", tmp_path / "out" / "r.csv"

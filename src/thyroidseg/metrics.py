@@ -1259,6 +1259,8 @@ def evaluate_folders(
         listed). Nothing is skipped silently.
     """
     _check_tolerance(tolerance)
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     pixel = _spacing_pair(spacing)
     preds, labels = list_images(pred_dir), list_images(label_dir)
     only_pred, only_label = (

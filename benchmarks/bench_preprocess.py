@@ -38,6 +38,8 @@ from thyroidseg._io import list_images, read_image, read_mask
 from thyroidseg.preprocess import (
     DEFAULT_MARGIN,
     Box,
+    _seam_strength,
+    find_annotations,
     find_scan_region,
     find_views,
     preprocess,
@@ -178,13 +180,20 @@ def run_speed(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- quality
 
 
-def coverage(mask: np.ndarray, box: Box) -> tuple[float, float]:
-    """(share of mask pixels in box, same over mask components that touch the box)."""
+def coverage(mask: np.ndarray, box: Box) -> tuple[float, float, int]:
+    """(share of mask pixels in box, same over the mask components that touch the box,
+    farthest distance in px of such a component's pixel outside the box)."""
     inside = np.count_nonzero(mask[box.slices])
-    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    _, labels = cv2.connectedComponents(mask, connectivity=8)
     touching = np.unique(labels[box.slices][mask[box.slices] > 0])
-    relevant = np.count_nonzero(np.isin(labels, touching) & (mask > 0))
-    return inside / np.count_nonzero(mask), inside / max(relevant, 1)
+    relevant = np.isin(labels, touching) & (mask > 0)
+    ys, xs = np.nonzero(relevant)
+    spill = np.maximum.reduce([box.x0 - xs, xs - (box.x1 - 1), box.y0 - ys, ys - (box.y1 - 1)])
+    return (
+        inside / np.count_nonzero(mask),
+        inside / max(np.count_nonzero(relevant), 1),
+        int(max(spill.max(initial=0), 0)),
+    )
 
 
 def round_trip_iou(mask: np.ndarray, result) -> float:
@@ -202,12 +211,19 @@ def run_quality(args: argparse.Namespace) -> None:
     masks = list_images(args.ddti / "masks")
     rows = {name: [] for name in ("full frame", "TN-SCUI mean>=5", "ours margin 0", "ours")}
     two_views, ious, thin, worst = 0, [], [], {}
+    seam_ratios: dict[bool, list[float]] = {False: [], True: []}
+    marked_crop, marked_nodule = [], []
     for stem, path in images.items():
         gray = read_image(path, grayscale=True)
         mask = read_mask(masks[stem])
         height, width = gray.shape
         views = find_views(gray)
         two_views += len(views) > 1
+        region = find_scan_region(gray)
+        seam_ratios[len(views) > 1].append(_seam_strength(gray[region.slices])[1])
+        marks = find_annotations(gray[region.slices])
+        marked_crop.append(marks.mean())
+        marked_nodule.append(marks[mask[region.slices] > 0].mean())
         result = preprocess(gray)
         ious.append(round_trip_iou(mask, result))
         thin.append(not cv2.erode(mask, np.ones((3, 3), np.uint8)).any())  # 1-2 px outlines
@@ -222,13 +238,13 @@ def run_quality(args: argparse.Namespace) -> None:
         boxes = {
             "full frame": (Box(0, 0, width, height), gray),
             "TN-SCUI mean>=5": (tnscui_box(gray), None),
-            "ours margin 0": (find_scan_region(gray), None),
+            "ours margin 0": (region, None),
             "ours": (result.box, native),
         }
         for name, (box, crop) in boxes.items():
             crop = gray[box.slices] if crop is None else crop
             glyphs = text_glyphs(crop)
-            kept, kept_touching = coverage(mask, box)
+            kept, kept_touching, spill = coverage(mask, box)
             rows[name].append(
                 (
                     kept,
@@ -236,6 +252,7 @@ def run_quality(args: argparse.Namespace) -> None:
                     1 - box.area / (height * width),
                     text_words(glyphs),
                     len(glyphs),
+                    spill,
                 )
             )
             if kept < worst.get(name, (1.0, ""))[0]:
@@ -257,6 +274,19 @@ def run_quality(args: argparse.Namespace) -> None:
         )
     for name, (kept, stem) in worst.items():
         print(f"  worst {name}: {stem} keeps {kept:.2%} of its mask")
+    spill = np.array(rows["ours margin 0"])[:, 5]
+    print(
+        f"  exact field of view: {int((spill > 0).sum())} frames have nodule pixels drawn"
+        f" outside it, at most {int(spill.max())} px away"
+    )
+    print(
+        f"  seam step ratio: single-view frames max {max(seam_ratios[False]):.2f},"
+        f" split frames min {min(seam_ratios[True]):.2f} (threshold 4.5)"
+    )
+    print(
+        f"  annotation marks: median {np.median(marked_crop):.3%} of the field of view,"
+        f" mean {np.mean(marked_nodule):.3%} of the nodule pixels"
+    )
     print(f"  ours: margin={DEFAULT_MARGIN} px, 'ours' text counts are after blanking + mark fill")
     print(f"  split-screen frames (two views): {two_views} of {n}")
     ious, thin = np.array(ious), np.array(thin)
@@ -273,7 +303,10 @@ def main() -> None:
     parser.add_argument("--ddti", type=Path, default=DDTI, help="DDTI folder (images/, masks/)")
     parser.add_argument("--frames", type=int, default=200, help="frames timed (speed)")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes, best kept (speed)")
+    parser.add_argument("--threads", type=int, default=None, help="OpenCV threads (speed)")
     args = parser.parse_args()
+    if args.threads is not None:
+        cv2.setNumThreads(args.threads)
     {"speed": run_speed, "quality": run_quality}[args.what](args)
 
 

@@ -239,8 +239,8 @@ def find_views(image: np.ndarray | PathLike) -> list[Box]:
     Split-screen frames (two views side by side, each with its own nodule) give two boxes,
     left then right; other frames give one.
 
-    Method
-    ------
+    Notes
+    -----
     1. *Coarse field of view*: the frame is cut into 4x4-pixel blocks; a block is "image" when
        more than half of its pixels are non-zero (the scanner background is exactly 0, while
        even a black cyst carries some speckle). An opening of 5x5 blocks (20 px) removes text
@@ -350,10 +350,16 @@ def _coarse_box(nonzero: np.ndarray) -> Box | None:
 
 def _find_seam(content: np.ndarray) -> int | None:
     """Column index (in ``content``) where a second view starts, or None."""
+    column, ratio = _seam_strength(content)
+    return column if ratio >= _SEAM_RATIO else None
+
+
+def _seam_strength(content: np.ndarray) -> tuple[int, float]:
+    """The likeliest seam column and its step ratio (see :func:`find_views`); 0 if none."""
     width = content.shape[1]
     lo, hi = int(_SEAM_BAND[0] * width), int(_SEAM_BAND[1] * width)
     if hi - lo < 2:
-        return None
+        return 0, 0.0
     # Every 4th row of the vertical average is enough: neighbouring rows share 37 of 41 rows.
     columns = cv2.blur(content, (1, _SEAM_BLUR), borderType=cv2.BORDER_REFLECT)[::4]
     steps = np.abs(np.diff(columns.astype(np.int16), axis=1))  # steps[:, i]: column i -> i + 1
@@ -361,9 +367,7 @@ def _find_seam(content: np.ndarray) -> int | None:
     profile = np.partition(steps, kept - 1, axis=0)[:kept].mean(axis=0)
     best = lo + int(np.argmax(profile[lo:hi]))
     typical = float(np.median(profile))
-    if typical <= 0 or profile[best] < _SEAM_RATIO * typical:
-        return None
-    return best + 1
+    return best + 1, (float(profile[best]) / typical if typical > 0 else 0.0)
 
 
 def _refine(nonzero: np.ndarray, coarse: Box, limit: Box) -> Box:

@@ -385,8 +385,6 @@ def test_preprocess_crop_margin_and_inpaint_switches() -> None:
     cleaned = preprocess(frame, margin=0, **plain)
     cross = (slice(126, 135), slice(106, 115))  # the cross, in crop coordinates
     assert cleaned.image[cross].max() < 240 and exact.image[cross].max() == 255
-    with pytest.raises(ValueError, match="margin"):
-        preprocess(frame, margin=-1)
 
 
 def test_preprocess_accepts_colour_and_16_bit_and_cleans_overlays(tmp_path) -> None:
@@ -413,3 +411,18 @@ def test_preprocess_is_deterministic_and_does_not_modify_its_input() -> None:
     first, second = preprocess(frame), preprocess(frame)
     np.testing.assert_array_equal(first.image, second.image)
     np.testing.assert_array_equal(frame, copy)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("equalization", "adaptive"),
+        ("smoothing", "box"),
+        ("resize_mode", "crop"),
+        ("size", (0, 256)),
+        ("margin", -3),
+    ],
+)
+def test_preprocess_rejects_bad_settings_before_reading(tmp_path, option, value) -> None:
+    with pytest.raises(ValueError, match=option.split("_")[0]):
+        preprocess(tmp_path / "never-read.png", **{option: value})

@@ -6,8 +6,8 @@ For every model, in a fresh subprocess (so peak memory is that model's alone):
   multiply-add counts 2);
 - training step time: batch 8 x 1 x 256 x 256, Adam, cross-entropy, median of 3 steps
   (1 with ``--quick``) after one warm-up step;
-- inference throughput at batch size 1 (``torch.inference_mode``), images/s over 10 images
-  (3 with ``--quick``) after two warm-up images;
+- inference throughput at batch size 1 (``torch.inference_mode``): 1 / median time of 10
+  images (3 with ``--quick``) after two warm-up images;
 - peak resident memory of the process (``getrusage`` max RSS) after training, and the RSS
   before the first step, so the difference is what training added;
 
@@ -23,19 +23,32 @@ Run it from the repository root with the benchmark environment, which has the pe
 Peers that cannot be imported are listed as unavailable with the reason. Timings on a shared
 machine are noisy: read the ratios to ``thyroidseg UNet()`` printed at the end, measured in
 the same run, rather than the absolute numbers.
+
+``--accuracy DDTI_DIR`` instead trains each model for a fixed number of steps on the DDTI
+frames (``images/``, ``masks/``, ``metadata.csv``) resized to 128 x 128, with one fifth of the
+``leak_group`` groups held out, and prints the held-out nodule Dice and IoU. It is a short
+sanity check that a cheaper architecture learns as well as the wider ones under identical
+conditions (same data, steps, loss, optimiser and precision), not a tuned result::
+
+    bench-env/bin/python benchmarks/bench_model.py --accuracy ../shared/data/ddti
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,6 +112,16 @@ EXTRA_MODELS: dict[str, Callable[[], nn.Module]] = {
 """Ablations of our configuration, run with ``--models``."""
 
 
+def _gflops(model: nn.Module) -> float:
+    """Forward GFLOPs for one 1 x 256 x 256 image (a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, SIZE, SIZE))
+    return counter.get_total_flops() / 1e9
+
+
 def _max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
@@ -115,12 +138,7 @@ def _worker(name: str, precision: str, steps: int, infer: int) -> dict[str, obje
     result: dict[str, object] = {"model": name, "precision": precision}
     result["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     if not bf16:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 1, SIZE, SIZE))
-        result["gflops"] = counter.get_total_flops() / 1e9
+        result["gflops"] = _gflops(model)
     model = model.to(memory_format=memory_format).train()
     images = torch.randn(BATCH, 1, SIZE, SIZE).to(memory_format=memory_format)
     target = torch.randint(0, 2, (BATCH, SIZE, SIZE))
@@ -142,14 +160,13 @@ def _worker(name: str, precision: str, steps: int, infer: int) -> dict[str, obje
     model.eval()
     image = torch.randn(1, 1, SIZE, SIZE).to(memory_format=memory_format)
     with torch.inference_mode():
-        for _ in range(2):
+        times = []
+        for _ in range(infer + 2):
+            start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(image)
-        start = time.perf_counter()
-        for _ in range(infer):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(image)
-        result["infer_img_s"] = infer / (time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
+        result["infer_img_s"] = 1 / statistics.median(times[2:])
         if bf16:
             reference = model(image)
             difference = (logits.float() - reference).abs().max() / reference.abs().max()
@@ -164,6 +181,110 @@ def _run_worker(name: str, precision: str, steps: int, infer: int) -> dict[str, 
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"model": name, "precision": precision, "error": f"worker failed: {tail[0]}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+ACCURACY_SIZE = 128
+ACCURACY_MODELS = ["thyroidseg UNet()", "thyroidseg plain base-32", "MONAI UNet 16..256 res"]
+
+
+def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Images (standardised), masks and a held-out flag (one fifth of the leak groups)."""
+    from thyroidseg._io import read_image, read_mask
+
+    with open(root / "metadata.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    size = (ACCURACY_SIZE, ACCURACY_SIZE)
+    images, masks, held_out = [], [], []
+    for row in rows:
+        image = read_image(root / "images" / f"{row['stem']}.png", grayscale=True)
+        mask = read_mask(root / "masks" / f"{row['stem']}.png")
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        images.append((image - image.mean()) / max(float(image.std()), 1e-6))
+        masks.append(cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+        held_out.append(zlib.crc32(row["leak_group"].encode()) % 5 == 0)
+    return (
+        torch.from_numpy(np.stack(images)[:, None]),
+        torch.from_numpy(np.stack(masks).astype(np.int64)),
+        np.array(held_out),
+    )
+
+
+def _accuracy(name: str, data: tuple, steps: int) -> dict[str, object]:
+    """Train ``name`` for ``steps`` steps (batch 8, Adam 1e-3, Dice + CE, bf16 autocast)."""
+    from thyroidseg.losses import DiceCELoss
+
+    images, masks, held_out = data
+    train = np.flatnonzero(~held_out)
+    test = np.flatnonzero(held_out)
+    torch.manual_seed(0)
+    try:
+        model = {**MODELS, **EXTRA_MODELS}[name]().to(memory_format=torch.channels_last)
+    except Exception as error:
+        return {"model": name, "error": f"{type(error).__name__}: {error}"}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = DiceCELoss()
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        batch = torch.from_numpy(train)[torch.randint(len(train), (BATCH,), generator=generator)]
+        x, y = images[batch], masks[batch]
+        if torch.rand((), generator=generator) < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    train_s = time.perf_counter() - start
+    model.eval()
+    tp = fp = fn = 0
+    per_image = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for i in test:
+            pred = model(images[i : i + 1]).argmax(1)[0] == 1
+            truth = masks[i] == 1
+            a, b, c = (
+                (pred & truth).sum().item(),
+                (pred & ~truth).sum().item(),
+                (~pred & truth).sum().item(),
+            )
+            tp, fp, fn = tp + a, fp + b, fn + c
+            per_image.append(2 * a / (2 * a + b + c) if a + b + c else 1.0)
+    return {
+        "model": name,
+        "train_images": len(train),
+        "test_images": len(test),
+        "steps": steps,
+        "train_s": train_s,
+        "final_loss": loss.item(),
+        "dice_pooled": 2 * tp / (2 * tp + fp + fn),
+        "iou_pooled": tp / (tp + fp + fn),
+        "dice_mean_per_image": float(np.mean(per_image)),
+    }
+
+
+def _run_accuracy(root: Path, models: list[str], steps: int) -> None:
+    data = _load_ddti(root)
+    print(
+        f"DDTI at {ACCURACY_SIZE} x {ACCURACY_SIZE}: {int((~data[2]).sum())} training and"
+        f" {int(data[2].sum())} held-out frames (split by leak_group); {steps} steps of batch"
+        f" {BATCH}, Adam 1e-3, Dice + CE, bf16 autocast + channels_last, seed 0\n"
+    )
+    print("| model | nodule Dice (pooled) | nodule IoU (pooled) | mean image Dice | train (s) |")
+    print("|---|---|---|---|---|")
+    for name in models:
+        r = _accuracy(name, data, steps)
+        print(json.dumps(r), file=sys.stderr, flush=True)
+        if "error" in r:
+            print(f"| {name} | unavailable: {r['error']} ||||")
+            continue
+        print(
+            f"| {name} | {r['dice_pooled']:.3f} | {r['iou_pooled']:.3f}"
+            f" | {r['dice_mean_per_image']:.3f} | {r['train_s']:.0f} |",
+            flush=True,
+        )
 
 
 def _fmt(value: object, spec: str) -> str:
@@ -181,11 +302,38 @@ def main() -> None:
         metavar="NAME",
         help="models to run (quote names); the first is the reference",
     )
+    parser.add_argument(
+        "--accuracy",
+        type=Path,
+        metavar="DDTI_DIR",
+        help="train each model briefly on DDTI and report held-out Dice instead of speed",
+    )
+    parser.add_argument(
+        "--accuracy-steps", type=int, default=300, help="training steps per model (300)"
+    )
+    parser.add_argument(
+        "--flops-only", action="store_true", help="print parameters and GFLOPs only (seconds)"
+    )
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, precision, steps, infer = args.worker
         print(json.dumps(_worker(name, precision, int(steps), int(infer))))
+        return
+    if args.flops_only:
+        print("| model | params (M) | GFLOPs per 1 x 256 x 256 image |\n|---|---|---|")
+        for name in args.models:
+            try:
+                model = {**MODELS, **EXTRA_MODELS}[name]()
+            except Exception as error:  # a peer that does not import on this machine
+                print(f"| {name} | unavailable: {type(error).__name__}: {error} ||")
+                continue
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            print(f"| {name} | {params:.2f} | {_gflops(model):.2f} |")
+        return
+    if args.accuracy:
+        models = args.models if args.models != list(MODELS) else ACCURACY_MODELS
+        _run_accuracy(args.accuracy, models, args.accuracy_steps)
         return
 
     steps, infer = (1, 3) if args.quick else (3, 10)

@@ -58,6 +58,11 @@ def test_every_option_trains_at_odd_sizes(
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_group_norm_accepts_widths_not_divisible_by_8() -> None:
+    model = UNet(base_channels=6, depth=1, norm="group", seed=0)
+    assert model(torch.randn(1, 1, 8, 8)).shape == (1, 2, 8, 8)
+
+
 def test_padding_does_not_leak_into_the_kept_region() -> None:
     """Cropping back is exact: the top-left pixels of a padded input see the same network."""
     model = UNet(**TINY).eval()

@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +63,7 @@ _UPSAMPLES = ("transpose", "bilinear")
 _PADDINGS = ("same", "valid")
 
 GROUP_NORM_GROUPS = 8
-"""Number of groups for ``norm="group"`` (fewer when a layer has fewer channels)."""
+"""Groups for ``norm="group"``; a layer whose width it does not divide uses ``gcd(8, width)``."""
 
 
 def _make_norm(kind: str, channels: int) -> nn.Module:
@@ -71,7 +72,7 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "group":
-        return nn.GroupNorm(min(GROUP_NORM_GROUPS, channels), channels)
+        return nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, channels), channels)
     return nn.Identity()
 
 

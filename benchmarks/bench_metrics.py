@@ -182,8 +182,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--hd95-pairs", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="torch threads (default: 2, the target machine's cores); the numpy paths use one",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"

@@ -92,6 +92,27 @@ def test_square_shifted_by_three_columns():
     assert normalized_surface_dice(a, b, tolerance=2.9) < 1.0
 
 
+@pytest.mark.parametrize(
+    ("pred_box", "target_box"),
+    [
+        ((slice(0, 5), slice(0, 4)), (slice(2, 7), slice(1, 6))),  # at the image corner
+        ((slice(30, 40), slice(50, 60)), (slice(2, 4), slice(3, 5))),  # far apart, small
+        ((slice(0, 40), slice(0, 64)), (slice(10, 20), slice(10, 30))),  # whole image
+    ],
+)
+def test_masks_at_the_image_edge_and_far_apart(pred_box, target_box):
+    pred, target = np.zeros((2, 40, 64), bool)
+    pred[pred_box], target[target_box] = True, True
+    forward = distances_by_definition(pred, target, 1.0)
+    backward = distances_by_definition(target, pred, 1.0)
+    expected = max(np.percentile(forward, 95), np.percentile(backward, 95))
+    assert hausdorff_distance_95(pred, target) == pytest.approx(expected, rel=1e-6)
+    within = (forward <= 2.5).sum() + (backward <= 2.5).sum()
+    assert normalized_surface_dice(pred, target, tolerance=2.5) == pytest.approx(
+        within / (forward.size + backward.size)
+    )
+
+
 def test_empty_masks_follow_monai():
     empty, blob = np.zeros((6, 6), bool), np.zeros((6, 6), bool)
     blob[2:4, 2:4] = True

@@ -1080,7 +1080,13 @@ def _surface_distances(
     pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances pred border -> target border and target border -> pred border (non-empty)."""
-    pred_border, target_border = _border(pred), _border(target)
+    # Work inside the bounding box of both masks: the pixels outside it belong to neither
+    # mask, so borders (the erosion pads with background) and distances are unchanged.
+    union = pred | target
+    rows, columns = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+    pred_border = _border(np.ascontiguousarray(pred[box]))
+    target_border = _border(np.ascontiguousarray(target[box]))
     return (
         _distances_to(pred_border, target_border, spacing),
         _distances_to(target_border, pred_border, spacing),

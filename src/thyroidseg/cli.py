@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from thyroidseg._version import __version__
 
@@ -192,5 +193,210 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --amp, shared by train, predict and demo."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1..."
+    )
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default="auto",
+        help="mixed precision (default auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
+    )
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a U-Net on a dataset folder (one cross-validation fold)",
+        description="Read DATA_DIR (any layout ThyroidDataset detects), split it into --folds "
+        "folds by leak group, train a U-Net on all folds but --fold and validate on --fold "
+        "every epoch. RUN_DIR receives last.pt, best.pt (by per-image validation nodule "
+        "IoU), history.csv and history.png. Under torchrun, trains with "
+        "DistributedDataParallel.",
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created)")
+    parser.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(256, 256),
+        metavar=("H", "W"),
+        help="network height and width (default: 256 256)",
+    )
+    parser.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
+    parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
+    parser.add_argument(
+        "--loss",
+        choices=["ce", "weighted_ce", "dice", "dice_ce"],
+        default="dice_ce",
+        help="loss (default: dice_ce; weighted_ce is the paper's border-weighted CE)",
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--schedule",
+        choices=["cosine", "poly", "constant"],
+        default="cosine",
+        help="learning-rate schedule (default: cosine)",
+    )
+    parser.add_argument("--base-channels", type=int, default=16, help="U-Net width (default: 16)")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="stop after this many epochs without a better validation IoU",
+    )
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    _add_speed_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from thyroidseg.training import BEST_CHECKPOINT, HISTORY_CSV, train_folder
+
+    trainer = train_folder(
+        args.data_dir,
+        args.out,
+        fold=args.fold,
+        folds=args.folds,
+        size=tuple(args.size),
+        base_channels=args.base_channels,
+        augment=not args.no_augment,
+        resume=args.resume,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        loss=args.loss,
+        lr=args.lr,
+        schedule=args.schedule,
+        early_stopping=args.early_stopping,
+        num_workers=args.workers,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        progress=False if args.quiet else None,
+    )
+    if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
+        out = Path(args.out)
+        print(f"best validation nodule IoU {trainer.best_score:.4f} (epoch {trainer.best_epoch})")
+        print(f"checkpoints: {trainer.last_checkpoint}, {out / BEST_CHECKPOINT}")
+        print(f"history: {out / HISTORY_CSV} and {out / 'history.png'}")
+    return 0
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment a folder of scanner frames with a trained checkpoint",
+        description="Preprocess every image of IN_DIR as in training, segment it with the "
+        "model of CHECKPOINT (loaded with weights_only=True) and write OUT_DIR/<stem>.png: "
+        "a {0, 255} mask of the frame's original size. Existing masks are not overwritten "
+        "unless --overwrite.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="best.pt or last.pt of a run")
+    parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the masks (created)")
+    parser.add_argument(
+        "--keep-largest",
+        action="store_true",
+        help="keep only the largest nodule in each view (split-screen frames have two views)",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=int,
+        default=0,
+        help="remove predicted components smaller than this many pixels (default: 0)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    _add_speed_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from thyroidseg.inference import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        amp=args.amp,
+        keep_largest=args.keep_largest,
+        min_area=args.min_area,
+        batch_size=args.batch_size,
+    )
+    written = segmenter.predict_folder(
+        args.in_dir, args.out_dir, overwrite=args.overwrite, progress=False if args.quiet else None
+    )
+    print(f"wrote {len(written)} masks to {args.out_dir}")
+    return 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline on synthetic phantoms (or --data) in a few minutes",
+        description="Write synthetic ultrasound phantoms, preprocess them, train a small U-Net, "
+        "segment the held-out test frames at their original size, print the metrics report "
+        "and write overlay pictures (prediction red, truth green). With --data DIR, use a real "
+        "dataset folder instead of phantoms.",
+    )
+    parser.add_argument(
+        "--out", default="thyroidseg-demo", help="output folder (default: thyroidseg-demo)"
+    )
+    parser.add_argument("--data", metavar="DIR", help="dataset folder to use instead of phantoms")
+    parser.add_argument("--images", type=int, default=96, help="phantoms to make (default: 96)")
+    parser.add_argument("--epochs", type=int, default=25, help="epochs (default: 25)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(128, 128),
+        metavar=("H", "W"),
+        help="network height and width (default: 128 128)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_speed_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from thyroidseg.inference import run_demo
+
+    result = run_demo(
+        args.out,
+        data=args.data,
+        n_images=args.images,
+        size=tuple(args.size),
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        progress=False if args.quiet else None,
+    )
+    print(result.metrics.report())
+    print()
+    print(f"data: {result.data_dir}")
+    print(f"checkpoints and training curves: {result.run_dir}")
+    print(f"test metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"overlays (prediction red, truth green): {Path(args.out) / 'overlays'}")
+    return 0
+
+
 # Sub-commands register here, in the order `thyroidseg --help` lists them.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_evaluate, _add_preprocess]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
+    _add_train,
+    _add_predict,
+    _add_evaluate,
+    _add_preprocess,
+]

@@ -68,6 +68,7 @@ __all__ = [
     "resolve_amp",
     "resolve_device",
     "save_checkpoint",
+    "train_folder",
     "tune_cpu_allocator",
 ]
 
@@ -582,6 +583,7 @@ class Trainer:
             data,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
         )
         self.model.eval()
@@ -619,6 +621,7 @@ class Trainer:
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
+            collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
             generator=worker_seeds,
         )
@@ -702,21 +705,14 @@ class Trainer:
             raise NonFiniteLossError(epoch + 1, step, value, self._last_saved)
         return value
 
-    def _to_device(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-        if not isinstance(batch, Mapping) or "image" not in batch or "mask" not in batch:
-            raise ValueError(
-                "each dataset item must be a dict with 'image' (C, H, W) and 'mask' (H, W); "
-                f"got {type(batch).__name__}"
-            )
+    def _to_device(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         images = batch["image"].to(self.device, non_blocking=True).float()
         images = images.contiguous(memory_format=self.memory_format)
         masks = batch["mask"].to(self.device, non_blocking=True).long()
         return images, masks
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
 
     # -- checkpoints and outputs --------------------------------------------------------
 
@@ -771,7 +767,104 @@ class Trainer:
         self._last_saved = Path(path)
 
 
+# --------------------------------------------------------------------------- from a folder
+
+
+def train_folder(
+    data_dir: PathLike,
+    out_dir: PathLike,
+    *,
+    fold: int = 0,
+    folds: int = 5,
+    size: tuple[int, int] = (256, 256),
+    base_channels: int = 16,
+    augment: bool = True,
+    resume: bool = False,
+    **trainer_options: Any,
+) -> Trainer:
+    """Train a :class:`~thyroidseg.model.UNet` on fold ``fold`` of a dataset folder.
+
+    What ``thyroidseg train`` runs: read ``data_dir`` with
+    :class:`~thyroidseg.data.ThyroidDataset` (any layout it detects, preprocessed with
+    :func:`~thyroidseg.preprocess.preprocess` at ``size``), split it with
+    :func:`~thyroidseg.data.group_kfold` (``folds`` folds by leak group, seeded with
+    ``seed``), train on the other folds with :class:`~thyroidseg.augment.Augment` and
+    validate on fold ``fold``.
+
+    Parameters
+    ----------
+    data_dir, out_dir
+        Dataset folder; run folder for checkpoints and history.
+    fold, folds
+        Which of how many group folds is the validation set (defaults 0 of 5).
+    size
+        Network input ``(H, W)`` (default 256 x 256).
+    base_channels
+        Width of the U-Net's first stage (default 16).
+    augment
+        Random flips, affine warps and intensity changes on the training images (default on).
+    resume
+        Continue from ``out_dir/last.pt`` (an error if there is none).
+    **trainer_options
+        Passed to :class:`Trainer` (``epochs``, ``batch_size``, ``loss``, ``lr``, ``amp``,
+        ``device``, ``seed``, ``progress``...).
+
+    Returns
+    -------
+    Trainer
+        After :meth:`Trainer.fit`; ``trainer.history`` holds the epochs.
+    """
+    from thyroidseg.augment import Augment
+    from thyroidseg.data import ThyroidDataset, group_kfold
+    from thyroidseg.model import UNet
+    from thyroidseg.preprocess import preprocess
+
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds}), got {fold!r}")
+    out_dir = Path(out_dir)
+    last = out_dir / LAST_CHECKPOINT
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"{last}: nothing to resume from")
+    if not resume and last.exists():
+        raise FileExistsError(f"{last} exists: pass resume (--resume) or choose another folder")
+    seed = int(trainer_options.get("seed", 0))
+    size = (int(size[0]), int(size[1]))
+    options = {"size": list(size)}
+    dataset = ThyroidDataset(
+        data_dir,
+        size=size,
+        preprocess=functools.partial(preprocess, **options),
+        progress=trainer_options.get("progress"),
+    )
+    train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
+    train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
+    trainer = Trainer(
+        UNet(base_channels=base_channels, seed=seed),
+        train,
+        dataset.subset(val_idx),
+        out_dir=out_dir,
+        data_config={"preprocess": options, "root": str(data_dir), "fold": fold, "folds": folds},
+        **trainer_options,
+    )
+    trainer.fit(resume=last if resume else None)
+    return trainer
+
+
 # --------------------------------------------------------------------------- helpers
+
+
+def _collate(items: Sequence[Any]) -> dict[str, Tensor]:
+    """Stack the ``"image"`` and ``"mask"`` of dataset items (other keys are not needed)."""
+    for item in items:
+        if not isinstance(item, Mapping) or "image" not in item or "mask" not in item:
+            raise ValueError(
+                "each dataset item must be a dict with 'image' (C, H, W) and 'mask' (H, W); "
+                f"got {type(item).__name__}"
+            )
+    return {
+        "image": torch.stack([torch.as_tensor(item["image"]) for item in items]),
+        "mask": torch.stack([torch.as_tensor(item["mask"]) for item in items]),
+    }
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,408 @@
+"""Segment scanner frames with a trained model: preprocess -> model -> original size.
+
+A :class:`Segmenter` holds a model and the preprocessing it was trained with. For each frame
+it runs :func:`thyroidseg.preprocess.preprocess` (crop to the scan region, clean, equalise,
+resize), predicts the class of every network pixel (argmax of the logits), carries the mask
+back to the original frame with :meth:`~thyroidseg.preprocess.Preprocessed.mask_to_original`
+(nearest neighbour, zeros outside the scan region) and applies the per-view post-processing
+of :func:`postprocess_views`. Masks therefore always have the size of the input frame and are
+measured against the original labels, never against resized ones.
+
+``Segmenter.from_checkpoint("run/best.pt")`` rebuilds everything from a checkpoint written by
+:class:`thyroidseg.training.Trainer` (model architecture and preprocessing settings are
+stored in it), loading it with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from thyroidseg._io import PathLike, atomic_write_bytes, list_images, write_image
+from thyroidseg._progress import Progress
+from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg.preprocess import preprocess
+from thyroidseg.training import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    AmpMode,
+    Trainer,
+    load_checkpoint,
+    resolve_amp,
+    resolve_device,
+)
+
+__all__ = ["DemoResult", "Segmenter", "overlay", "postprocess_views", "run_demo"]
+
+_SUPPORTED_MODEL = "thyroidseg.model.UNet"
+
+
+def postprocess_views(
+    mask: np.ndarray,
+    views: Sequence[Sequence[int]],
+    *,
+    keep_largest: bool = False,
+    min_area: int = 0,
+) -> np.ndarray:
+    """Clean a binary mask view by view.
+
+    Pixels outside every view (the margin around the scan region, the gap between the two
+    halves of a split-screen frame) are set to 0. Then, inside each view separately:
+    connected components (8-connectivity) smaller than ``min_area`` pixels are removed,
+    and with ``keep_largest`` only the largest remaining one is kept. Working per view keeps
+    one nodule in each half of a split-screen frame, where a frame-wide "largest component"
+    rule would delete one of them.
+
+    Parameters
+    ----------
+    mask
+        ``(H, W)`` array; non-zero is nodule.
+    views
+        Boxes ``(x0, y0, x1, y1)`` in the mask's coordinates (``Preprocessed.views``).
+    keep_largest
+        Keep only the largest component in each view (default ``False``).
+    min_area
+        Remove components with fewer pixels (default 0: keep all).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` ``{0, 1}`` mask of the same shape.
+
+    Examples
+    --------
+    >>> mask = np.zeros((4, 8), np.uint8)
+    >>> mask[1:3, 0:2] = 1; mask[1, 4] = 1; mask[0:2, 6:8] = 1
+    >>> postprocess_views(mask, [(0, 0, 5, 4), (5, 0, 8, 4)], keep_largest=True)
+    array([[0, 0, 0, 0, 0, 0, 1, 1],
+           [1, 1, 0, 0, 0, 0, 1, 1],
+           [1, 1, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0]], dtype=uint8)
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    out = np.zeros(mask.shape, np.uint8)
+    for x0, y0, x1, y1 in views:
+        part = (mask[y0:y1, x0:x1] != 0).astype(np.uint8)
+        if keep_largest or min_area > 0:
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
+            areas = stats[1:, cv2.CC_STAT_AREA]
+            keep = areas >= min_area
+            if keep_largest and keep.any():
+                keep &= areas == areas[keep].max()
+                keep &= np.cumsum(keep) == 1  # one component even when two tie
+            part = np.isin(labels, 1 + np.flatnonzero(keep)).astype(np.uint8)
+        out[y0:y1, x0:x1] |= part
+    return out
+
+
+def overlay(
+    image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None
+) -> np.ndarray:
+    """A BGR picture of ``image`` with the predicted outline in red and the true one in green.
+
+    ``image`` is grey or BGR (8- or 16-bit), ``prediction`` and ``truth`` are ``(H, W)``
+    masks of the image's size (non-zero = nodule). The predicted area is also tinted red.
+    """
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    for name, mask in (("prediction", prediction), ("truth", truth)):
+        if mask is not None and mask.shape != picture.shape[:2]:
+            raise ValueError(f"{name} is {mask.shape}, the image is {picture.shape[:2]}")
+    predicted = prediction != 0
+    picture[predicted] = (0.6 * picture[predicted] + (0, 0, 0.4 * 255)).astype(np.uint8)
+    outlines = [(prediction, (0, 0, 255))] + ([(truth, (0, 200, 0))] if truth is not None else [])
+    for mask, colour in outlines:
+        contours, _ = cv2.findContours(
+            (mask != 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(picture, contours, -1, colour, 1, cv2.LINE_AA)
+    return picture
+
+
+class Segmenter:
+    """Segment whole scanner frames with a model, at the frames' own size.
+
+    Parameters
+    ----------
+    model
+        Maps ``(N, 1, H, W)`` images in ``[0, 1]`` to logits ``(N, K, H, W)``.
+    preprocess_options
+        Keyword arguments of :func:`thyroidseg.preprocess.preprocess` (including ``size``),
+        exactly as in training. Default: ``preprocess``'s defaults.
+    device, amp
+        As for :class:`thyroidseg.training.Trainer` (``"auto"`` for both by default).
+    keep_largest, min_area
+        Per-view post-processing, see :func:`postprocess_views` (default: off).
+    batch_size
+        Frames per forward pass in :meth:`predict_many` (default 8).
+
+    Examples
+    --------
+    >>> from thyroidseg.model import UNet
+    >>> from thyroidseg.synthetic import synthetic_phantoms
+    >>> images, _ = synthetic_phantoms(2, size=(90, 140), seed=0)
+    >>> segmenter = Segmenter(UNet(seed=0), {"size": (64, 64)}, device="cpu")
+    >>> [mask.shape for mask in segmenter.predict_many(images)]
+    [(90, 140), (90, 140)]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess_options: Mapping[str, Any] | None = None,
+        *,
+        device: str | torch.device = "auto",
+        amp: AmpMode = "auto",
+        keep_largest: bool = False,
+        min_area: int = 0,
+        batch_size: int = 8,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.amp_dtype = resolve_amp(amp, self.device)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.preprocess_options = dict(preprocess_options or {})
+        self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: PathLike,
+        *,
+        model: nn.Module | None = None,
+        device: str | torch.device = "auto",
+        amp: AmpMode = "auto",
+        keep_largest: bool = False,
+        min_area: int = 0,
+        batch_size: int = 8,
+    ) -> Segmenter:
+        """Rebuild the model and preprocessing stored in a :class:`Trainer` checkpoint.
+
+        A :class:`thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
+        other architecture pass an instance as ``model`` (its weights are replaced).
+
+        Raises
+        ------
+        FileNotFoundError, ValueError
+            As :func:`thyroidseg.training.load_checkpoint`; also when the checkpoint holds a
+            model that cannot be rebuilt or whose weights do not fit ``model``.
+        """
+        checkpoint = load_checkpoint(path)
+        config = checkpoint["config"]
+        if model is None:
+            if config.get("model_class") != _SUPPORTED_MODEL or not config.get("model"):
+                raise ValueError(
+                    f"{path}: holds a {config.get('model_class')!r} model; only "
+                    f"{_SUPPORTED_MODEL} is rebuilt automatically, pass model=... for others"
+                )
+            from thyroidseg.model import UNet
+
+            model = UNet(**config["model"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{path}: weights do not fit the model: {error}") from error
+        options = config.get("data", {}).get("preprocess", {})
+        return cls(
+            model,
+            options,
+            device=device,
+            amp=amp,
+            keep_largest=keep_largest,
+            min_area=min_area,
+            batch_size=batch_size,
+        )
+
+    def predict(self, image: np.ndarray | PathLike) -> np.ndarray:
+        """The ``uint8`` ``{0, 1}`` nodule mask of one frame (array or path), at its size."""
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[np.ndarray | PathLike]) -> list[np.ndarray]:
+        """Masks of several frames (any sizes), computed ``batch_size`` frames at a time."""
+        masks: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            prepared = [preprocess(image, **self.preprocess_options) for image in chunk]
+            batch = np.stack([p.image for p in prepared]).astype(np.float32) / 255.0
+            labels = self._labels(torch.from_numpy(batch[:, None]))
+            masks += [
+                postprocess_views(
+                    p.mask_to_original((label == 1).astype(np.uint8)),
+                    p.views,
+                    keep_largest=self.keep_largest,
+                    min_area=self.min_area,
+                )
+                for p, label in zip(prepared, labels, strict=True)
+            ]
+        return masks
+
+    def predict_folder(
+        self,
+        in_dir: PathLike,
+        out_dir: PathLike,
+        *,
+        overwrite: bool = False,
+        progress: bool | None = None,
+    ) -> list[Path]:
+        """Write ``out_dir/<stem>.png`` (``{0, 255}``, original size) for every image of ``in_dir``.
+
+        Every file is written atomically. Existing outputs are an error unless
+        ``overwrite`` (checked for all files before anything is written).
+
+        Returns
+        -------
+        list of pathlib.Path
+            The masks written, in stem order.
+        """
+        sources = list_images(in_dir)
+        out_dir = Path(out_dir)
+        if out_dir.resolve() == Path(in_dir).resolve():
+            raise ValueError(f"{out_dir}: the output folder must differ from the input folder")
+        targets = {stem: out_dir / f"{stem}.png" for stem in sources}
+        existing = [str(path) for path in targets.values() if path.exists()]
+        if existing and not overwrite:
+            shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
+            raise FileExistsError(
+                f"{len(existing)} output mask(s) exist already ({shown}); "
+                "pass overwrite=True (--overwrite) to replace them"
+            )
+        stems = list(sources)
+        written: list[Path] = []
+        chunks = range(0, len(stems), self.batch_size)
+        for start in Progress(chunks, desc="predict", enabled=progress):
+            chunk = stems[start : start + self.batch_size]
+            masks = self.predict_many([sources[stem] for stem in chunk])  # errors name the file
+            for stem, mask in zip(chunk, masks, strict=True):
+                written.append(write_image(targets[stem], mask * np.uint8(255)))
+        return written
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _labels(self, images: torch.Tensor) -> np.ndarray:
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
+        with torch.inference_mode(), amp:
+            logits = self.model(images)
+        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What :func:`run_demo` produced."""
+
+    data_dir: Path
+    """The dataset used (the phantoms written by the demo, or ``data``)."""
+    run_dir: Path
+    """Checkpoints, ``history.csv`` and ``history.png``."""
+    metrics: ConfusionMatrix
+    """Test-set confusion matrix, counted at each frame's original size."""
+    overlays: list[Path]
+    """One picture per test frame (prediction red, truth green)."""
+    history: list[dict[str, float]]
+
+
+def run_demo(
+    out_dir: PathLike = "thyroidseg-demo",
+    *,
+    data: PathLike | None = None,
+    n_images: int = 96,
+    phantom_size: tuple[int, int] = (240, 320),
+    size: tuple[int, int] = (128, 128),
+    epochs: int = 25,
+    seed: int = 0,
+    progress: bool | None = None,
+    **trainer_options: Any,
+) -> DemoResult:
+    """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
+
+    Without ``data``, writes ``n_images`` synthetic phantoms
+    (:func:`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
+    The frames are read with :class:`~thyroidseg.data.ThyroidDataset` and preprocessed at
+    ``size``, split 70/15/15 by leak group (:func:`~thyroidseg.data.train_val_test_split`),
+    a :class:`~thyroidseg.model.UNet` is trained with augmentation (``out_dir/run``), the
+    ``best.pt`` checkpoint segments the test frames through :class:`Segmenter` at their
+    original size, and the test metrics are counted against the original masks.
+
+    Writes ``out_dir/metrics.json`` (:meth:`ConfusionMatrix.to_dict`) and
+    ``out_dir/overlays/<name>.png``. ``out_dir/run`` must not hold a previous run.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    data
+        A dataset folder of any layout to use instead of phantoms.
+    n_images, phantom_size
+        Number and ``(H, W)`` of phantoms (defaults 96 of 240 x 320).
+    size
+        Network input ``(H, W)`` (default 128 x 128, enough for phantoms).
+    epochs
+        Training epochs (default 25).
+    seed
+        Seeds the phantoms, the split, the weights and the training.
+    progress
+        Progress bars (``None``: on a terminal only).
+    **trainer_options
+        More :class:`~thyroidseg.training.Trainer` options (``batch_size``, ``amp``...).
+    """
+    from thyroidseg.augment import Augment
+    from thyroidseg.data import ThyroidDataset, train_val_test_split
+    from thyroidseg.model import UNet
+    from thyroidseg.synthetic import write_synthetic_dataset
+
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "run"
+    if (run_dir / LAST_CHECKPOINT).exists():
+        raise FileExistsError(f"{run_dir} holds a previous run; choose another --out folder")
+    data_dir = Path(data) if data is not None else out_dir / "phantoms"
+    if data is None:
+        write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)
+    options = {"size": [int(size[0]), int(size[1])]}
+    dataset = ThyroidDataset(
+        data_dir, size=size, preprocess=functools.partial(preprocess, **options), progress=progress
+    )
+    train_idx, val_idx, test_idx = train_val_test_split(
+        dataset.groups, (0.7, 0.15, 0.15), seed=seed
+    )
+    trainer = Trainer(
+        UNet(seed=seed),
+        dataset.subset(train_idx).with_transform(Augment(seed=seed)),
+        dataset.subset(val_idx),
+        epochs=epochs,
+        out_dir=run_dir,
+        seed=seed,
+        progress=progress,
+        data_config={"preprocess": options, "root": str(data_dir)},
+        **trainer_options,
+    )
+    history = trainer.fit()
+    segmenter = Segmenter.from_checkpoint(
+        run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
+    )
+    test = dataset.subset(test_idx)
+    frames = [test.load_original(i) for i in range(len(test))]
+    predictions = segmenter.predict_many([image for image, _ in frames])
+    metrics = ConfusionMatrix(2)
+    overlays = []
+    for name, (image, truth), prediction in zip(test.names, frames, predictions, strict=True):
+        metrics.update(prediction, truth)
+        overlays.append(
+            write_image(out_dir / "overlays" / f"{name}.png", overlay(image, prediction, truth))
+        )
+    report = json.dumps(metrics.to_dict(), indent=2)
+    atomic_write_bytes(out_dir / "metrics.json", report.encode())
+    return DemoResult(data_dir, run_dir, metrics, overlays, history)

@@ -1,0 +1,194 @@
+"""Tests of inference (Segmenter, post-processing, overlays) and the predict/train/demo commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from thyroidseg._io import read_mask, write_image
+from thyroidseg.cli import main
+from thyroidseg.inference import Segmenter, overlay, postprocess_views
+from thyroidseg.model import UNet
+from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer
+
+PLAIN = {  # preprocessing that only resizes, so the expected mask is known exactly
+    "size": (64, 64),
+    "crop": False,
+    "inpaint_annotations": False,
+    "equalization": None,
+    "smoothing": None,
+    "resize_mode": "stretch",
+}
+
+
+class Bright(nn.Module):
+    """Nodule iff the pixel is brighter than 0.5 (one parameter, so it can be saved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.cat([0.5 - x, x - 0.5], dim=1)
+
+
+def frame_with_square(height: int = 90, width: int = 140) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((height, width), 40, np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    mask[20:60, 30:100] = 1
+    image[mask == 1] = 220
+    return image, mask
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a > 0) & (b > 0)).sum() / ((a > 0) | (b > 0)).sum())
+
+
+def test_postprocess_clears_outside_views_and_filters_per_view() -> None:
+    mask = np.ones((6, 10), np.uint8)
+    views = [(0, 0, 4, 6), (6, 0, 10, 6)]  # a 2-pixel gap between two views
+    out = postprocess_views(mask, views)
+    assert out[:, 4:6].sum() == 0 and out[:, :4].all() and out[:, 6:].all()
+
+    mask = np.zeros((6, 10), np.uint8)
+    mask[0:3, 0:3] = 1  # 9 px in view 1
+    mask[5, 0] = 1  # 1 px in view 1
+    mask[4:6, 8:10] = 1  # 4 px in view 2
+    assert postprocess_views(mask, views, min_area=2).sum() == 13
+    assert postprocess_views(mask, views, min_area=5).sum() == 9
+    largest = postprocess_views(mask, views, keep_largest=True)
+    assert largest.sum() == 13 and largest[5, 0] == 0  # one component kept in each view
+
+
+def test_segmenter_returns_masks_at_the_original_size() -> None:
+    image, truth = frame_with_square()
+    segmenter = Segmenter(Bright(), PLAIN, device="cpu", amp="off")
+    predicted = segmenter.predict(image)
+    assert predicted.shape == image.shape and predicted.dtype == np.uint8
+    assert set(np.unique(predicted)) <= {0, 1}
+    assert iou(predicted, truth) > 0.9  # only resampling at the square's border can differ
+
+
+def test_from_checkpoint_rebuilds_the_unet_and_its_preprocessing(tmp_path: Path) -> None:
+    checkpoint = trained_checkpoint(tmp_path)
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", amp="off")
+    assert segmenter.preprocess_options == PLAIN
+    model = UNet(base_channels=4, depth=2)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    image, _ = frame_with_square()
+    direct = Segmenter(model, PLAIN, device="cpu", amp="off").predict(image)
+    np.testing.assert_array_equal(segmenter.predict(image), direct)
+
+
+def test_from_checkpoint_needs_a_model_for_unknown_architectures(tmp_path: Path) -> None:
+    trainer = Trainer(
+        Bright(), [{"image": torch.rand(1, 8, 8), "mask": torch.zeros(8, 8, dtype=torch.int64)}],
+        loss=nn.CrossEntropyLoss(), epochs=1, out_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    trainer.fit()
+    with pytest.raises(ValueError, match="last.pt: holds a '.*Bright' model"):
+        Segmenter.from_checkpoint(tmp_path / LAST_CHECKPOINT)
+    segmenter = Segmenter.from_checkpoint(tmp_path / LAST_CHECKPOINT, model=Bright(), amp="off")
+    assert segmenter.model.scale.item() == pytest.approx(trainer.model.scale.item())
+
+
+def test_overlay_draws_both_outlines() -> None:
+    image, truth = frame_with_square()
+    shifted = np.roll(truth, 5, axis=1)
+    picture = overlay(image, shifted, truth)
+    assert picture.shape == (*image.shape, 3)
+    red = (picture[..., 2] > 200) & (picture[..., 1] < 100)
+    green = (picture[..., 1] > 150) & (picture[..., 2] < 100)
+    assert red.any() and green.any()
+    with pytest.raises(ValueError, match="truth"):
+        overlay(image, shifted, truth[:10])
+
+
+def trained_checkpoint(tmp_path: Path) -> Path:
+    """``last.pt`` of a one-epoch run of a tiny UNet with the PLAIN preprocessing."""
+    data = [{"image": torch.rand(1, 32, 32), "mask": torch.zeros(32, 32, dtype=torch.int64)}] * 2
+    trainer = Trainer(
+        UNet(base_channels=4, depth=2, seed=0), data, loss=nn.CrossEntropyLoss(), epochs=1,
+        out_dir=tmp_path / "run", progress=False, data_config={"preprocess": PLAIN},
+    )  # fmt: skip
+    trainer.fit()
+    return tmp_path / "run" / LAST_CHECKPOINT
+
+
+def test_predict_command_writes_original_size_masks_and_keeps_existing_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = trained_checkpoint(tmp_path)
+    frames = tmp_path / "frames"
+    write_image(frames / "a.png", frame_with_square(90, 140)[0])
+    write_image(frames / "b.jpg", frame_with_square(70, 100)[0])
+    out = tmp_path / "masks"
+    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet"]) == 0
+    assert "wrote 2 masks" in capsys.readouterr().out
+    assert read_mask(out / "a.png").shape == (90, 140)
+    assert read_mask(out / "b.png").shape == (70, 100)
+    assert set(np.unique(cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED))) <= {0, 255}
+
+    before = (out / "a.png").read_bytes()
+    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet"]) == 2
+    assert "exist already" in capsys.readouterr().err and (out / "a.png").read_bytes() == before
+    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet", "--overwrite"]) == 0
+
+
+def test_predict_command_names_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = trained_checkpoint(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "broken.png").write_bytes(b"not a png")
+    assert main(["predict", str(checkpoint), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:100])
+    assert main(["predict", str(corrupt), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "corrupt.pt: corrupt or truncated checkpoint" in capsys.readouterr().err
+
+
+def test_train_command_trains_resumes_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
+    run = tmp_path / "run"
+    common = ["--folds", "2", "--size", "32", "32", "--batch-size", "4", "--quiet"]
+    common += ["--base-channels", "4", "--amp", "off"]
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 0
+    printed = capsys.readouterr().out
+    assert str(run / LAST_CHECKPOINT) in printed and "history.csv" in printed
+    assert (run / BEST_CHECKPOINT).is_file() and (run / "history.png").is_file()
+
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 2
+    assert "pass resume" in capsys.readouterr().err
+    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 0
+    rows = (run / "history.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + epochs 1 (first run) and 2 (resumed)
+
+
+@pytest.mark.slow
+def test_demo_command_runs_the_whole_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--images", "12", "--epochs", "1", "--size", "32", "32"]
+    assert main([*args, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Confusion matrix over" in printed and "Per image, class 1" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    overlays = sorted((out / "overlays").glob("*.png"))
+    assert metrics["n_images"] == len(overlays) >= 1
+    truth = read_mask(out / "phantoms" / "masks" / overlays[0].name)
+    assert cv2.imread(str(overlays[0])).shape[:2] == truth.shape  # at the original size
+    assert main([*args, "--quiet"]) == 2  # a second run would overwrite the first
+    assert "previous run" in capsys.readouterr().err

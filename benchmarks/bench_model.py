@@ -176,6 +176,7 @@ def _worker(name: str, precision: str, steps: int, infer: int) -> dict[str, obje
 
 def _run_worker(name: str, precision: str, steps: int, infer: int) -> dict[str, object]:
     command = [sys.executable, __file__, "--worker", name, precision, str(steps), str(infer)]
+    command += ["--threads", str(torch.get_num_threads())]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -314,8 +315,15 @@ def main() -> None:
     parser.add_argument(
         "--flops-only", action="store_true", help="print parameters and GFLOPs only (seconds)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per model (default: PyTorch's); 1 is steadier on a busy machine",
+    )
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker:
         name, precision, steps, infer = args.worker
         print(json.dumps(_worker(name, precision, int(steps), int(infer))))

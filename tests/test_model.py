@@ -225,14 +225,33 @@ def test_onnx_export_has_dynamic_size_and_matches_eager(tmp_path) -> None:
             torch.testing.assert_close(torch.from_numpy(logits), model(image), atol=1e-4, rtol=1e-4)
 
 
-def test_export_replaces_the_file_only_on_success(tmp_path) -> None:
-    path = tmp_path / "unet.pt"
+def _fail_halfway(model, args, f, *rest, **kwargs) -> None:
+    f.write(b"half an export")
+    raise RuntimeError("exporter crashed")
+
+
+@pytest.mark.parametrize("exporter", ["onnx", "torchscript"])
+def test_a_failed_export_keeps_the_existing_file(tmp_path, monkeypatch, exporter: str) -> None:
+    path = tmp_path / "unet.out"
     path.write_bytes(b"previous")
-    with pytest.raises(ValueError):
-        export_onnx(
-            UNet(padding="valid", downsample="maxpool", **TINY), path, example_size=(64, 64)
-        )
+    model = UNet(**TINY).train()
+    if exporter == "onnx":
+        monkeypatch.setattr(torch.onnx, "export", _fail_halfway)
+        export = export_onnx
+    else:
+        monkeypatch.setattr(torch.jit, "save", lambda m, f: _fail_halfway(m, None, f))
+        export = export_torchscript
+    with pytest.raises(RuntimeError, match="crashed"):
+        export(model, path)
     assert path.read_bytes() == b"previous"
+    assert model.training
+
+
+def test_onnx_export_rejects_an_example_size_valid_mode_cannot_take(tmp_path) -> None:
+    model = UNet(padding="valid", downsample="maxpool", **TINY)
+    with pytest.raises(ValueError, match="size 64 is not valid"):
+        export_onnx(model, tmp_path / "unet.onnx", example_size=(64, 64))
+    assert not (tmp_path / "unet.onnx").exists()
 
 
 def test_torch_compile_traces_the_whole_network() -> None:

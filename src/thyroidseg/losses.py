@@ -328,9 +328,9 @@ class SoftDiceLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.unchecked(logits, target, _check_inputs(logits, target, self.ignore_index))
+        return self._loss(logits, target, _check_inputs(logits, target, self.ignore_index))
 
-    def unchecked(self, logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    def _loss(self, logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
         """The loss for inputs already validated; ``valid`` marks the pixels that count."""
         num_classes = logits.shape[1]
         probs = logits.float().softmax(dim=1) * valid.unsqueeze(1)
@@ -377,7 +377,7 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         valid = _check_inputs(logits, target, self.ignore_index)
-        dice = self.dice.unchecked(logits, target, valid)
+        dice = self.dice._loss(logits, target, valid)
         ce = _cross_entropy(logits, target, valid, self.ignore_index)
         return self.dice_weight * dice + self.ce_weight * ce
 

@@ -505,6 +505,7 @@ def export_onnx(
     pathlib.Path
         ``path``.
     """
+    model.output_size(*example_size)  # a valid-mode model rejects sizes it cannot take
     was_training = model.training
     model.eval()
     try:

@@ -103,19 +103,19 @@ def unet_weight_map(
 ) -> np.ndarray:
     r"""Per-pixel loss weights of the U-Net paper (Ronneberger et al. 2015, eq. 2).
 
-    .. math::
-
-        w(x) = w_c(x) + w_0 \exp\left(-\frac{(d_1(x) + d_2(x))^2}{2\sigma^2}\right)
-        \quad\text{for background pixels,}\qquad w(x) = w_c(x) \text{ for the others,}
+    $$
+    w(x) = w_c(x) + w_0 \exp\left(-\frac{(d_1(x) + d_2(x))^2}{2\sigma^2}\right)
+    \quad\text{for background pixels,}\qquad w(x) = w_c(x) \text{ for the others,}
+    $$
 
     where objects are the 8-connected components of the foreground (``mask > 0``),
-    :math:`d_1` is the Euclidean distance to the nearest object and :math:`d_2` the distance to
+    $d_1$ is the Euclidean distance to the nearest object and $d_2$ the distance to
     the second-nearest one (OpenCV's exact ``distanceTransform``, one per component). The border
     term makes the thin background gaps between objects expensive to get wrong.
 
     With **exactly one object** (the usual thyroid frame) there is no second object; then
-    :math:`d_2 = d_1`, so the term is :math:`w_0 \exp(-2 d_1^2 / \sigma^2)`: a band of about
-    :math:`\sigma` pixels around the nodule's outline weighs up to :math:`w_0`, which is what
+    $d_2 = d_1$, so the term is $w_0 \exp(-2 d_1^2 / \sigma^2)$: a band of about
+    $\sigma$ pixels around the nodule's outline weighs up to $w_0$, which is what
     Zhou et al. (2022) use the weights for (edges of the nodule count more). With two or more
     objects the paper's definition applies unchanged, so a side of a nodule far from any other
     object gets almost no border weight. Without objects the border term is 0.
@@ -128,8 +128,8 @@ def unet_weight_map(
         Height and width (pixels) of the border term; the paper's 10 and 5. ``w0=0`` turns the
         term off.
     class_weights
-        :math:`w_c`. ``"balanced"``: :math:`w_c = n / (k\, n_c)` for each class ``c`` present in
-        this mask, with ``n`` counted pixels, ``k`` classes present and :math:`n_c` pixels of
+        $w_c$. ``"balanced"``: $w_c = n / (k\, n_c)$ for each class ``c`` present in
+        this mask, with ``n`` counted pixels, ``k`` classes present and $n_c$ pixels of
         class ``c`` (so the classes weigh the same in total; scikit-learn's "balanced"). A
         sequence gives one fixed weight per class. ``None`` gives 1 everywhere.
     num_classes
@@ -211,13 +211,13 @@ def unet_weight_map(
 class WeightedCrossEntropyLoss(nn.Module):
     r"""Cross-entropy with a per-pixel weight map, the U-Net paper's training loss.
 
-    .. math::
+    $$
+    L = \frac{\sum_x w(x)\, \bigl(-\log p_{t(x)}(x)\bigr)}{\sum_x w(x)}
+    $$
 
-        L = \frac{\sum_x w(x)\, \bigl(-\log p_{t(x)}(x)\bigr)}{\sum_x w(x)}
-
-    over the pixels ``x`` whose target ``t(x)`` is not ``ignore_index``, with :math:`p` the
-    softmax of the logits and :math:`w` from :func:`unet_weight_map` (0 when every weight is 0).
-    Normalising by :math:`\sum w` keeps the loss on the scale of plain cross-entropy, as
+    over the pixels ``x`` whose target ``t(x)`` is not ``ignore_index``, with $p$ the
+    softmax of the logits and $w$ from :func:`unet_weight_map` (0 when every weight is 0).
+    Normalising by $\sum w$ keeps the loss on the scale of plain cross-entropy, as
     :class:`torch.nn.CrossEntropyLoss` does with class weights. With ``w0=0`` and
     ``class_weights=None`` it is plain cross-entropy (no weight map is computed); unlike
     PyTorch's, it returns 0 rather than NaN when every pixel is ignored.
@@ -286,13 +286,13 @@ class WeightedCrossEntropyLoss(nn.Module):
 class SoftDiceLoss(nn.Module):
     r"""Soft Dice loss on softmax probabilities (as in nnU-Net).
 
-    .. math::
+    $$
+    L = 1 - \frac{1}{|K|} \sum_{c \in K}
+        \frac{2 \sum_x p_c(x)\, g_c(x) + s}{\sum_x p_c(x) + \sum_x g_c(x) + s}
+    $$
 
-        L = 1 - \frac{1}{|K|} \sum_{c \in K}
-            \frac{2 \sum_x p_c(x)\, g_c(x) + s}{\sum_x p_c(x) + \sum_x g_c(x) + s}
-
-    with :math:`p` the softmax, :math:`g` the one-hot target, sums over counted pixels (target not
-    ``ignore_index``) and :math:`K` the classes scored. ``batch_dice=True`` sums over the whole
+    with $p$ the softmax, $g$ the one-hot target, sums over counted pixels (target not
+    ``ignore_index``) and $K$ the classes scored. ``batch_dice=True`` sums over the whole
     batch before dividing (one Dice per class); ``False`` computes one Dice per image and class
     and averages them.
 
@@ -305,7 +305,7 @@ class SoftDiceLoss(nn.Module):
         Default ``True`` (nnU-Net's 2-D setting): a frame whose nodule is tiny or absent then
         does not produce a Dice of 0 or 1 on its own.
     smooth
-        :math:`s`, added to numerator and denominator (default ``1e-5``, nnU-Net's). It keeps the
+        $s$, added to numerator and denominator (default ``1e-5``, nnU-Net's). It keeps the
         loss finite, with finite gradients, when a class is absent from target and prediction.
     ignore_index
         Target value that contributes nothing (default -100).
@@ -348,13 +348,13 @@ class SoftDiceLoss(nn.Module):
 class DiceCELoss(nn.Module):
     r"""Soft Dice + cross-entropy, nnU-Net's default loss.
 
-    :math:`L = \lambda_{dice} L_{dice} + \lambda_{ce} L_{ce}` with :class:`SoftDiceLoss` (no
+    $L = \lambda_{dice} L_{dice} + \lambda_{ce} L_{ce}$ with :class:`SoftDiceLoss` (no
     background, batch Dice) and plain cross-entropy, both weighted 1 by default.
 
     Parameters
     ----------
     dice_weight, ce_weight
-        :math:`\lambda_{dice}`, :math:`\lambda_{ce}`.
+        $\lambda_{dice}$, $\lambda_{ce}$.
     ignore_index
         Target value that contributes nothing to either term (default -100).
     **dice_kwargs

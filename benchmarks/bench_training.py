@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/bench_training.py            # ~5 min on 2 idle cores
     python benchmarks/bench_training.py --quick    # fewer steps and epochs
+    python benchmarks/bench_training.py --threads 1  # on a machine shared with other jobs
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and epochs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--skip-accuracy", action="store_true", help="only the speed table")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: PyTorch's; 1 on a shared machine)"
+    )
     args = parser.parse_args()
     steps = 2 if args.quick else 4
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(time_steps(**CONFIGS[args.child], steps=steps)))
         return
@@ -121,6 +127,7 @@ def main() -> None:
     base = None
     for name in CONFIGS:
         command = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else [])
+        command += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         base = base or row["step_s"]

@@ -427,15 +427,17 @@ class Trainer:
         Folder for ``last.pt``, ``best.pt``, ``history.csv`` and ``history.png``. ``None``
         (default) writes nothing.
     seed
-        Seeds the data order and the global random generators (Python, NumPy, PyTorch), so a
-        run is repeatable on the CPU. Default 0.
+        Seeds the data order, the DataLoader workers and the global random generators
+        (Python, NumPy, PyTorch), so a run is repeatable on the CPU. Default 0.
     progress
         Progress bars: ``None`` (default) when standard error is a terminal, else one summary
         line per bar; ``False`` silences them.
     data_config
-        JSON-ready description of how the images were prepared (size, preprocessing), stored
-        in checkpoints for :mod:`thyroidseg.inference`. Default: ``train_data.config`` if the
-        dataset has such an attribute, else ``None``.
+        JSON-ready description of how the images were prepared, stored in the checkpoints.
+        Its ``"preprocess"`` entry, the keyword arguments of
+        :func:`thyroidseg.preprocess.preprocess` (``size`` included), is what
+        :meth:`thyroidseg.inference.Segmenter.from_checkpoint` runs on new frames. Default:
+        ``train_data.config`` if the dataset has such an attribute, else ``None``.
 
     Notes
     -----

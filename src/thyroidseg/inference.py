@@ -323,7 +323,6 @@ def run_demo(
     phantom_size: tuple[int, int] = (240, 320),
     size: tuple[int, int] = (128, 128),
     epochs: int = 25,
-    lr: float = 3e-3,
     seed: int = 0,
     progress: bool | None = None,
     **trainer_options: Any,
@@ -353,9 +352,6 @@ def run_demo(
         Network input ``(H, W)`` (default 128 x 128, enough for phantoms).
     epochs
         Training epochs (default 25).
-    lr
-        AdamW learning rate (default 3e-3: higher than the :class:`Trainer` default, for
-        the short demo schedule).
     seed
         Seeds the phantoms, the split, the weights and the training.
     progress
@@ -387,7 +383,6 @@ def run_demo(
         dataset.subset(train_idx).with_transform(Augment(seed=seed)),
         dataset.subset(val_idx),
         epochs=epochs,
-        lr=lr,
         out_dir=run_dir,
         seed=seed,
         progress=progress,

@@ -210,21 +210,21 @@ def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     )
 
 
-def _accuracy(name: str, data: tuple, steps: int) -> dict[str, object]:
+def _accuracy(name: str, data: tuple, steps: int, seed: int) -> dict[str, object]:
     """Train ``name`` for ``steps`` steps (batch 8, Adam 1e-3, Dice + CE, bf16 autocast)."""
     from thyroidseg.losses import DiceCELoss
 
     images, masks, held_out = data
     train = np.flatnonzero(~held_out)
     test = np.flatnonzero(held_out)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     try:
         model = {**MODELS, **EXTRA_MODELS}[name]().to(memory_format=torch.channels_last)
     except Exception as error:
         return {"model": name, "error": f"{type(error).__name__}: {error}"}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = DiceCELoss()
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     model.train()
     for _ in range(steps):
@@ -266,17 +266,17 @@ def _accuracy(name: str, data: tuple, steps: int) -> dict[str, object]:
     }
 
 
-def _run_accuracy(root: Path, models: list[str], steps: int) -> None:
+def _run_accuracy(root: Path, models: list[str], steps: int, seed: int) -> None:
     data = _load_ddti(root)
     print(
         f"DDTI at {ACCURACY_SIZE} x {ACCURACY_SIZE}: {int((~data[2]).sum())} training and"
         f" {int(data[2].sum())} held-out frames (split by leak_group); {steps} steps of batch"
-        f" {BATCH}, Adam 1e-3, Dice + CE, bf16 autocast + channels_last, seed 0\n"
+        f" {BATCH}, Adam 1e-3, Dice + CE, bf16 autocast + channels_last, seed {seed}\n"
     )
     print("| model | nodule Dice (pooled) | nodule IoU (pooled) | mean image Dice | train (s) |")
     print("|---|---|---|---|---|")
     for name in models:
-        r = _accuracy(name, data, steps)
+        r = _accuracy(name, data, steps, seed)
         print(json.dumps(r), file=sys.stderr, flush=True)
         if "error" in r:
             print(f"| {name} | unavailable: {r['error']} ||||")
@@ -313,6 +313,9 @@ def main() -> None:
         "--accuracy-steps", type=int, default=300, help="training steps per model (300)"
     )
     parser.add_argument(
+        "--seed", type=int, default=0, help="initialisation and batch order for --accuracy (0)"
+    )
+    parser.add_argument(
         "--flops-only", action="store_true", help="print parameters and GFLOPs only (seconds)"
     )
     parser.add_argument(
@@ -341,7 +344,7 @@ def main() -> None:
         return
     if args.accuracy:
         models = args.models if args.models != list(MODELS) else ACCURACY_MODELS
-        _run_accuracy(args.accuracy, models, args.accuracy_steps)
+        _run_accuracy(args.accuracy, models, args.accuracy_steps, args.seed)
         return
 
     steps, infer = (1, 3) if args.quick else (3, 10)

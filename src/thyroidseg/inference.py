@@ -169,6 +169,10 @@ class Segmenter:
         min_area: int = 0,
         batch_size: int = 8,
     ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(min_area, int) or min_area < 0:
+            raise ValueError(f"min_area must be an integer >= 0, got {min_area!r}")
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
@@ -190,7 +194,9 @@ class Segmenter:
         """Rebuild the model and preprocessing stored in a :class:`Trainer` checkpoint.
 
         A :class:`thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
-        other architecture pass an instance as ``model`` (its weights are replaced).
+        other architecture pass an instance as ``model`` (its weights are replaced). Frames
+        are preprocessed with the checkpoint's ``config["data"]["preprocess"]`` settings
+        (:func:`~thyroidseg.preprocess.preprocess`'s defaults if it has none).
 
         Raises
         ------

@@ -299,3 +299,14 @@ def test_allocator_tuning_is_applied_on_glibc_and_harmless_elsewhere() -> None:
 
     applied = tune_cpu_allocator()
     assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_progress_reports_each_epoch_with_loss_and_metric(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trainer = make_trainer(TinyNet(), squares(4), squares(2, seed=1), None, progress=None)
+    trainer.fit()
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per finished bar
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2", "epochs"]
+    assert all("loss=" in line for line in lines[:2])
+    assert "val_iou=" in lines[-1] and "val_dice=" in lines[-1]

@@ -73,3 +73,22 @@ def test_two_process_gloo_run_trains_one_model_and_rank0_writes(tmp_path: Path) 
     assert [row["val_iou"] for row in checkpoint["history"]] == [
         row["val_iou"] for row in rank0["history"]
     ]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_train_command_under_torchrun(tmp_path: Path) -> None:
+    from thyroidseg.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "thyroidseg", "train", str(data), "--out", str(run), "--epochs", "1",
+        "--folds", "2", "--size", "32", "32", "--batch-size", "2", "--base-channels", "4",
+        "--amp", "off", "--quiet",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best validation nodule IoU") == 1  # only rank 0 reports
+    assert load_checkpoint(run / LAST_CHECKPOINT)["epoch"] == 1

@@ -498,7 +498,6 @@ class Trainer:
         self.amp_dtype = resolve_amp(amp, self.device)
         if tune_allocator and self.device.type == "cpu":
             tune_cpu_allocator()
-        self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.train_data, self.val_data = train_data, val_data

@@ -280,6 +280,8 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # unreadable file (permissions...): the OS error names it already
+        raise
     except Exception as error:  # torch raises many types for damaged files; name them all
         message = str(error)
         if "Weights only load failed" in message:

@@ -176,7 +176,6 @@ def test_train_command_trains_resumes_and_refuses_to_overwrite(
     assert len(rows) == 3  # header + epochs 1 (first run) and 2 (resumed)
 
 
-@pytest.mark.slow
 def test_demo_command_runs_the_whole_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -267,25 +267,28 @@ class UNet(nn.Module):
     num_classes
         Output channels (2 for background / nodule, as the softmax + cross-entropy of the paper).
     base_channels
-        Width of the first stage. Default 16: the paper's 64 (Ronneberger et al.) costs 16x the
-        FLOPs for no measured gain on one-class nodule masks; see ``docs/model.md``.
+        Width of the first stage. Default 16: 6.4 GFLOPs per 256 x 256 image, against 24 for a
+        plain base-32 U-Net and 96 for the paper's 64 (Ronneberger et al.); ``docs/model.md``
+        has the speed measurements and a short accuracy check.
     depth
         Number of down-sampling stages. Default 4 (as the paper), so a 256 x 256 input reaches
         16 x 16 at the bottleneck.
     norm
-        ``"batch"`` (default, fastest and fused with the convolution at inference), ``"instance"``,
-        ``"group"`` (for batches of 1-2) or ``"none"`` (the 2015 U-Net).
+        ``"batch"`` (default: the cheapest, and foldable into the preceding convolution in
+        exported graphs), ``"instance"``, ``"group"`` (for batches of 1-2) or ``"none"`` (the
+        2015 U-Net).
     dropout
         Channel dropout probability after every activation. Default 0.
     downsample
         ``"strided"`` (default: the first 3x3 convolution of each stage has stride 2, as in
-        nnU-Net; saves one full convolution per stage) or ``"maxpool"`` (2x2 max-pool, the paper).
+        nnU-Net; same FLOPs as pooling then convolving, one pass over the larger map less, and
+        learnable) or ``"maxpool"`` (2x2 max-pool, the paper).
     upsample
         ``"transpose"`` (default: 2x2 stride-2 transposed convolution, the paper) or
         ``"bilinear"`` (bilinear interpolation followed by a 1x1 convolution).
     residual
-        Use residual blocks (default ``True``: they train faster and let the narrow default
-        network match a wide plain one). ``False`` gives the plain double convolution.
+        Use residual blocks (default ``True``: identity or 1x1 shortcuts around each block, He
+        et al. 2016, for 6% more FLOPs). ``False`` gives the paper's plain double convolution.
     padding
         ``"same"`` (default): output size equals input size for any input size. ``"valid"``: the
         original unpadded U-Net, whose output is smaller (see :func:`valid_output_size`); it

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -56,6 +58,21 @@ def test_every_option_trains_at_odd_sizes(
     logits.square().mean().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_narrow_residual_blocks_train_in_channels_last() -> None:
+    """Regression: a stride-2 1x1 shortcut with 8 input channels crashed PyTorch 2.13's
+    channels-last backward (heap corruption), so run it in a child process."""
+    code = (
+        "import torch\n"
+        "from thyroidseg.model import ConvBlock\n"
+        "block = ConvBlock(8, 16, stride=2).to(memory_format=torch.channels_last)\n"
+        "x = torch.randn(8, 8, 128, 128).to(memory_format=torch.channels_last)\n"
+        "for _ in range(3):\n"
+        "    block(x.requires_grad_()).mean().backward()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_group_norm_accepts_widths_not_divisible_by_8() -> None:

@@ -132,10 +132,13 @@ class ConvBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.residual = residual
+        self.stride = stride
         self.shortcut = nn.Identity()
         if residual and (in_channels != out_channels or stride != 1):
+            # Applied to the subsampled input (see forward), which equals a stride-s 1x1
+            # convolution of the full input.
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=bias),
+                nn.Conv2d(in_channels, out_channels, 1, bias=bias),
                 _make_norm(norm, out_channels),
             )
 
@@ -143,7 +146,11 @@ class ConvBlock(nn.Module):
         out = self.drop(self.act(self.norm1(self.conv1(x))))
         out = self.norm2(self.conv2(out))
         if self.residual:
-            out = out + _center_crop(self.shortcut(x), out.shape[-2], out.shape[-1])
+            # Subsample, then a 1x1 convolution, rather than a stride-2 1x1 convolution: the
+            # latter's channels-last backward crashes PyTorch 2.13 on CPU (heap corruption)
+            # for fewer than 16 input channels, e.g. with base_channels=8.
+            skip = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+            out = out + _center_crop(self.shortcut(skip), out.shape[-2], out.shape[-1])
         return self.drop(self.act(out))
 
 

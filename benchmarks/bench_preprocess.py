@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import list_images, read_image, read_mask
+from thyroidseg._io import list_images, read_image, read_binary_mask
 from thyroidseg.preprocess import (
     DEFAULT_MARGIN,
     Box,
@@ -215,7 +215,7 @@ def run_quality(args: argparse.Namespace) -> None:
     marked_crop, marked_nodule = [], []
     for stem, path in images.items():
         gray = read_image(path, grayscale=True)
-        mask = read_mask(masks[stem])
+        mask = read_binary_mask(masks[stem])
         height, width = gray.shape
         views = find_views(gray)
         two_views += len(views) > 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from thyroidseg._io import read_mask, write_image
+from thyroidseg._io import read_binary_mask, write_image
 from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter, overlay, postprocess_views
 from thyroidseg.model import UNet
@@ -132,8 +132,8 @@ def test_predict_command_writes_original_size_masks_and_keeps_existing_ones(
     out = tmp_path / "masks"
     assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet"]) == 0
     assert "wrote 2 masks" in capsys.readouterr().out
-    assert read_mask(out / "a.png").shape == (90, 140)
-    assert read_mask(out / "b.png").shape == (70, 100)
+    assert read_binary_mask(out / "a.png").shape == (90, 140)
+    assert read_binary_mask(out / "b.png").shape == (70, 100)
     assert set(np.unique(cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED))) <= {0, 255}
 
     before = (out / "a.png").read_bytes()
@@ -187,7 +187,7 @@ def test_demo_command_runs_the_whole_pipeline(
     metrics = json.loads((out / "metrics.json").read_text())
     overlays = sorted((out / "overlays").glob("*.png"))
     assert metrics["n_images"] == len(overlays) >= 1
-    truth = read_mask(out / "phantoms" / "masks" / overlays[0].name)
+    truth = read_binary_mask(out / "phantoms" / "masks" / overlays[0].name)
     assert cv2.imread(str(overlays[0])).shape[:2] == truth.shape  # at the original size
     assert main([*args, "--quiet"]) == 2  # a second run would overwrite the first
     assert "previous run" in capsys.readouterr().err

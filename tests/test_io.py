@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import list_images, read_image, read_mask, write_image
+from thyroidseg._io import list_images, read_binary_mask, read_image, write_image
 
 
 def test_read_image_names_missing_and_corrupt_files(tmp_path: Path) -> None:
@@ -16,11 +16,16 @@ def test_read_image_names_missing_and_corrupt_files(tmp_path: Path) -> None:
         read_image(bad)
 
 
-def test_read_mask_binarises(tmp_path: Path) -> None:
-    mask = np.array([[0, 3], [128, 255]], dtype=np.uint8)
-    cv2.imwrite(str(tmp_path / "m.png"), mask)
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), [[0, 1], [1, 1]])
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=127), [[0, 0], [1, 1]])
+def test_read_binary_mask_rule(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "b.png"), np.array([[0, 255], [255, 0]], dtype=np.uint8))
+    np.testing.assert_array_equal(read_binary_mask(tmp_path / "b.png"), [[0, 1], [1, 0]])
+    grey = np.array([[0, 3], [128, 255]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    with pytest.raises(ValueError, match=r"g\.png: not a binary mask \(4 distinct values"):
+        read_binary_mask(tmp_path / "g.png")
+    np.testing.assert_array_equal(
+        read_binary_mask(tmp_path / "g.png", threshold=127), [[0, 0], [1, 1]]
+    )
 
 
 def test_list_images_errors(tmp_path: Path) -> None:

@@ -54,13 +54,13 @@ def test_pairs_by_stem_and_matches_the_confusion_matrix(folders):
     assert float(rows[2]["iou"]) == 0.0 and rows[2]["hd95"] == "inf"
 
 
-def test_threshold_binarises_both_sides(tmp_path):
+def test_grey_level_masks_need_a_threshold(tmp_path):
     pred = np.array([[0, 100, 200, 200]] * 4, np.uint8)
     label = np.array([[0, 0, 255, 255]] * 4, np.uint8)
     write_image(tmp_path / "p" / "x.png", pred)
     write_image(tmp_path / "l" / "x.png", label)
-    default = evaluate_folders(tmp_path / "p", tmp_path / "l", progress=False)
-    assert default.confusion.iou()[1] == pytest.approx(2 / 3)  # 100 counts as nodule
+    with pytest.raises(ValueError, match=r"x\.png: not a binary mask \(3 distinct values"):
+        evaluate_folders(tmp_path / "p", tmp_path / "l", progress=False)  # grey levels: ambiguous
     strict = evaluate_folders(tmp_path / "p", tmp_path / "l", threshold=150, progress=False)
     assert strict.confusion.iou()[1] == 1.0
 

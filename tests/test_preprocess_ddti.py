@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import list_images, read_image, read_mask
+from thyroidseg._io import list_images, read_image, read_binary_mask
 from thyroidseg.preprocess import Box, find_views, preprocess
 
 pytestmark = pytest.mark.ddti
@@ -21,7 +21,7 @@ def frames(ddti_dir):
         meta = {row["stem"]: row for row in csv.DictReader(handle)}
     masks = list_images(ddti_dir / "masks")
     return [
-        (stem, read_image(path, grayscale=True), read_mask(masks[stem]), meta[stem])
+        (stem, read_image(path, grayscale=True), read_binary_mask(masks[stem]), meta[stem])
         for stem, path in list_images(ddti_dir / "images").items()
     ]
 

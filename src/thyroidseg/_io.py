@@ -57,23 +57,55 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     return image
 
 
-def read_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
-    """Read a binary segmentation mask as ``uint8`` values in ``{0, 1}``.
+LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
+"""Mask files with these extensions are binarised with ``> 127`` instead of ``!= 0``."""
 
-    Colour masks are converted to grey first. With ``threshold=None`` every non-zero
-    pixel is foreground, which is exact for lossless ``{0, 255}`` or ``{0, 1}`` masks.
-    JPEG masks carry compression noise around the edges and in the background: pass a
-    threshold (e.g. ``127``) so that a pixel is foreground iff its value ``> threshold``.
+JPEG_MASK_THRESHOLD = 127
+"""Default threshold for JPEG masks: a pixel is nodule iff its grey value is ``> 127``."""
+
+
+def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
+    """Read a mask file as ``uint8`` ``{0, 1}``, applying the library's one mask rule.
+
+    Parameters
+    ----------
+    path
+        Mask image; colour masks are converted to grey first.
+    threshold
+        ``None`` (default): lossless files (PNG, BMP, TIFF) count every non-zero pixel as
+        nodule and must hold at most two distinct values (``{0, 255}``, ``{0, 1}``...);
+        JPEG files, whose compression noise leaves grey values around edges and in the
+        background, count pixels ``> 127`` (:data:`JPEG_MASK_THRESHOLD`). A number: a pixel
+        is nodule iff ``value > threshold``, whatever the format (for probability maps).
 
     Raises
     ------
     FileNotFoundError, ValueError
-        As :func:`read_image`.
+        Missing or unreadable file, or a lossless mask that is not binary.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_image(folder / "m.png", np.array([[0, 255], [255, 0]], np.uint8))
+    >>> read_binary_mask(folder / "m.png")
+    array([[0, 1],
+           [1, 0]], dtype=uint8)
     """
-    mask = read_image(path, grayscale=True)
-    if threshold is None:
-        return (mask != 0).astype(np.uint8)
-    return (mask > threshold).astype(np.uint8)
+    path = Path(path)
+    grey = read_image(path, grayscale=True)
+    if threshold is not None:
+        return (grey > threshold).astype(np.uint8)
+    if path.suffix.lower() in LOSSY_EXTENSIONS:
+        return (grey > JPEG_MASK_THRESHOLD).astype(np.uint8)
+    values = np.flatnonzero(np.bincount(grey.ravel(), minlength=1))
+    if values.size > 2 or (values.size == 2 and values[0] != 0):
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
+        raise ValueError(
+            f"{path}: not a binary mask ({values.size} distinct values: {shown}); "
+            "give a threshold to binarise it"
+        )
+    return (grey != 0).astype(np.uint8)
 
 
 def list_images(folder: PathLike) -> dict[str, Path]:
@@ -99,9 +131,7 @@ def list_images(folder: PathLike) -> dict[str, Path]:
     if clashes:
         raise ValueError(f"{folder}: several images share a stem: {', '.join(clashes)}")
     if not found:
-        raise ValueError(
-            f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise ValueError(f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 

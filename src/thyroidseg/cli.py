@@ -64,8 +64,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="foreground iff pixel value > THRESHOLD (default: any non-zero value; "
-        "use e.g. 127 for JPEG masks)",
+        help="foreground iff pixel value > THRESHOLD (default: lossless masks must be "
+        "binary, non-zero is nodule; JPEG masks > 127)",
     )
     parser.add_argument(
         "--resize-labels",

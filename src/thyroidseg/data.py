@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from thyroidseg._io import PathLike, list_images, read_image
+from thyroidseg._io import PathLike, list_images, read_binary_mask, read_image
 from thyroidseg._progress import Progress
 from thyroidseg.preprocess import preprocess as preprocess_frame
 from thyroidseg.preprocess import to_gray_uint8
@@ -64,12 +64,6 @@ __all__ = [
 Layout = Literal["folder", "ddti-xml", "tn-scui", "tn3k"]
 LAYOUTS: tuple[str, ...] = ("folder", "ddti-xml", "tn-scui", "tn3k")
 """Layout names accepted by ``ThyroidDataset(layout=...)`` (plus ``"auto"``)."""
-
-LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
-"""Mask files with these extensions are binarised with ``> 127`` instead of ``!= 0``."""
-
-JPEG_MASK_THRESHOLD = 127
-"""Default threshold for JPEG masks: a pixel is nodule iff its grey value is ``> 127``."""
 
 _MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
@@ -91,50 +85,6 @@ GroupBy = str | Callable[[str, Mapping[str, str]], Hashable]
 
 
 # --------------------------------------------------------------------------- masks
-
-
-def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
-    """Read a mask file as ``uint8`` ``{0, 1}``, applying the library's one mask rule.
-
-    Parameters
-    ----------
-    path
-        Mask image; colour masks are converted to grey first.
-    threshold
-        ``None`` (default): lossless files (PNG, BMP, TIFF) count every non-zero pixel as
-        nodule and must hold at most two distinct values; JPEG files count pixels
-        ``> 127`` (:data:`JPEG_MASK_THRESHOLD`). A number: pixel is nodule iff
-        ``value > threshold``, whatever the format.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing or unreadable file, or a lossless mask that is not binary.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from thyroidseg._io import write_image
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = write_image(folder / "m.png", np.array([[0, 255], [255, 0]], np.uint8))
-    >>> read_binary_mask(folder / "m.png")
-    array([[0, 1],
-           [1, 0]], dtype=uint8)
-    """
-    path = Path(path)
-    grey = read_image(path, grayscale=True)
-    if threshold is not None:
-        return (grey > threshold).astype(np.uint8)
-    if path.suffix.lower() in LOSSY_EXTENSIONS:
-        return (grey > JPEG_MASK_THRESHOLD).astype(np.uint8)
-    values = np.flatnonzero(np.bincount(grey.ravel(), minlength=1))
-    if values.size > 2 or (values.size == 2 and values[0] != 0):
-        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
-        raise ValueError(
-            f"{path}: not a binary mask ({values.size} distinct values: {shown}); "
-            "pass mask_threshold to binarise it"
-        )
-    return (grey != 0).astype(np.uint8)
 
 
 def _rasterise(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:

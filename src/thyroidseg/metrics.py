@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import torch
 
-from thyroidseg._io import PathLike, list_images, read_mask
+from thyroidseg._io import PathLike, list_images, read_binary_mask
 from thyroidseg._progress import Progress
 
 __all__ = [
@@ -1234,16 +1234,17 @@ def evaluate_folders(
     """Score every predicted mask in ``pred_dir`` against the label of the same stem.
 
     Files are paired by stem, whatever their image extension (``a.png`` with ``a.jpg``).
-    Both are read as one channel and binarised: non-zero is nodule, or ``value > threshold``
-    when a threshold is given (use one for JPEG masks, whose compression noise makes some
-    background pixels non-zero).
+    Both are read as one channel and binarised by the library's one mask rule
+    (:func:`thyroidseg._io.read_binary_mask`): a lossless mask must be binary and any
+    non-zero value is nodule; a JPEG mask is nodule where ``> 127``; with ``threshold``
+    given, nodule iff ``value > threshold`` for every file (e.g. probability maps).
 
     Parameters
     ----------
     pred_dir, label_dir
         Folders of predicted and reference masks.
     threshold
-        ``None`` (default): non-zero is foreground; else foreground iff ``value > threshold``.
+        ``None`` (default): the mask rule above; else foreground iff ``value > threshold``.
     resize_labels
         ``False`` (default): a label whose size differs from its prediction is an error.
         ``True``: resize such labels to the prediction's size with nearest-neighbour
@@ -1285,8 +1286,8 @@ def evaluate_folders(
     running = np.zeros((2, 2), dtype=np.int64)
     bar = Progress(stems, desc="evaluate", enabled=progress)
     for stem in bar:
-        pred = read_mask(preds[stem], threshold=threshold)
-        label = read_mask(labels[stem], threshold=threshold)
+        pred = read_binary_mask(preds[stem], threshold=threshold)
+        label = read_binary_mask(labels[stem], threshold=threshold)
         if pred.shape != label.shape:
             if not resize_labels:
                 mismatches.append(

@@ -1,4 +1,4 @@
-"""Speed and quality of thyroidseg.preprocess, each against a baseline measured in the same run.
+"""Speed and quality of thyroidseg.preprocessing, each against a baseline measured in the same run.
 
 Speed (frames/s on 560x360 frames, best of ``--repeat`` passes, OpenCV's default threads):
 the default ``preprocess()`` against a plain OpenCV chain ``equalizeHist -> CLAHE ->
@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import list_images, read_image, read_binary_mask
-from thyroidseg.preprocess import (
+from thyroidseg._io import list_images, read_binary_mask, read_image
+from thyroidseg.preprocessing import (
     DEFAULT_MARGIN,
     Box,
     _seam_strength,

@@ -1,4 +1,4 @@
-"""Make docs/img/preprocess_grid.png: DDTI frames before and after thyroidseg.preprocess.
+"""Make docs/img/preprocess_grid.png: DDTI frames before and after thyroidseg.preprocessing.
 
 Each row is one frame. Left: the original scanner frame with the views found by
 find_views (green), the crop with its margin (yellow, dashed by the margin) and the marks
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import read_image, write_image
-from thyroidseg.preprocess import find_annotations, preprocess
+from thyroidseg.preprocessing import find_annotations, preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 STEMS = ("2_1", "80_2", "58_1", "95_1")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 from thyroidseg._io import write_image
 from thyroidseg.augment import Augment
 from thyroidseg.data import ThyroidDataset, detect_layout, read_binary_mask
-from thyroidseg.preprocess import preprocess
+from thyroidseg.preprocessing import preprocess
 
 SIZE = (24, 32)  # network frame used throughout: small, and not square on purpose
 

@@ -1,4 +1,4 @@
-"""Unit tests of thyroidseg.preprocess on synthetic frames made here."""
+"""Unit tests of thyroidseg.preprocessing on synthetic frames made here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.preprocess import (
+from thyroidseg.preprocessing import (
     DEFAULT_MARGIN,
     Box,
     Preprocessed,

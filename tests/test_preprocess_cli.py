@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from thyroidseg.cli import main
-from thyroidseg.preprocess import Box, preprocess, preprocess_folder
+from thyroidseg.preprocessing import Box, preprocess, preprocess_folder
 
 
 def _frame(seed: int) -> np.ndarray:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import list_images, read_image, read_binary_mask
-from thyroidseg.preprocess import Box, find_views, preprocess
+from thyroidseg._io import list_images, read_binary_mask, read_image
+from thyroidseg.preprocessing import Box, find_views, preprocess
 
 pytestmark = pytest.mark.ddti
 

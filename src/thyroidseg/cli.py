@@ -120,7 +120,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "preprocess",
         help="crop, clean, equalise and resize scanner frames for the network",
-        description="Preprocess every image of IN_DIR (see thyroidseg.preprocess.preprocess) "
+        description="Preprocess every image of IN_DIR (see thyroidseg.preprocessing.preprocess) "
         "into OUT_DIR/<stem>.png and write the boxes, views, scales and padding of every "
         "image to OUT_DIR/preprocess.json. An unreadable image is an error (exit status 2).",
     )
@@ -170,7 +170,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
-    from thyroidseg.preprocess import preprocess_folder
+    from thyroidseg.preprocessing import preprocess_folder
 
     options: dict[str, object] = {
         "size": tuple(args.size),

@@ -48,8 +48,8 @@ from torch.utils.data import Dataset
 
 from thyroidseg._io import PathLike, list_images, read_binary_mask, read_image
 from thyroidseg._progress import Progress
-from thyroidseg.preprocess import preprocess as preprocess_frame
-from thyroidseg.preprocess import to_gray_uint8
+from thyroidseg.preprocessing import preprocess as preprocess_frame
+from thyroidseg.preprocessing import to_gray_uint8
 
 __all__ = [
     "LAYOUTS",
@@ -69,7 +69,7 @@ _MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
 
 class PreprocessedLike(Protocol):
-    """What a ``preprocess`` callable returns (see :func:`thyroidseg.preprocess.preprocess`)."""
+    """What a ``preprocess`` callable returns (see :func:`thyroidseg.preprocessing.preprocess`)."""
 
     image: np.ndarray
     """``uint8`` ``(H, W)`` frame at network size."""
@@ -420,10 +420,10 @@ class ThyroidDataset(Dataset):
     size
         Network frame ``(H, W)``, default ``(256, 256)``.
     preprocess
-        ``"default"``: :func:`thyroidseg.preprocess.preprocess` at ``size`` with its default
+        ``"default"``: :func:`thyroidseg.preprocessing.preprocess` at ``size`` with its default
         settings (crop to the scan region, remove burned-in marks, letterbox, CLAHE,
         median filter). ``None``: only convert to 8-bit grey
-        (:func:`thyroidseg.preprocess.to_gray_uint8`) and resize (bilinear image, nearest
+        (:func:`thyroidseg.preprocessing.to_gray_uint8`) and resize (bilinear image, nearest
         mask). Or any callable ``image -> obj`` where ``obj.image`` is the ``uint8``
         ``size`` frame and ``obj.mask_to_network(mask)`` maps the original mask onto it,
         e.g. ``functools.partial(preprocess, size=size, equalization="global")``. It gets
@@ -560,7 +560,7 @@ class ThyroidDataset(Dataset):
 
         ``{"layout", "size": [H, W], "preprocess": "default" | "resize" | "custom: <name>",
         "mask_threshold"}``, plus ``"preprocess_options"`` (the keyword arguments of
-        :func:`thyroidseg.preprocess.preprocess`) when the library's preprocessing is used,
+        :func:`thyroidseg.preprocessing.preprocess`) when the library's preprocessing is used,
         also through ``functools.partial(preprocess, size=..., ...)``.
         """
         return dict(self._store.config)

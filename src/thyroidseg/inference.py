@@ -1,9 +1,9 @@
 """Segment scanner frames with a trained model: preprocess -> model -> original size.
 
 A :class:`Segmenter` holds a model and the preprocessing it was trained with. For each frame
-it runs :func:`thyroidseg.preprocess.preprocess` (crop to the scan region, clean, equalise,
+it runs :func:`thyroidseg.preprocessing.preprocess` (crop to the scan region, clean, equalise,
 resize), predicts the class of every network pixel (argmax of the logits), carries the mask
-back to the original frame with :meth:`~thyroidseg.preprocess.Preprocessed.mask_to_original`
+back to the original frame with :meth:`~thyroidseg.preprocessing.Preprocessed.mask_to_original`
 (nearest neighbour, zeros outside the scan region) and applies the per-view post-processing
 of :func:`postprocess_views`. Masks therefore always have the size of the input frame and are
 measured against the original labels, never against resized ones.
@@ -30,7 +30,7 @@ from torch import nn
 from thyroidseg._io import PathLike, atomic_write_bytes, list_images, write_image
 from thyroidseg._progress import Progress
 from thyroidseg.metrics import ConfusionMatrix
-from thyroidseg.preprocess import preprocess
+from thyroidseg.preprocessing import preprocess
 from thyroidseg.training import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -139,7 +139,7 @@ class Segmenter:
     model
         Maps ``(N, 1, H, W)`` images in ``[0, 1]`` to logits ``(N, K, H, W)``.
     preprocess_options
-        Keyword arguments of :func:`thyroidseg.preprocess.preprocess` (including ``size``),
+        Keyword arguments of :func:`thyroidseg.preprocessing.preprocess` (including ``size``),
         exactly as in training. Default: ``preprocess``'s defaults.
     device, amp
         As for :class:`thyroidseg.training.Trainer` (``"auto"`` for both by default).
@@ -196,7 +196,7 @@ class Segmenter:
         A :class:`thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
         other architecture pass an instance as ``model`` (its weights are replaced). Frames
         are preprocessed with the checkpoint's ``config["data"]["preprocess"]`` settings
-        (:func:`~thyroidseg.preprocess.preprocess`'s defaults if it has none).
+        (:func:`~thyroidseg.preprocessing.preprocess`'s defaults if it has none).
 
         Raises
         ------

@@ -437,7 +437,7 @@ class Trainer:
     data_config
         JSON-ready description of how the images were prepared, stored in the checkpoints.
         Its ``"preprocess"`` entry, the keyword arguments of
-        :func:`thyroidseg.preprocess.preprocess` (``size`` included), is what
+        :func:`thyroidseg.preprocessing.preprocess` (``size`` included), is what
         :meth:`thyroidseg.inference.Segmenter.from_checkpoint` runs on new frames. Default:
         ``train_data.config`` if the dataset has such an attribute, else ``None``.
 
@@ -789,7 +789,7 @@ def train_folder(
 
     What ``thyroidseg train`` runs: read ``data_dir`` with
     :class:`~thyroidseg.data.ThyroidDataset` (any layout it detects, preprocessed with
-    :func:`~thyroidseg.preprocess.preprocess` at ``size``), split it with
+    :func:`~thyroidseg.preprocessing.preprocess` at ``size``), split it with
     :func:`~thyroidseg.data.group_kfold` (``folds`` folds by leak group, seeded with
     ``seed``), train on the other folds with :class:`~thyroidseg.augment.Augment` and
     validate on fold ``fold``.
@@ -820,7 +820,7 @@ def train_folder(
     from thyroidseg.augment import Augment
     from thyroidseg.data import ThyroidDataset, group_kfold
     from thyroidseg.model import UNet
-    from thyroidseg.preprocess import preprocess
+    from thyroidseg.preprocessing import preprocess
 
     if not isinstance(fold, int) or not 0 <= fold < folds:
         raise ValueError(f"fold must be in [0, {folds}), got {fold!r}")

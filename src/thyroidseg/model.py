@@ -89,7 +89,10 @@ class ConvBlock(nn.Module):
     ``conv(stride) -> norm -> ReLU -> dropout -> conv -> norm -> (+ shortcut) -> ReLU -> dropout``.
     With ``residual=True`` the shortcut is the input itself, or a 1x1 convolution + norm when the
     channel count or the stride changes (He et al. 2016, "basic block"); in ``"valid"`` mode it is
-    centre-cropped to the trimmed output.
+    centre-cropped to the trimmed output. A strided shortcut takes every ``stride``-th pixel and
+    then applies a stride-1 1x1 convolution, which computes the same as a strided 1x1
+    convolution: with PyTorch 2.13 on CPU, the channels-last backward pass of a stride-2 1x1
+    convolution with fewer than 16 input channels corrupts the heap and kills the process.
 
     Parameters
     ----------

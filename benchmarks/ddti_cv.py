@@ -1,0 +1,96 @@
+"""Grouped k-fold cross-validation of the default pipeline on real DDTI frames.
+
+Every fold trains with ``thyroidseg.training.train_folder`` (the code behind
+``thyroidseg train``: split by leak group, augmentation, the default UNet), then segments
+its validation frames with ``Segmenter.from_checkpoint(best.pt)`` at their ORIGINAL size
+and counts them against the original masks. Each frame is validated exactly once, so the
+merged confusion matrix covers the whole folder without leakage.
+
+Besides the nodule IoU / Dice (per image and pooled) it prints the paper's style of
+numbers from the same matrix (pixel accuracy, mIoU and macro-F1 with background), to show
+how much the background inflates them.
+
+    python benchmarks/ddti_cv.py --data ../shared/data/ddti --out runs/ddti-cv \
+        --folds 5 --size 128 --epochs 40
+
+Note the best checkpoint is selected on the validation fold itself (as ``thyroidseg train``
+does), which flatters the numbers slightly; there is no separate test fold here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from thyroidseg import ConfusionMatrix, Segmenter
+from thyroidseg._io import atomic_write_bytes
+from thyroidseg.training import BEST_CHECKPOINT, train_folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/ddti")
+    parser.add_argument("--out", default="runs/ddti-cv")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only", type=int, nargs="*", help="run only these folds")
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--base-channels", type=int, default=16)
+    parser.add_argument("--loss", default="dice_ce")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    total = ConfusionMatrix(2)
+    rows = []
+    for fold in args.only if args.only is not None else range(args.folds):
+        start = time.perf_counter()
+        trainer = train_folder(
+            args.data,
+            out / f"fold{fold}",
+            fold=fold,
+            folds=args.folds,
+            size=tuple(args.size),
+            base_channels=args.base_channels,
+            epochs=args.epochs,
+            loss=args.loss,
+            seed=args.seed,
+        )
+        train_seconds = time.perf_counter() - start
+        segmenter = Segmenter.from_checkpoint(out / f"fold{fold}" / BEST_CHECKPOINT)
+        val = trainer.val_data
+        fold_matrix = ConfusionMatrix(2)
+        for i in range(len(val)):
+            image, mask = val.load_original(i)
+            fold_matrix.update(segmenter.predict(image), mask)
+        total = total + fold_matrix
+        summary = fold_matrix.summary("iou", cls=1)
+        rows.append(
+            {
+                "fold": fold,
+                "images": len(val),
+                "train_seconds": round(train_seconds, 1),
+                "per_image_iou": summary.mean,
+                "pooled_iou": float(fold_matrix.iou()[1]),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    print(total.report())
+    paper_style = {
+        "pixel_accuracy": total.pixel_accuracy(),
+        "mean_iou_with_background": total.mean_iou(include_background=True),
+        "macro_f1_with_background": total.mean_dice(include_background=True),
+        "nodule_iou_pooled": float(total.iou()[1]),
+        "nodule_dice_pooled": float(total.dice()[1]),
+    }
+    print("paper-style numbers from the same matrix:", json.dumps(paper_style, indent=1))
+    result = {"args": vars(args), "folds": rows, "paper_style": paper_style, **total.to_dict()}
+    atomic_write_bytes(out / "cv.json", json.dumps(result, indent=1).encode())
+    print(f"written {out / 'cv.json'}")
+
+
+if __name__ == "__main__":
+    main()

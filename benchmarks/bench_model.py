@@ -190,7 +190,7 @@ ACCURACY_MODELS = ["thyroidseg UNet()", "thyroidseg plain base-32", "MONAI UNet 
 
 def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Images (standardised), masks and a held-out flag (one fifth of the leak groups)."""
-    from thyroidseg._io import read_image, read_mask
+    from thyroidseg._io import read_image, read_binary_mask
 
     with open(root / "metadata.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -198,7 +198,7 @@ def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     images, masks, held_out = [], [], []
     for row in rows:
         image = read_image(root / "images" / f"{row['stem']}.png", grayscale=True)
-        mask = read_mask(root / "masks" / f"{row['stem']}.png")
+        mask = read_binary_mask(root / "masks" / f"{row['stem']}.png")
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
         images.append((image - image.mean()) / max(float(image.std()), 1e-6))
         masks.append(cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))

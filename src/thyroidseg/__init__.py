@@ -40,7 +40,7 @@ from thyroidseg.metrics import (
     hausdorff_distance_95,
     normalized_surface_dice,
 )
-from thyroidseg.model import UNet, export_onnx, export_torchscript
+from thyroidseg.model import UNet, export_onnx, export_torchscript, valid_output_size
 from thyroidseg.preprocessing import Box, Preprocessed, preprocess
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
 from thyroidseg.training import NonFiniteLossError, Trainer, load_checkpoint
@@ -75,5 +75,6 @@ __all__ = [
     "synthetic_phantoms",
     "train_val_test_split",
     "unet_weight_map",
+    "valid_output_size",
     "write_synthetic_dataset",
 ]

@@ -1,7 +1,7 @@
 """Reading and writing image files with errors that name the file.
 
 OpenCV's ``cv2.imread`` returns ``None`` for a missing, unreadable or corrupt file and
-never says which; every reader in the library goes through :func:`read_image` instead.
+never says which; every reader in the library goes through `read_image` instead.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
         ``None`` (default): lossless files (PNG, BMP, TIFF) count every non-zero pixel as
         nodule and must hold at most two distinct values (``{0, 255}``, ``{0, 1}``...);
         JPEG files, whose compression noise leaves grey values around edges and in the
-        background, count pixels ``> 127`` (:data:`JPEG_MASK_THRESHOLD`). A number: a pixel
+        background, count pixels ``> 127`` (`JPEG_MASK_THRESHOLD`). A number: a pixel
         is nodule iff ``value > threshold``, whatever the format (for probability maps).
 
     Raises

@@ -1,20 +1,20 @@
 """Random augmentation applied identically to an ultrasound frame and its mask.
 
-:class:`Augment` follows the albumentations calling convention,
+`Augment` follows the albumentations calling convention,
 ``augment(image=image, mask=mask) -> {"image": ..., "mask": ...}``, which is how
-:class:`thyroidseg.data.ThyroidDataset` calls its ``transform``. Geometry is one affine
+`thyroidseg.data.ThyroidDataset` calls its ``transform``. Geometry is one affine
 warp (flip, rotation, scale, translation, shear) applied to the image with bilinear
 interpolation and to the mask with nearest neighbour, so the mask stays binary and aligned.
 Intensity changes (brightness, contrast, gamma, speckle noise, blur) touch the image only.
 
-Random numbers come from a :class:`numpy.random.Generator` that is seeded again whenever
+Random numbers come from a `numpy.random.Generator` that is seeded again whenever
 the object finds itself in a new DataLoader worker process:
 
 - in the main process, from ``seed`` (or ``torch.initial_seed()`` when ``seed=None``);
 - in a worker, from ``seed`` and ``torch.utils.data.get_worker_info().seed``, which PyTorch
   makes different for each worker and each epoch, and reproducible when the loader's
   seed is fixed (``torch.manual_seed`` or ``DataLoader(generator=...)``);
-- both also from the epoch given to :meth:`Augment.set_epoch` (0 until it is called), so a
+- both also from the epoch given to `Augment.set_epoch` (0 until it is called), so a
   training run resumed at epoch ``k`` draws what an uninterrupted run draws.
 
 So two workers never replay the same stream, and a run can be repeated exactly.
@@ -211,7 +211,7 @@ class Augment:
         """Start the stream of ``epoch``: the same epoch always draws the same numbers.
 
         Without it the main-process stream simply continues from epoch to epoch; with it
-        (the Trainer calls it through :meth:`ThyroidDataset.set_epoch`) a resumed run
+        (the Trainer calls it through `ThyroidDataset.set_epoch`) a resumed run
         replays exactly.
         """
         self.epoch = int(epoch)

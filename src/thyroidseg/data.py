@@ -1,11 +1,11 @@
-"""Thyroid ultrasound datasets: layout readers, :class:`ThyroidDataset`, leakage-safe splits.
+"""Thyroid ultrasound datasets: layout readers, `ThyroidDataset`, leakage-safe splits.
 
 One dataset class reads the folder layouts that public thyroid data sets ship in
 (detected automatically, or chosen with ``layout=``):
 
 ``"folder"``
     ``images/`` + ``masks/`` paired by file stem (any extension of
-    :data:`thyroidseg._io.IMAGE_EXTENSIONS`), and optionally ``metadata.csv`` next to them
+    `thyroidseg._io.IMAGE_EXTENSIONS`), and optionally ``metadata.csv`` next to them
     with a ``stem`` column (the DDTI development folder has one, with ``leak_group``).
 ``"ddti-xml"``
     DDTI as originally distributed: ``<case>.xml`` + ``<case>_<k>.jpg``. Each XML holds the
@@ -17,13 +17,13 @@ One dataset class reads the folder layouts that public thyroid data sets ship in
     TN3K: ``trainval-image/``, ``trainval-mask/``, ``test-image/``, ``test-mask/`` and
     ``tn3k-trainval-fold<k>.json`` (``{"train": [...], "val": [...]}``).
 
-Mask rule (one place, :func:`read_binary_mask`): a pixel is nodule iff its value is
+Mask rule (one place, `read_binary_mask`): a pixel is nodule iff its value is
 non-zero in a lossless mask (PNG, BMP, TIFF), and iff its value is ``> 127`` in a JPEG mask,
 whose compression leaves grey values around edges and in the background. A lossless mask
 with more than two distinct values is an error (it is not a binary mask; pass
 ``mask_threshold`` to binarise it on purpose).
 
-Splits (:func:`group_kfold`, :func:`train_val_test_split`) keep every *group* of images on
+Splits (`group_kfold`, `train_val_test_split`) keep every *group* of images on
 one side. Images of one patient, or pixel-identical copies under different case numbers,
 are near-duplicates: putting one copy in training and another in testing lets a model be
 scored on images it has memorised, which inflates every metric.
@@ -69,7 +69,7 @@ _MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
 
 class PreprocessedLike(Protocol):
-    """What a ``preprocess`` callable returns (see :func:`thyroidseg.preprocessing.preprocess`)."""
+    """What a ``preprocess`` callable returns (see `thyroidseg.preprocessing.preprocess`)."""
 
     image: np.ndarray
     """``uint8`` ``(H, W)`` frame at network size."""
@@ -412,27 +412,27 @@ class ThyroidDataset(Dataset):
     root
         Dataset folder.
     layout
-        ``"auto"`` (default) detects it with :func:`detect_layout`; else one of
-        :data:`LAYOUTS`.
+        ``"auto"`` (default) detects it with `detect_layout`; else one of
+        `LAYOUTS`.
     split
         TN3K only: ``"trainval"`` (default), ``"test"``, ``"train:<k>"`` or ``"val:<k>"``
         (fold ``k`` of ``tn3k-trainval-fold<k>.json``; ``"train"`` means fold 0).
     size
         Network frame ``(H, W)``, default ``(256, 256)``.
     preprocess
-        ``"default"``: :func:`thyroidseg.preprocessing.preprocess` at ``size`` with its default
+        ``"default"``: `thyroidseg.preprocessing.preprocess` at ``size`` with its default
         settings (crop to the scan region, remove burned-in marks, letterbox, CLAHE,
         median filter). ``None``: only convert to 8-bit grey
-        (:func:`thyroidseg.preprocessing.to_gray_uint8`) and resize (bilinear image, nearest
+        (`thyroidseg.preprocessing.to_gray_uint8`) and resize (bilinear image, nearest
         mask). Or any callable ``image -> obj`` where ``obj.image`` is the ``uint8``
         ``size`` frame and ``obj.mask_to_network(mask)`` maps the original mask onto it,
         e.g. ``functools.partial(preprocess, size=size, equalization="global")``. It gets
-        the image as stored (see :meth:`load_original`).
+        the image as stored (see `load_original`).
     transform
         Called as ``transform(image=image, mask=mask)`` with the ``float32`` ``(H, W)``
         image in ``[0, 1]`` and the ``uint8`` ``{0, 1}`` mask, returning a mapping with
         ``"image"`` and ``"mask"`` (the albumentations convention, so
-        :class:`thyroidseg.augment.Augment` or an ``albumentations.Compose`` fit).
+        `thyroidseg.augment.Augment` or an ``albumentations.Compose`` fit).
     cache
         ``True`` (default): decode and preprocess every frame once, now, and keep them as
         ``uint8`` arrays (``2 * N * H * W`` bytes; 48 MB for 365 frames at 256x256). All
@@ -440,7 +440,7 @@ class ThyroidDataset(Dataset):
         use the cache instead of filling one each (forked workers, the Linux default,
         share its memory). ``False``: read and preprocess each frame on every access.
     mask_threshold
-        ``None`` (default): the mask rule of :func:`read_binary_mask`. A number: pixel is
+        ``None`` (default): the mask rule of `read_binary_mask`. A number: pixel is
         nodule iff ``value > mask_threshold``.
     group_by
         Leak group of each item. ``None`` (default): metadata ``leak_group``, else
@@ -531,7 +531,7 @@ class ThyroidDataset(Dataset):
 
     @property
     def layout(self) -> str:
-        """The layout that was read (one of :data:`LAYOUTS`)."""
+        """The layout that was read (one of `LAYOUTS`)."""
         return self._store.layout
 
     @property
@@ -546,7 +546,7 @@ class ThyroidDataset(Dataset):
 
     @property
     def groups(self) -> list[str]:
-        """Leak group of each item (pass to :func:`group_kfold`)."""
+        """Leak group of each item (pass to `group_kfold`)."""
         return [self._store.groups[i] for i in self._indices]
 
     @property
@@ -560,7 +560,7 @@ class ThyroidDataset(Dataset):
 
         ``{"layout", "size": [H, W], "preprocess": "default" | "resize" | "custom: <name>",
         "mask_threshold"}``, plus ``"preprocess_options"`` (the keyword arguments of
-        :func:`thyroidseg.preprocessing.preprocess`) when the library's preprocessing is used,
+        `thyroidseg.preprocessing.preprocess`) when the library's preprocessing is used,
         also through ``functools.partial(preprocess, size=..., ...)``.
         """
         return dict(self._store.config)
@@ -584,8 +584,8 @@ class ThyroidDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Pass the starting epoch on to the transform, if it has ``set_epoch``.
 
-        :class:`~thyroidseg.augment.Augment` has: an interrupted and resumed run then draws
-        the same augmentations. :class:`thyroidseg.training.Trainer` calls this.
+        `Augment` has: an interrupted and resumed run then draws
+        the same augmentations. `thyroidseg.training.Trainer` calls this.
         """
         if hasattr(self.transform, "set_epoch"):
             self.transform.set_epoch(epoch)
@@ -603,7 +603,7 @@ class ThyroidDataset(Dataset):
         return self._store.load_original(int(self._indices[index]))
 
     def foreground_fractions(self) -> np.ndarray:
-        """Nodule area / frame area of each item at network size (for :func:`size_tertiles`)."""
+        """Nodule area / frame area of each item at network size (for `size_tertiles`)."""
         return np.array([self.frame(i)[1].mean() for i in range(len(self))], dtype=np.float64)
 
     def __len__(self) -> int:
@@ -719,12 +719,12 @@ def group_kfold(
     Parameters
     ----------
     groups
-        Group key per item (e.g. :attr:`ThyroidDataset.groups`): items sharing a key are
+        Group key per item (e.g. `ThyroidDataset.groups`): items sharing a key are
         never split between training and validation.
     n_splits
         Number of folds, at least 2 and at most the number of groups.
     stratify
-        Optional label per item (e.g. :func:`size_tertiles`); each group takes its most
+        Optional label per item (e.g. `size_tertiles`); each group takes its most
         common label and the folds get each label in proportion.
     seed
         Same seed, same folds.
@@ -761,7 +761,7 @@ def train_val_test_split(
     Parameters
     ----------
     groups, stratify, seed
-        As in :func:`group_kfold`.
+        As in `group_kfold`.
     fractions
         Target share of *items* for train, validation and test (non-negative, sum 1; a
         zero gives an empty part). Groups are indivisible, so shares are approximate.

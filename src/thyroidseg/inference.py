@@ -1,15 +1,15 @@
 """Segment scanner frames with a trained model: preprocess -> model -> original size.
 
-A :class:`Segmenter` holds a model and the preprocessing it was trained with. For each frame
-it runs :func:`thyroidseg.preprocessing.preprocess` (crop to the scan region, clean, equalise,
+A `Segmenter` holds a model and the preprocessing it was trained with. For each frame
+it runs `thyroidseg.preprocessing.preprocess` (crop to the scan region, clean, equalise,
 resize), predicts the class of every network pixel (argmax of the logits), carries the mask
-back to the original frame with :meth:`~thyroidseg.preprocessing.Preprocessed.mask_to_original`
+back to the original frame with `mask_to_original`
 (nearest neighbour, zeros outside the scan region) and applies the per-view post-processing
-of :func:`postprocess_views`. Masks therefore always have the size of the input frame and are
+of `postprocess_views`. Masks therefore always have the size of the input frame and are
 measured against the original labels, never against resized ones.
 
 ``Segmenter.from_checkpoint("run/best.pt")`` rebuilds everything from a checkpoint written by
-:class:`thyroidseg.training.Trainer` (model architecture and preprocessing settings are
+`thyroidseg.training.Trainer` (model architecture and preprocessing settings are
 stored in it), loading it with ``torch.load(weights_only=True)``.
 """
 
@@ -139,14 +139,14 @@ class Segmenter:
     model
         Maps ``(N, 1, H, W)`` images in ``[0, 1]`` to logits ``(N, K, H, W)``.
     preprocess_options
-        Keyword arguments of :func:`thyroidseg.preprocessing.preprocess` (including ``size``),
+        Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
         exactly as in training. Default: ``preprocess``'s defaults.
     device, amp
-        As for :class:`thyroidseg.training.Trainer` (``"auto"`` for both by default).
+        As for `thyroidseg.training.Trainer` (``"auto"`` for both by default).
     keep_largest, min_area
-        Per-view post-processing, see :func:`postprocess_views` (default: off).
+        Per-view post-processing, see `postprocess_views` (default: off).
     batch_size
-        Frames per forward pass in :meth:`predict_many` (default 8).
+        Frames per forward pass in `predict_many` (default 8).
 
     Examples
     --------
@@ -191,17 +191,17 @@ class Segmenter:
         min_area: int = 0,
         batch_size: int = 8,
     ) -> Segmenter:
-        """Rebuild the model and preprocessing stored in a :class:`Trainer` checkpoint.
+        """Rebuild the model and preprocessing stored in a `Trainer` checkpoint.
 
-        A :class:`thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
+        A `thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
         other architecture pass an instance as ``model`` (its weights are replaced). Frames
         are preprocessed with the checkpoint's ``config["data"]["preprocess"]`` settings
-        (:func:`~thyroidseg.preprocessing.preprocess`'s defaults if it has none).
+        (`preprocess`'s defaults if it has none).
 
         Raises
         ------
         FileNotFoundError, ValueError
-            As :func:`thyroidseg.training.load_checkpoint`; also when the checkpoint holds a
+            As `thyroidseg.training.load_checkpoint`; also when the checkpoint holds a
             model that cannot be rebuilt or whose weights do not fit ``model``.
         """
         checkpoint = load_checkpoint(path)
@@ -308,7 +308,7 @@ class Segmenter:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What :func:`run_demo` produced."""
+    """What `run_demo` produced."""
 
     data_dir: Path
     """The dataset used (the phantoms written by the demo, or ``data``)."""
@@ -336,14 +336,14 @@ def run_demo(
     """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
 
     Without ``data``, writes ``n_images`` synthetic phantoms
-    (:func:`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
-    The frames are read with :class:`~thyroidseg.data.ThyroidDataset` and preprocessed at
-    ``size``, split 70/15/15 by leak group (:func:`~thyroidseg.data.train_val_test_split`),
-    a :class:`~thyroidseg.model.UNet` is trained with augmentation (``out_dir/run``), the
-    ``best.pt`` checkpoint segments the test frames through :class:`Segmenter` at their
+    (`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
+    The frames are read with `ThyroidDataset` and preprocessed at
+    ``size``, split 70/15/15 by leak group (`train_val_test_split`),
+    a `UNet` is trained with augmentation (``out_dir/run``), the
+    ``best.pt`` checkpoint segments the test frames through `Segmenter` at their
     original size, and the test metrics are counted against the original masks.
 
-    Writes ``out_dir/metrics.json`` (:meth:`ConfusionMatrix.to_dict`) and
+    Writes ``out_dir/metrics.json`` (`ConfusionMatrix.to_dict`) and
     ``out_dir/overlays/<name>.png``. ``out_dir/run`` must not hold a previous run.
 
     Parameters
@@ -363,7 +363,7 @@ def run_demo(
     progress
         Progress bars (``None``: on a terminal only).
     **trainer_options
-        More :class:`~thyroidseg.training.Trainer` options (``batch_size``, ``amp``...).
+        More `Trainer` options (``batch_size``, ``amp``...).
     """
     from thyroidseg.augment import Augment
     from thyroidseg.data import ThyroidDataset, train_val_test_split

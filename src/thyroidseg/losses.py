@@ -1,15 +1,15 @@
 """Segmentation losses on logits: weighted cross-entropy (U-Net), soft Dice, Dice + CE.
 
-Every loss is an :class:`torch.nn.Module` called as ``loss(logits, target)`` with
+Every loss is an `torch.nn.Module` called as ``loss(logits, target)`` with
 
-- ``logits``: float tensor ``(N, C, H, W)``, the raw output of :class:`thyroidseg.model.UNet`
+- ``logits``: float tensor ``(N, C, H, W)``, the raw output of `thyroidseg.model.UNet`
   (softmax is applied inside, in float32 even under bfloat16 autocast);
 - ``target``: int64 tensor ``(N, H, W)`` of class indices in ``[0, C)``, where pixels equal to
-  ``ignore_index`` (default ``-100``, as :class:`torch.nn.CrossEntropyLoss`) count for nothing.
+  ``ignore_index`` (default ``-100``, as `torch.nn.CrossEntropyLoss`) count for nothing.
 
 Any other target value, a shape mismatch or a non-finite logit raises ``ValueError``.
 
-:func:`unet_weight_map` computes the per-pixel weights of Ronneberger et al. (2015) from a mask
+`unet_weight_map` computes the per-pixel weights of Ronneberger et al. (2015) from a mask
 with NumPy and OpenCV, so a dataset can precompute it once per image.
 
 Examples
@@ -216,16 +216,16 @@ class WeightedCrossEntropyLoss(nn.Module):
     $$
 
     over the pixels ``x`` whose target ``t(x)`` is not ``ignore_index``, with $p$ the
-    softmax of the logits and $w$ from :func:`unet_weight_map` (0 when every weight is 0).
+    softmax of the logits and $w$ from `unet_weight_map` (0 when every weight is 0).
     Normalising by $\sum w$ keeps the loss on the scale of plain cross-entropy, as
-    :class:`torch.nn.CrossEntropyLoss` does with class weights. With ``w0=0`` and
+    `torch.nn.CrossEntropyLoss` does with class weights. With ``w0=0`` and
     ``class_weights=None`` it is plain cross-entropy (no weight map is computed); unlike
     PyTorch's, it returns 0 rather than NaN when every pixel is ignored.
 
     Parameters
     ----------
     w0, sigma, class_weights
-        Passed to :func:`unet_weight_map` when the weight map is computed here; defaults are the
+        Passed to `unet_weight_map` when the weight map is computed here; defaults are the
         paper's (10, 5 px, balanced classes).
     ignore_index
         Target value that contributes nothing (default -100, PyTorch's).
@@ -253,7 +253,7 @@ class WeightedCrossEntropyLoss(nn.Module):
         self.uniform = w0 == 0 and class_weights is None
 
     def weight_map(self, target: Tensor, num_classes: int) -> Tensor:
-        """:func:`unet_weight_map` of every mask in ``target`` (``(N, H, W)`` float32)."""
+        """`unet_weight_map` of every mask in ``target`` (``(N, H, W)`` float32)."""
         maps = [
             unet_weight_map(
                 mask,
@@ -348,7 +348,7 @@ class SoftDiceLoss(nn.Module):
 class DiceCELoss(nn.Module):
     r"""Soft Dice + cross-entropy, nnU-Net's default loss.
 
-    $L = \lambda_{dice} L_{dice} + \lambda_{ce} L_{ce}$ with :class:`SoftDiceLoss` (no
+    $L = \lambda_{dice} L_{dice} + \lambda_{ce} L_{ce}$ with `SoftDiceLoss` (no
     background, batch Dice) and plain cross-entropy, both weighted 1 by default.
 
     Parameters
@@ -358,7 +358,7 @@ class DiceCELoss(nn.Module):
     ignore_index
         Target value that contributes nothing to either term (default -100).
     **dice_kwargs
-        ``include_background``, ``batch_dice``, ``smooth`` for :class:`SoftDiceLoss`.
+        ``include_background``, ``batch_dice``, ``smooth`` for `SoftDiceLoss`.
     """
 
     def __init__(
@@ -389,7 +389,7 @@ _LOSSES = {
     "dice_ce": DiceCELoss,
 }
 LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
-"""Names :func:`make_loss` accepts."""
+"""Names `make_loss` accepts."""
 
 
 def make_loss(name: str, **kwargs: object) -> nn.Module:
@@ -398,9 +398,9 @@ def make_loss(name: str, **kwargs: object) -> nn.Module:
     Parameters
     ----------
     name
-        ``"ce"`` (plain cross-entropy: :class:`WeightedCrossEntropyLoss` with uniform weights),
-        ``"weighted_ce"`` (:class:`WeightedCrossEntropyLoss`, the paper's), ``"dice"``
-        (:class:`SoftDiceLoss`) or ``"dice_ce"`` (:class:`DiceCELoss`, nnU-Net's).
+        ``"ce"`` (plain cross-entropy: `WeightedCrossEntropyLoss` with uniform weights),
+        ``"weighted_ce"`` (`WeightedCrossEntropyLoss`, the paper's), ``"dice"``
+        (`SoftDiceLoss`) or ``"dice_ce"`` (`DiceCELoss`, nnU-Net's).
     **kwargs
         Keyword arguments of that class (e.g. ``ignore_index=255``).
 

@@ -14,16 +14,16 @@ has no IoU. Reductions over classes or images skip NaN values and say how many t
 The module has three layers:
 
 * pure functions on stacks of confusion matrices of shape ``(..., C, C)``
-  (:func:`iou`, :func:`dice`, :func:`precision`, :func:`recall`, :func:`specificity`,
-  :func:`pixel_accuracy`, :func:`mean_iou`, :func:`mean_dice`,
-  :func:`frequency_weighted_iou`, :func:`balanced_accuracy`) and the counter
-  :func:`confusion_matrices` that builds one matrix per image;
-* :class:`ConfusionMatrix`, the accumulating object used during evaluation, which keeps one
+  (`iou`, `dice`, `precision`, `recall`, `specificity`,
+  `pixel_accuracy`, `mean_iou`, `mean_dice`,
+  `frequency_weighted_iou`, `balanced_accuracy`) and the counter
+  `confusion_matrices` that builds one matrix per image;
+* `ConfusionMatrix`, the accumulating object used during evaluation, which keeps one
   small matrix per image so that both aggregations are available: **pooled** (sum the
   matrices of all images, then take the ratio) and **per image** (one ratio per image, then
-  mean, std and a bootstrap confidence interval, see :func:`summarize`);
-* boundary metrics for binary masks (:func:`hausdorff_distance_95`,
-  :func:`normalized_surface_dice`) and :func:`evaluate_folders`, which scores a folder of
+  mean, std and a bootstrap confidence interval, see `summarize`);
+* boundary metrics for binary masks (`hausdorff_distance_95`,
+  `normalized_surface_dice`) and `evaluate_folders`, which scores a folder of
   predicted masks against a folder of reference masks (the ``thyroidseg evaluate`` command).
 """
 
@@ -361,7 +361,7 @@ def iou(matrix: np.ndarray) -> np.ndarray:
 def dice(matrix: np.ndarray) -> np.ndarray:
     r"""Dice coefficient (= F1 score) per class: $2TP/(2TP+FP+FN) = 2\,IoU/(1+IoU)$.
 
-    Same input and output as :func:`iou`.
+    Same input and output as `iou`.
 
     Examples
     --------
@@ -430,7 +430,7 @@ def mean_iou(matrix: np.ndarray, include_background: bool = True) -> np.ndarray 
 
 
 def mean_dice(matrix: np.ndarray, include_background: bool = True) -> np.ndarray | float:
-    r"""Mean of the per-class Dice over the classes where it is defined; see :func:`mean_iou`.
+    r"""Mean of the per-class Dice over the classes where it is defined; see `mean_iou`.
 
     With ``include_background=True`` this is the macro-averaged F1 score.
     """
@@ -443,7 +443,7 @@ def frequency_weighted_iou(matrix: np.ndarray) -> np.ndarray | float:
 
     $\mathrm{FWIoU} = \sum_c \frac{n_c}{n}\, IoU_c$ with $n_c = \sum_j M_{cj}$ the true pixels
     of class $c$ and $n$ all counted pixels; classes with $n_c = 0$ weigh nothing.
-    Even more background-dominated than :func:`mean_iou`.
+    Even more background-dominated than `mean_iou`.
     """
     tp, _, fn, _ = _counts(matrix)
     true_pixels = tp + fn
@@ -457,7 +457,7 @@ def balanced_accuracy(matrix: np.ndarray) -> np.ndarray | float:
 
     $\mathrm{BA} = \frac{1}{|D|}\sum_{c\in D} TP_c/(TP_c+FN_c)$, $D$ the classes with $TP_c+FN_c>0$.
 
-    Unlike :func:`pixel_accuracy`, a model that predicts background everywhere scores
+    Unlike `pixel_accuracy`, a model that predicts background everywhere scores
     $1/|D|$ (0.5 for a binary task), not the background's share of the pixels.
     """
     return _nanmean(recall(matrix))
@@ -581,11 +581,11 @@ class ConfusionMatrix:
     ``matrix[i, j]`` is the number of pixels of true class ``i`` predicted as class ``j``
     (rows truth, columns prediction). Two aggregations come from the same object:
 
-    * **pooled** (:attr:`matrix`, :meth:`iou`, :meth:`dice`, ...): sum the counts of all
+    * **pooled** (`matrix`, `iou`, `dice`, ...): sum the counts of all
       images, then take each ratio once. Large images and large objects weigh more. This is
       what the paper computes, and what torchmetrics' stateful metrics (e.g.
       ``MulticlassJaccardIndex(average=None)``) give when updated over a whole dataset.
-    * **per image** (:meth:`per_image`, :meth:`summary`): take the ratio in every image, then
+    * **per image** (`per_image`, `summary`): take the ratio in every image, then
       average over images, as the TN-SCUI challenge and nnU-Net report. Every image weighs
       the same, so small nodules that the model misses pull the mean down.
 
@@ -593,7 +593,7 @@ class ConfusionMatrix:
     the class has no defined IoU/Dice/precision/recall: NaN by default (excluded from
     summaries, and counted), or the value passed as ``empty`` (e.g. ``1.0``). An image with
     no true pixel of the class but some predicted ones scores 0 (and recall NaN); such
-    images are counted by :meth:`false_positive_images`.
+    images are counted by `false_positive_images`.
 
     Parameters
     ----------
@@ -658,7 +658,7 @@ class ConfusionMatrix:
     # -- accumulation ---------------------------------------------------------------------
 
     def update(self, pred: LabelMap, target: LabelMap) -> ConfusionMatrix:
-        """Count a prediction against its target; see :func:`confusion_matrices` for inputs.
+        """Count a prediction against its target; see `confusion_matrices` for inputs.
 
         Returns ``self``, so ``ConfusionMatrix().update(p, t).iou()`` works.
         """
@@ -693,8 +693,8 @@ class ConfusionMatrix:
 
         After the call every process holds the images of all processes (in rank order), so
         pooled and per-image metrics are global. A no-op when no process group is
-        initialised. Call it once, after the last :meth:`update`; a second call raises
-        (it would count every image twice) until :meth:`reset`.
+        initialised. Call it once, after the last `update`; a second call raises
+        (it would count every image twice) until `reset`.
         """
         import torch.distributed as dist
 
@@ -746,43 +746,43 @@ class ConfusionMatrix:
     # -- pooled metrics -------------------------------------------------------------------
 
     def iou(self) -> np.ndarray:
-        """Pooled IoU per class, see :func:`iou`."""
+        """Pooled IoU per class, see `iou`."""
         return iou(self.matrix)
 
     def dice(self) -> np.ndarray:
-        """Pooled Dice (F1) per class, see :func:`dice`."""
+        """Pooled Dice (F1) per class, see `dice`."""
         return dice(self.matrix)
 
     def precision(self) -> np.ndarray:
-        """Pooled precision per class, see :func:`precision`."""
+        """Pooled precision per class, see `precision`."""
         return precision(self.matrix)
 
     def recall(self) -> np.ndarray:
-        """Pooled recall (sensitivity) per class, see :func:`recall`."""
+        """Pooled recall (sensitivity) per class, see `recall`."""
         return recall(self.matrix)
 
     def specificity(self) -> np.ndarray:
-        """Pooled specificity per class, see :func:`specificity`."""
+        """Pooled specificity per class, see `specificity`."""
         return specificity(self.matrix)
 
     def pixel_accuracy(self) -> float:
-        """Pooled pixel accuracy, see :func:`pixel_accuracy`."""
+        """Pooled pixel accuracy, see `pixel_accuracy`."""
         return float(pixel_accuracy(self.matrix))
 
     def mean_iou(self, include_background: bool = True) -> float:
-        """Mean of the pooled per-class IoU, see :func:`mean_iou`."""
+        """Mean of the pooled per-class IoU, see `mean_iou`."""
         return float(mean_iou(self.matrix, include_background))
 
     def mean_dice(self, include_background: bool = True) -> float:
-        """Mean of the pooled per-class Dice, see :func:`mean_dice`."""
+        """Mean of the pooled per-class Dice, see `mean_dice`."""
         return float(mean_dice(self.matrix, include_background))
 
     def frequency_weighted_iou(self) -> float:
-        """Pooled frequency-weighted IoU, see :func:`frequency_weighted_iou`."""
+        """Pooled frequency-weighted IoU, see `frequency_weighted_iou`."""
         return float(frequency_weighted_iou(self.matrix))
 
     def balanced_accuracy(self) -> float:
-        """Pooled balanced accuracy (mean recall), see :func:`balanced_accuracy`."""
+        """Pooled balanced accuracy (mean recall), see `balanced_accuracy`."""
         return float(balanced_accuracy(self.matrix))
 
     # -- per-image metrics ----------------------------------------------------------------
@@ -829,7 +829,7 @@ class ConfusionMatrix:
         n_bootstrap: int = 2000,
         seed: int = 0,
     ) -> Summary:
-        """Mean, std and bootstrap CI over images of :meth:`per_image`; see :func:`summarize`."""
+        """Mean, std and bootstrap CI over images of `per_image`; see `summarize`."""
         return summarize(
             self.per_image(metric, cls, empty),
             confidence=confidence,
@@ -982,14 +982,14 @@ def normalized_surface_dice(
     $$NSD_\tau = \frac{|\{a \in \partial P : d(a, \partial T) \le \tau\}| +
     |\{b \in \partial T : d(b, \partial P) \le \tau\}|}{|\partial P| + |\partial T|}$$
 
-    with borders and distances as in :func:`hausdorff_distance_95`. This is MONAI's
+    with borders and distances as in `hausdorff_distance_95`. This is MONAI's
     ``compute_surface_dice`` (without sub-voxel areas). It forgives disagreements smaller
     than $\tau$, e.g. the inter-observer spread of the outline.
 
     Parameters
     ----------
     pred, target
-        Binary masks ``(H, W)``, as :func:`hausdorff_distance_95`.
+        Binary masks ``(H, W)``, as `hausdorff_distance_95`.
     tolerance
         $\tau$, in the unit of ``spacing`` (pixels by default); required, >= 0.
     spacing
@@ -1134,16 +1134,16 @@ def _nsd(pred_to_target: np.ndarray, target_to_pred: np.ndarray, tolerance: floa
 
 @dataclass(frozen=True)
 class FolderEvaluation:
-    """Result of :func:`evaluate_folders`: counts per image plus boundary metrics.
+    """Result of `evaluate_folders`: counts per image plus boundary metrics.
 
     Attributes
     ----------
     stems
         File stems of the evaluated pairs, in the order they were counted.
     confusion
-        The :class:`ConfusionMatrix` (2 classes, one matrix per image, same order).
+        The `ConfusionMatrix` (2 classes, one matrix per image, same order).
     hd95, nsd
-        Per image :func:`hausdorff_distance_95` and :func:`normalized_surface_dice` of the
+        Per image `hausdorff_distance_95` and `normalized_surface_dice` of the
         nodule (NaN/inf for empty masks as documented there).
     tolerance
         NSD tolerance, in the unit of ``spacing``.
@@ -1235,7 +1235,7 @@ def evaluate_folders(
 
     Files are paired by stem, whatever their image extension (``a.png`` with ``a.jpg``).
     Both are read as one channel and binarised by the library's one mask rule
-    (:func:`thyroidseg._io.read_binary_mask`): a lossless mask must be binary and any
+    (`thyroidseg._io.read_binary_mask`): a lossless mask must be binary and any
     non-zero value is nodule; a JPEG mask is nodule where ``> 127``; with ``threshold``
     given, nodule iff ``value > threshold`` for every file (e.g. probability maps).
 
@@ -1251,7 +1251,7 @@ def evaluate_folders(
         interpolation (never bilinear, which would invent intermediate labels). Note that
         this changes the reference; resizing predictions back to the label size is better.
     tolerance
-        Tolerance of :func:`normalized_surface_dice` (default 2, in the unit of ``spacing``).
+        Tolerance of `normalized_surface_dice` (default 2, in the unit of ``spacing``).
     spacing
         Pixel size for the boundary metrics; ``None`` (default) measures in pixels.
     progress

@@ -16,7 +16,7 @@ Two padding modes:
 ``"valid"``
     The original unpadded U-Net: every 3x3 convolution trims one pixel on each side and the skip
     connections are centre-cropped, so the logits are smaller than the input (572 -> 388 for the
-    paper's depth 4). :func:`valid_output_size` says which sizes are allowed and what comes out.
+    paper's depth 4). `valid_output_size` says which sizes are allowed and what comes out.
 
 Examples
 --------
@@ -102,10 +102,10 @@ class ConvBlock(nn.Module):
         Stride of the first convolution: 2 halves the resolution (down-sampling folded into the
         block, as in nnU-Net), 1 keeps it.
     norm
-        ``"batch"``, ``"instance"`` (affine), ``"group"`` (:data:`GROUP_NORM_GROUPS` groups) or
+        ``"batch"``, ``"instance"`` (affine), ``"group"`` (`GROUP_NORM_GROUPS` groups) or
         ``"none"``.
     dropout
-        Probability of zeroing whole channels (:class:`torch.nn.Dropout2d`) after each
+        Probability of zeroing whole channels (`torch.nn.Dropout2d`) after each
         activation; 0 adds no layer.
     residual
         Add the shortcut described above.
@@ -158,7 +158,7 @@ class ConvBlock(nn.Module):
 
 
 class _UpBlock(nn.Module):
-    """Double the resolution, concatenate the (centre-cropped) skip, then a :class:`ConvBlock`."""
+    """Double the resolution, concatenate the (centre-cropped) skip, then a `ConvBlock`."""
 
     def __init__(
         self,
@@ -195,7 +195,7 @@ class _UpBlock(nn.Module):
 
 
 def _valid_size_1d(size: int, depth: int) -> int:
-    """Output size along one axis of a ``"valid"`` U-Net (see :func:`valid_output_size`)."""
+    """Output size along one axis of a ``"valid"`` U-Net (see `valid_output_size`)."""
 
     def fail(reason: str) -> ValueError:
         return ValueError(
@@ -219,7 +219,7 @@ def _valid_size_1d(size: int, depth: int) -> int:
 
 
 def valid_output_size(size: int | Sequence[int], *, depth: int = 4) -> tuple[int, ...]:
-    """Output size of a ``padding="valid"`` :class:`UNet` for an input of ``size``.
+    """Output size of a ``padding="valid"`` `UNet` for an input of ``size``.
 
     Each block's two unpadded 3x3 convolutions trim 4 pixels, each 2x2 max-pool halves (so the
     size must be even there) and each 2x up-sampling doubles. For depth 4 (the paper) the input
@@ -231,7 +231,7 @@ def valid_output_size(size: int | Sequence[int], *, depth: int = 4) -> tuple[int
     size
         Input height, or ``(height, width)``.
     depth
-        Number of down-sampling stages (as in :class:`UNet`).
+        Number of down-sampling stages (as in `UNet`).
 
     Returns
     -------
@@ -268,7 +268,7 @@ class UNet(nn.Module):
     full resolution and every later stage halves it. The decoder mirrors the encoder, doubling
     the resolution and concatenating the encoder's features at each stage; a final 1x1
     convolution gives ``num_classes`` logits (apply softmax yourself, or use a loss from
-    :mod:`thyroidseg.losses`, which expect logits).
+    `thyroidseg.losses`, which expect logits).
 
     Parameters
     ----------
@@ -301,7 +301,7 @@ class UNet(nn.Module):
         et al. 2016, for 6% more FLOPs). ``False`` gives the paper's plain double convolution.
     padding
         ``"same"`` (default): output size equals input size for any input size. ``"valid"``: the
-        original unpadded U-Net, whose output is smaller (see :func:`valid_output_size`); it
+        original unpadded U-Net, whose output is smaller (see `valid_output_size`); it
         needs ``downsample="maxpool"``.
     seed
         If given, weights are initialised from a private generator with this seed, so the same
@@ -424,7 +424,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, num_classes, H', W')`` for images ``(N, in_channels, H, W)``.
 
-        ``H' x W'`` is ``H x W`` in ``"same"`` mode and :func:`valid_output_size` in ``"valid"``
+        ``H' x W'`` is ``H x W`` in ``"same"`` mode and `valid_output_size` in ``"valid"``
         mode (a size it rejects raises ``ValueError``).
         """
         if x.dim() != 4:
@@ -511,7 +511,7 @@ def export_onnx(
         ONNX opset (default 17, supported by onnxruntime >= 1.13).
     example_size
         ``(H, W)`` of the example input used for tracing; any size works afterwards. In
-        ``"valid"`` mode it must be a size :func:`valid_output_size` accepts.
+        ``"valid"`` mode it must be a size `valid_output_size` accepts.
 
     Returns
     -------

@@ -2,26 +2,26 @@
 
 A scanner frame holds much more than the ultrasound image: black borders, columns of
 scanner settings, side labels (DER/IZQ), a grey-scale bar, a body-marker icon, depth ticks,
-and, inside the image, caliper crosses and typed notes. :func:`preprocess` turns such a
+and, inside the image, caliper crosses and typed notes. `preprocess` turns such a
 frame into a fixed-size network input in five switchable steps, each also public:
 
-1. :func:`find_views` / :func:`find_scan_region`: the ultrasound field of view, one box per
-   view on split-screen frames (:class:`Box`, original pixel coordinates), and a crop to it.
-2. :func:`find_annotations` + :func:`remove_annotations`: burned-in marks inside the field
+1. `find_views` / `find_scan_region`: the ultrasound field of view, one box per
+   view on split-screen frames (`Box`, original pixel coordinates), and a crop to it.
+2. `find_annotations` + `remove_annotations`: burned-in marks inside the field
    of view (thin, bright, high-contrast strokes; coloured pixels) are filled from their
    unmarked neighbours.
-3. :func:`resize`: to the network size, ``"letterbox"`` (aspect kept, zero padding) or
+3. `resize`: to the network size, ``"letterbox"`` (aspect kept, zero padding) or
    ``"stretch"``.
-4. :func:`equalize`: ``"clahe"`` or ``"global"`` histogram equalisation.
-5. :func:`smooth`: ``"median"``, ``"gaussian"`` or ``"bilateral"`` speckle smoothing.
+4. `equalize`: ``"clahe"`` or ``"global"`` histogram equalisation.
+5. `smooth`: ``"median"``, ``"gaussian"`` or ``"bilateral"`` speckle smoothing.
 
 Equalisation and smoothing run on the resized content *before* the letterbox padding is
 added, so the padding never enters the histogram and the work is done on the smaller image.
 
-The :class:`Preprocessed` result carries the geometry: :meth:`Preprocessed.mask_to_network`
-and :meth:`Preprocessed.mask_to_original` move masks between the two frames by
+The `Preprocessed` result carries the geometry: `Preprocessed.mask_to_network`
+and `Preprocessed.mask_to_original` move masks between the two frames by
 nearest-neighbour sampling with pixel-centre alignment, so a round trip moves a mask
-boundary by at most :attr:`Preprocessed.round_trip_radius` pixels (see there).
+boundary by at most `Preprocessed.round_trip_radius` pixels (see there).
 
 Examples
 --------
@@ -258,7 +258,7 @@ def find_views(image: np.ndarray | PathLike) -> list[Box]:
     Parameters
     ----------
     image
-        A scanner frame (see :func:`to_gray_uint8` for what is accepted).
+        A scanner frame (see `to_gray_uint8` for what is accepted).
 
     Returns
     -------
@@ -268,7 +268,7 @@ def find_views(image: np.ndarray | PathLike) -> list[Box]:
     Raises
     ------
     ValueError
-        Bad input (see :func:`to_gray_uint8`), an image smaller than 32 px on a side, or a
+        Bad input (see `to_gray_uint8`), an image smaller than 32 px on a side, or a
         frame with no field of view of at least 20x20 px.
     """
     array, name = _load(image)
@@ -278,7 +278,7 @@ def find_views(image: np.ndarray | PathLike) -> list[Box]:
 def find_scan_region(image: np.ndarray | PathLike) -> Box:
     """The box around the ultrasound field of view, all views included.
 
-    The union of :func:`find_views`: text columns, side labels, the grey-scale bar and the
+    The union of `find_views`: text columns, side labels, the grey-scale bar and the
     body-marker icon are left out; every view of a split-screen frame is kept.
 
     >>> frame = np.zeros((100, 160), np.uint8)
@@ -359,7 +359,7 @@ def _find_seam(content: np.ndarray) -> int | None:
 
 
 def _seam_strength(content: np.ndarray) -> tuple[int, float]:
-    """The likeliest seam column and its step ratio (see :func:`find_views`); 0 if none."""
+    """The likeliest seam column and its step ratio (see `find_views`); 0 if none."""
     width = content.shape[1]
     lo, hi = int(_SEAM_BAND[0] * width), int(_SEAM_BAND[1] * width)
     if hi - lo < 2:
@@ -442,7 +442,7 @@ def find_annotations(
     Parameters
     ----------
     image
-        A frame or a crop of one (see :func:`to_gray_uint8`).
+        A frame or a crop of one (see `to_gray_uint8`).
     min_contrast
         Top-hat threshold in grey levels. On DDTI, white text and the (grey-converted)
         caliper marks exceed 80 while tissue speckle rarely does.
@@ -517,9 +517,9 @@ def remove_annotations(
     Parameters
     ----------
     image
-        A frame or crop (see :func:`to_gray_uint8`); returned as 8-bit grey.
+        A frame or crop (see `to_gray_uint8`); returned as 8-bit grey.
     annotations
-        ``(H, W)`` mask, non-zero where to fill; :func:`find_annotations` when None.
+        ``(H, W)`` mask, non-zero where to fill; `find_annotations` when None.
     window
         Odd side of the first averaging window, in pixels.
 
@@ -549,7 +549,7 @@ def remove_annotations(
 
 
 def _fill(gray: np.ndarray, marked: np.ndarray, window: int) -> np.ndarray:
-    """:func:`remove_annotations` on a uint8 image and a boolean mask."""
+    """`remove_annotations` on a uint8 image and a boolean mask."""
     out = gray.copy()
     if not marked.any():
         return out
@@ -688,7 +688,7 @@ def resize(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterb
     """Resize an image to the network ``size = (H, W)``; letterbox padding is 0.
 
     Area averaging when shrinking (no aliasing of speckle), bilinear when enlarging. Masks
-    must not go through here: use :meth:`Preprocessed.mask_to_network` (nearest).
+    must not go through here: use `Preprocessed.mask_to_network` (nearest).
 
     >>> resize(np.ones((30, 40), np.uint8), (16, 16))[:, 0].tolist()   # 12 rows + padding
     [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
@@ -751,7 +751,7 @@ class Preprocessed:
     original_shape
         ``(height, width)`` of the original frame.
     settings
-        The keyword arguments :func:`preprocess` ran with.
+        The keyword arguments `preprocess` ran with.
     """
 
     image: np.ndarray
@@ -786,7 +786,7 @@ class Preprocessed:
     def round_trip_radius(self) -> tuple[int, int]:
         """``(ry, rx)``: how far a mask round trip can move a pixel, in original pixels.
 
-        :meth:`mask_to_original` of :meth:`mask_to_network` gives each pixel of ``box`` the
+        `mask_to_original` of `mask_to_network` gives each pixel of ``box`` the
         value of an original pixel at most ``ry`` rows and ``rx`` columns away, with
         :math:`r = \\lfloor b / (2c) + 1/2 \\rfloor` when the box side ``b`` is shrunk to
         the content side ``c``, and 0 when it is enlarged (the round trip is then exact).
@@ -854,7 +854,7 @@ class Preprocessed:
 
 
 DEFAULT_MARGIN = 6
-"""Pixels added around the scan region by :func:`preprocess`: DDTI masks spill at most 6 px
+"""Pixels added around the scan region by `preprocess`: DDTI masks spill at most 6 px
 past the field of view (onto black), so this keeps every labelled pixel (docs/preprocess.md)."""
 
 
@@ -871,10 +871,10 @@ def preprocess(
 ) -> Preprocessed:
     """Turn a scanner frame into network input; every step can be switched off.
 
-    Steps: 8-bit grey (:func:`to_gray_uint8`) -> crop to the scan region plus ``margin``
-    (:func:`find_scan_region`) -> fill burned-in marks (:func:`find_annotations`,
-    :func:`remove_annotations`) -> resize the crop into its place in ``size``
-    (:func:`fit_box`) -> :func:`equalize` -> :func:`smooth` -> zero letterbox padding.
+    Steps: 8-bit grey (`to_gray_uint8`) -> crop to the scan region plus ``margin``
+    (`find_scan_region`) -> fill burned-in marks (`find_annotations`,
+    `remove_annotations`) -> resize the crop into its place in ``size``
+    (`fit_box`) -> `equalize` -> `smooth` -> zero letterbox padding.
     Equalisation and smoothing see only the resized content, never the padding.
 
     Parameters
@@ -888,7 +888,7 @@ def preprocess(
         frame (for images that are already cropped).
     margin
         Pixels added on each side of the scan region (clipped to the frame), so that mask
-        pixels drawn just past the field of view survive :meth:`Preprocessed.mask_to_network`.
+        pixels drawn just past the field of view survive `Preprocessed.mask_to_network`.
         Image pixels outside the views are set to 0 (no ticks or markers come in with it).
     inpaint_annotations
         Fill text, caliper marks and colour overlays inside the crop.
@@ -906,7 +906,7 @@ def preprocess(
     Raises
     ------
     ValueError
-        Bad image (see :func:`to_gray_uint8`), no field of view found (use
+        Bad image (see `to_gray_uint8`), no field of view found (use
         ``crop=False``), or a bad setting.
     """
     network_size = _check_size(size)
@@ -975,21 +975,21 @@ def preprocess_folder(
     """Preprocess every image of ``in_dir`` into ``out_dir`` (``<stem>.png``) plus a JSON.
 
     The JSON (``out_dir/preprocess.json`` unless ``json_path`` is given) holds the
-    settings and, per stem, the source file and :meth:`Preprocessed.to_dict`; it is
+    settings and, per stem, the source file and `Preprocessed.to_dict`; it is
     written once all images are done. Every file is written atomically.
 
     Parameters
     ----------
     in_dir, out_dir
-        Input folder (not recursive; see :func:`thyroidseg._io.list_images`) and output
+        Input folder (not recursive; see `thyroidseg._io.list_images`) and output
         folder (created; must differ from ``in_dir``).
     json_path
         Where to write the JSON.
     progress
-        Progress bar on standard error (:class:`thyroidseg._progress.Progress`): None draws
+        Progress bar on standard error (`thyroidseg._progress.Progress`): None draws
         it on a terminal and prints one summary line otherwise, False prints nothing.
     **options
-        Keyword arguments of :func:`preprocess`.
+        Keyword arguments of `preprocess`.
 
     Returns
     -------

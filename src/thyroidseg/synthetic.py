@@ -114,10 +114,10 @@ def write_synthetic_dataset(
     split_screen: float = 0.25,
     decorations: bool = True,
 ) -> Path:
-    """Write :func:`synthetic_phantoms` as a plain ``images/`` + ``masks/`` folder.
+    """Write `synthetic_phantoms` as a plain ``images/`` + ``masks/`` folder.
 
     Files are ``images/phantom_0000.png`` (grey) and ``masks/phantom_0000.png``
-    (``{0, 255}``), readable by :class:`thyroidseg.data.ThyroidDataset`. Writes are
+    (``{0, 255}``), readable by `thyroidseg.data.ThyroidDataset`. Writes are
     atomic; the folder is created.
 
     Raises

@@ -1,4 +1,4 @@
-"""Training: the :class:`Trainer` loop, safe checkpoints, CPU speed settings, AMP and DDP.
+"""Training: the `Trainer` loop, safe checkpoints, CPU speed settings, AMP and DDP.
 
 The loop is the one the paper describes (forward, loss, backward, update, save the
 parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect around it:
@@ -8,7 +8,7 @@ parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect aroun
 * ``last.pt`` after every epoch and ``best.pt`` on improvement, written atomically
   (temporary file + rename), holding everything needed to resume bit-exactly on the CPU;
 * loading with ``torch.load(weights_only=True)`` only, so a checkpoint cannot run code;
-* a non-finite loss stops the run with :class:`NonFiniteLossError` (epoch and step named);
+* a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named);
 * ``history.csv`` and ``history.png`` (training curves drawn with OpenCV) in ``out_dir``;
 * bf16 autocast + channels-last + glibc allocator tuning on the CPU, fp16 autocast with a
   gradient scaler on CUDA, and DistributedDataParallel when launched with ``torchrun``.
@@ -213,7 +213,7 @@ def resolve_amp(amp: AmpMode, device: torch.device) -> torch.dtype | None:
     ==========  =====================================  ===================================
     ``amp``     CPU                                    CUDA
     ==========  =====================================  ===================================
-    ``"auto"``  bf16 if :func:`cpu_has_native_bf16`,   fp16 (with a gradient scaler)
+    ``"auto"``  bf16 if `cpu_has_native_bf16`,   fp16 (with a gradient scaler)
                 else float32
     ``"bf16"``  bf16 (error if autocast fails)         bf16 (error if the GPU lacks it)
     ``"fp16"``  error: fp16 autocast needs CUDA        fp16 (with a gradient scaler)
@@ -262,7 +262,7 @@ def _serialize(checkpoint: Mapping[str, Any]) -> bytes:
 
 
 def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :class:`Trainer`, safely.
+    """Read a checkpoint written by `Trainer`, safely.
 
     Loads with ``torch.load(weights_only=True)``: only tensors and plain Python values are
     accepted, so a file cannot run code when it is opened.
@@ -380,16 +380,16 @@ class Trainer:
     ----------
     model
         Any ``nn.Module`` mapping images ``(N, C, H, W)`` to logits ``(N, K, H, W)``, e.g.
-        :class:`thyroidseg.model.UNet`. Its ``config`` attribute (if any) is stored in the
-        checkpoints so :mod:`thyroidseg.inference` can rebuild it.
+        `thyroidseg.model.UNet`. Its ``config`` attribute (if any) is stored in the
+        checkpoints so `thyroidseg.inference` can rebuild it.
     train_data, val_data
         Datasets whose items are dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"``
-        (int ``(H, W)`` class indices), e.g. :class:`thyroidseg.data.ThyroidDataset`.
+        (int ``(H, W)`` class indices), e.g. `thyroidseg.data.ThyroidDataset`.
         If ``train_data`` has a ``set_epoch(epoch)`` method it is called before every epoch
         (so seeded augmentation can differ per epoch and still resume exactly).
         ``val_data=None`` skips validation: only ``last.pt`` is written.
     loss
-        A loss name for :func:`thyroidseg.losses.make_loss` (``"ce"``, ``"weighted_ce"``,
+        A loss name for `thyroidseg.losses.make_loss` (``"ce"``, ``"weighted_ce"``,
         ``"dice"``, ``"dice_ce"``; default ``"dice_ce"``, nnU-Net's) or any callable
         ``(logits, target) -> scalar``. It is computed in float32 even under autocast.
     optimizer
@@ -411,14 +411,14 @@ class Trainer:
     device
         ``"auto"`` (default: CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     amp
-        Mixed precision, see :func:`resolve_amp`: ``"auto"`` (default: bf16 on CPUs that have
+        Mixed precision, see `resolve_amp`: ``"auto"`` (default: bf16 on CPUs that have
         it natively, fp16 + gradient scaler on CUDA), ``"bf16"``, ``"fp16"`` or ``"off"``
         (float32 everywhere).
     channels_last
         Use the channels-last memory format for the model and the images (default ``True``;
         faster convolutions on CPUs and tensor cores).
     tune_allocator
-        Call :func:`tune_cpu_allocator` when training on the CPU (default ``True``; a
+        Call `tune_cpu_allocator` when training on the CPU (default ``True``; a
         process-wide glibc setting, a no-op elsewhere).
     grad_clip
         Clip the global gradient norm to this value (``None``, the default: no clipping;
@@ -437,16 +437,16 @@ class Trainer:
     data_config
         JSON-ready description of how the images were prepared, stored in the checkpoints.
         Its ``"preprocess"`` entry, the keyword arguments of
-        :func:`thyroidseg.preprocessing.preprocess` (``size`` included), is what
-        :meth:`thyroidseg.inference.Segmenter.from_checkpoint` runs on new frames. Default:
+        `thyroidseg.preprocessing.preprocess` (``size`` included), is what
+        `thyroidseg.inference.Segmenter.from_checkpoint` runs on new frames. Default:
         ``train_data.config`` if the dataset has such an attribute, else ``None``.
 
     Notes
     -----
-    Under ``torchrun`` (``WORLD_SIZE > 1``) :meth:`fit` wraps the model in
+    Under ``torchrun`` (``WORLD_SIZE > 1``) `fit` wraps the model in
     ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA), shards the training data with a
     ``DistributedSampler`` and the validation data without padding, sums the confusion
-    matrices with :meth:`ConfusionMatrix.sync`, and only rank 0 writes files.
+    matrices with `ConfusionMatrix.sync`, and only rank 0 writes files.
     ``batch_size`` is per process, so the effective batch is ``batch_size * WORLD_SIZE``.
     """
 
@@ -574,8 +574,8 @@ class Trainer:
     def evaluate(self, data: Dataset | Sequence[Mapping[str, Any]]) -> ConfusionMatrix:
         """Predict every item of ``data`` (argmax of the logits) and count it against its mask.
 
-        Returns a 2-class (or ``K``-class) :class:`~thyroidseg.metrics.ConfusionMatrix` with
-        one matrix per image, in the order of ``data``. Within :meth:`fit` under ``torchrun``
+        Returns a 2-class (or ``K``-class) `ConfusionMatrix` with
+        one matrix per image, in the order of ``data``. Within `fit` under ``torchrun``
         each process counts its share and the matrices are gathered.
         """
         num_classes = int(getattr(self.model, "config", {}).get("num_classes", 2))
@@ -785,13 +785,13 @@ def train_folder(
     resume: bool = False,
     **trainer_options: Any,
 ) -> Trainer:
-    """Train a :class:`~thyroidseg.model.UNet` on fold ``fold`` of a dataset folder.
+    """Train a `UNet` on fold ``fold`` of a dataset folder.
 
     What ``thyroidseg train`` runs: read ``data_dir`` with
-    :class:`~thyroidseg.data.ThyroidDataset` (any layout it detects, preprocessed with
-    :func:`~thyroidseg.preprocessing.preprocess` at ``size``), split it with
-    :func:`~thyroidseg.data.group_kfold` (``folds`` folds by leak group, seeded with
-    ``seed``), train on the other folds with :class:`~thyroidseg.augment.Augment` and
+    `ThyroidDataset` (any layout it detects, preprocessed with
+    `preprocess` at ``size``), split it with
+    `group_kfold` (``folds`` folds by leak group, seeded with
+    ``seed``), train on the other folds with `Augment` and
     validate on fold ``fold``.
 
     Parameters
@@ -809,13 +809,13 @@ def train_folder(
     resume
         Continue from ``out_dir/last.pt`` (an error if there is none).
     **trainer_options
-        Passed to :class:`Trainer` (``epochs``, ``batch_size``, ``loss``, ``lr``, ``amp``,
+        Passed to `Trainer` (``epochs``, ``batch_size``, ``loss``, ``lr``, ``amp``,
         ``device``, ``seed``, ``progress``...).
 
     Returns
     -------
     Trainer
-        After :meth:`Trainer.fit`; ``trainer.history`` holds the epochs.
+        After `Trainer.fit`; ``trainer.history`` holds the epochs.
     """
     from thyroidseg.augment import Augment
     from thyroidseg.data import ThyroidDataset, group_kfold

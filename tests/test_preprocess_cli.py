@@ -61,15 +61,20 @@ def test_cli_switches_reach_the_library(frames_dir, tmp_path) -> None:
     assert summary["images"]["case0"]["box"] == [0, 0, 200, 120]
 
 
-def test_cli_names_an_unreadable_image_and_keeps_what_was_written(
+def test_cli_names_every_unreadable_image_and_writes_all_others(
     frames_dir, tmp_path, capsys
 ) -> None:
-    (frames_dir / "case9.png").write_bytes(b"not an image")
+    (frames_dir / "case10.png").write_bytes(b"not an image")  # sorts before the good ones
+    (frames_dir / "case9.png").write_bytes(b"")
+    good = sorted(p.stem for p in frames_dir.glob("case?.png") if p.stat().st_size > 100)
     out = tmp_path / "out"
     assert main(["preprocess", str(frames_dir), str(out), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "thyroidseg preprocess: error:" in error and "case9.png" in error
-    assert (out / "case0.png").is_file()  # done before the bad file, still there
+    assert "thyroidseg preprocess: error: 2 of" in error
+    assert "case10.png" in error and "case9.png" in error
+    assert sorted(p.stem for p in out.glob("*.png")) == good  # every other image written
+    written = json.loads((out / "preprocess.json").read_text())
+    assert sorted(written["images"]) == good and sorted(written["errors"]) == ["case10", "case9"]
 
 
 def test_folder_errors(frames_dir, tmp_path) -> None:

@@ -976,7 +976,10 @@ def preprocess_folder(
 
     The JSON (``out_dir/preprocess.json`` unless ``json_path`` is given) holds the
     settings and, per stem, the source file and `Preprocessed.to_dict`; it is
-    written once all images are done. Every file is written atomically.
+    written once all images are done. Every file is written atomically. An image that
+    cannot be read or preprocessed does not stop the others: each failure is recorded
+    under ``"errors"`` in the JSON, and once everything else is written a
+    ``ValueError`` lists every failed file.
 
     Parameters
     ----------
@@ -999,8 +1002,9 @@ def preprocess_folder(
     Raises
     ------
     ValueError, FileNotFoundError
-        Empty or missing ``in_dir``, ``out_dir`` equal to it, or an unreadable image
-        (the message names the file); images done before it stay written.
+        Empty or missing ``in_dir``, ``out_dir`` equal to it, or images that could not
+        be preprocessed (the message names each file; all other images and the JSON are
+        written first).
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     images = list_images(in_dir)
@@ -1008,13 +1012,24 @@ def preprocess_folder(
         raise ValueError(f"{out_dir}: output folder is the input folder; pick another one")
     json_path = out_dir / "preprocess.json" if json_path is None else Path(json_path)
     records: dict[str, object] = {}
+    errors: dict[str, str] = {}
     settings: dict[str, object] = {}
     for stem, path in Progress(images.items(), desc="preprocess", enabled=progress):
-        result = preprocess(path, **options)  # type: ignore[arg-type]
+        try:
+            result = preprocess(path, **options)  # type: ignore[arg-type]
+        except ValueError as error:  # unreadable or unusable image: report, go on
+            errors[stem] = str(error)
+            continue
         write_image(out_dir / f"{stem}.png", result.image)
         record = result.to_dict()
         settings = record.pop("settings")  # type: ignore[assignment]
         records[stem] = {"source": str(path), **record}
-    summary = {"settings": settings, "images": records}
+    summary = {"settings": settings, "images": records, "errors": errors}
     atomic_write_bytes(json_path, (json.dumps(summary, indent=1) + "\n").encode())
+    if errors:
+        raise ValueError(
+            f"{len(errors)} of {len(images)} images could not be preprocessed "
+            f"(the other {len(records)} and {json_path} were written):\n  "
+            + "\n  ".join(errors.values())
+        )
     return summary

@@ -246,6 +246,10 @@ def test_load_checkpoint_refuses_bad_files(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="empty.pt: corrupt or truncated"):
         load_checkpoint(empty)
+    text = tmp_path / "text.pt"  # not a zip: torch reads it as a legacy pickle and fails
+    text.write_text("garbage\n")
+    with pytest.raises(ValueError, match=r"text.pt: corrupt or truncated checkpoint \(Unsupported"):
+        load_checkpoint(text)
 
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "code": Path("x")}, pickled)

@@ -284,17 +284,18 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
         raise
     except Exception as error:  # torch raises many types for damaged files; name them all
         message = str(error)
-        if "Weights only load failed" in message:
-            found = re.search(r"GLOBAL (\S+)", message)
-            what = f" ({found.group(1)})" if found else ""
+        code = re.search(r"GLOBAL (\S+)", message)  # a class or function the pickle would call
+        if code:
             raise ValueError(
-                f"{path}: refusing to load: the checkpoint holds pickled Python objects{what} "
-                "that could run arbitrary code. thyroidseg checkpoints hold only tensors and "
-                "plain values; load this file yourself with torch.load(weights_only=False) only "
-                "if you trust its source"
+                f"{path}: refusing to load: the checkpoint holds pickled Python objects "
+                f"({code.group(1)}) that could run arbitrary code. thyroidseg checkpoints hold "
+                "only tensors and plain values; load this file yourself with "
+                "torch.load(weights_only=False) only if you trust its source"
             ) from error
-        first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-        raise ValueError(f"{path}: corrupt or truncated checkpoint ({first_line})") from error
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", message)  # e.g. bad opcode
+        lines = message.strip().splitlines()
+        reason = detail.group(1) if detail else lines[0] if lines else type(error).__name__
+        raise ValueError(f"{path}: corrupt or truncated checkpoint ({reason})") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
         raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from torch import nn
 
 from thyroidseg._io import read_binary_mask, write_image
 from thyroidseg.cli import main
+from thyroidseg.data import ThyroidDataset
 from thyroidseg.inference import Segmenter, overlay, postprocess_views
 from thyroidseg.model import UNet
+from thyroidseg.preprocessing import preprocess as preprocess_frame
 from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer
 
@@ -79,7 +82,7 @@ def test_segmenter_returns_masks_at_the_original_size() -> None:
 def test_from_checkpoint_rebuilds_the_unet_and_its_preprocessing(tmp_path: Path) -> None:
     checkpoint = trained_checkpoint(tmp_path)
     segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", amp="off")
-    assert segmenter.preprocess_options == PLAIN
+    assert segmenter.preprocess_options == {**PLAIN, "size": list(PLAIN["size"])}  # from JSON
     model = UNet(base_channels=4, depth=2)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     image, _ = frame_with_square()
@@ -111,15 +114,27 @@ def test_overlay_draws_both_outlines() -> None:
         overlay(image, shifted, truth[:10])
 
 
-def trained_checkpoint(tmp_path: Path) -> Path:
-    """``last.pt`` of a one-epoch run of a tiny UNet with the PLAIN preprocessing."""
-    data = [{"image": torch.rand(1, 32, 32), "mask": torch.zeros(32, 32, dtype=torch.int64)}] * 2
+def trained_checkpoint(tmp_path: Path, preprocess: object = "plain") -> Path:
+    """``last.pt`` of a one-epoch run of a tiny UNet on a ThyroidDataset of phantoms.
+
+    Nothing but the dataset tells the Trainer how frames were prepared (as for a user).
+    """
+    write_synthetic_dataset(tmp_path / "data", 4, size=(48, 64), seed=0)
+    if preprocess == "plain":
+        preprocess = functools.partial(preprocess_frame, **PLAIN)
+    data = ThyroidDataset(tmp_path / "data", size=PLAIN["size"], preprocess=preprocess)
     trainer = Trainer(
         UNet(base_channels=4, depth=2, seed=0), data, loss=nn.CrossEntropyLoss(), epochs=1,
-        out_dir=tmp_path / "run", progress=False, data_config={"preprocess": PLAIN},
+        out_dir=tmp_path / "run", progress=False,
     )  # fmt: skip
     trainer.fit()
     return tmp_path / "run" / LAST_CHECKPOINT
+
+
+def test_from_checkpoint_refuses_frames_prepared_otherwise(tmp_path: Path) -> None:
+    checkpoint = trained_checkpoint(tmp_path, preprocess=None)  # resize only
+    with pytest.raises(ValueError, match="last.pt: the model was trained on frames prepared by"):
+        Segmenter.from_checkpoint(checkpoint)
 
 
 def test_predict_command_writes_original_size_masks_and_keeps_existing_ones(

@@ -15,7 +15,6 @@ stored in it), loading it with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,14 +194,18 @@ class Segmenter:
 
         A `thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
         other architecture pass an instance as ``model`` (its weights are replaced). Frames
-        are preprocessed with the checkpoint's ``config["data"]["preprocess"]`` settings
-        (`preprocess`'s defaults if it has none).
+        are prepared as in training, from the checkpoint's ``config["data"]`` (the training
+        dataset's `thyroidseg.data.ThyroidDataset.config`): `preprocess` with the stored
+        ``"preprocess_options"``; with `preprocess`'s defaults when the training data
+        described no preprocessing at all (a dataset without ``config``).
 
         Raises
         ------
         FileNotFoundError, ValueError
             As `thyroidseg.training.load_checkpoint`; also when the checkpoint holds a
-            model that cannot be rebuilt or whose weights do not fit ``model``.
+            model that cannot be rebuilt or whose weights do not fit ``model``, or when its
+            frames were prepared otherwise than by `preprocess` (``preprocess=None`` or a
+            custom callable): build ``Segmenter(model, preprocess_options)`` yourself then.
         """
         checkpoint = load_checkpoint(path)
         config = checkpoint["config"]
@@ -219,7 +222,7 @@ class Segmenter:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as error:
             raise ValueError(f"{path}: weights do not fit the model: {error}") from error
-        options = config.get("data", {}).get("preprocess", {})
+        options = _training_preprocess_options(config.get("data", {}), path)
         return cls(
             model,
             options,
@@ -303,6 +306,20 @@ class Segmenter:
         return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
 
+def _training_preprocess_options(data: Mapping[str, Any], path: PathLike) -> dict[str, Any]:
+    """The `preprocess` keyword arguments a checkpoint's training data was prepared with."""
+    method = data.get("preprocess")
+    if method is None:
+        return {}
+    if method == "default":
+        return dict(data.get("preprocess_options", {}))
+    raise ValueError(
+        f"{path}: the model was trained on frames prepared by {method!r}, not by "
+        "thyroidseg's preprocess(); rebuild the model and pass matching options: "
+        "Segmenter(model, preprocess_options)"
+    )
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -377,10 +394,7 @@ def run_demo(
     data_dir = Path(data) if data is not None else out_dir / "phantoms"
     if data is None:
         write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)
-    options = {"size": [int(size[0]), int(size[1])]}
-    dataset = ThyroidDataset(
-        data_dir, size=size, preprocess=functools.partial(preprocess, **options), progress=progress
-    )
+    dataset = ThyroidDataset(data_dir, size=size, progress=progress)
     train_idx, val_idx, test_idx = train_val_test_split(
         dataset.groups, (0.7, 0.15, 0.15), seed=seed
     )
@@ -392,7 +406,7 @@ def run_demo(
         out_dir=run_dir,
         seed=seed,
         progress=progress,
-        data_config={"preprocess": options, "root": str(data_dir)},
+        data_config={"root": str(data_dir)},
         **trainer_options,
     )
     history = trainer.fit()

@@ -436,11 +436,11 @@ class Trainer:
         Progress bars: ``None`` (default) when standard error is a terminal, else one summary
         line per bar; ``False`` silences them.
     data_config
-        JSON-ready description of how the images were prepared, stored in the checkpoints.
-        Its ``"preprocess"`` entry, the keyword arguments of
-        `thyroidseg.preprocessing.preprocess` (``size`` included), is what
-        `thyroidseg.inference.Segmenter.from_checkpoint` runs on new frames. Default:
-        ``train_data.config`` if the dataset has such an attribute, else ``None``.
+        Extra JSON-ready entries (e.g. the data folder and fold) stored in the checkpoints'
+        ``config["data"]`` on top of ``train_data.config`` when the dataset has one
+        (`thyroidseg.data.ThyroidDataset.config`: layout, size, ``"preprocess"`` and
+        ``"preprocess_options"``). `thyroidseg.inference.Segmenter.from_checkpoint` prepares
+        new frames from those entries exactly as in training. Default: nothing extra.
 
     Notes
     -----
@@ -514,12 +514,11 @@ class Trainer:
         self.grad_clip, self.early_stopping, self.seed = grad_clip, early_stopping, seed
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
-        if data_config is None:
-            data_config = getattr(train_data, "config", None)
+        data_config = {**(getattr(train_data, "config", None) or {}), **(data_config or {})}
         self.config: dict[str, Any] = {
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
             "model": dict(getattr(model, "config", None) or {}),
-            "data": dict(data_config or {}),
+            "data": data_config,
             "loss": loss if isinstance(loss, str) else repr(loss),
             "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
             "lr": float(lr),
@@ -821,7 +820,6 @@ def train_folder(
     from thyroidseg.augment import Augment
     from thyroidseg.data import ThyroidDataset, group_kfold
     from thyroidseg.model import UNet
-    from thyroidseg.preprocessing import preprocess
 
     if not isinstance(fold, int) or not 0 <= fold < folds:
         raise ValueError(f"fold must be in [0, {folds}), got {fold!r}")
@@ -833,13 +831,7 @@ def train_folder(
         raise FileExistsError(f"{last} exists: pass resume (--resume) or choose another folder")
     seed = int(trainer_options.get("seed", 0))
     size = (int(size[0]), int(size[1]))
-    options = {"size": list(size)}
-    dataset = ThyroidDataset(
-        data_dir,
-        size=size,
-        preprocess=functools.partial(preprocess, **options),
-        progress=trainer_options.get("progress"),
-    )
+    dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
     train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
     train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
     trainer = Trainer(
@@ -847,7 +839,7 @@ def train_folder(
         train,
         dataset.subset(val_idx),
         out_dir=out_dir,
-        data_config={"preprocess": options, "root": str(data_dir), "fold": fold, "folds": folds},
+        data_config={"root": str(data_dir), "fold": fold, "folds": folds},
         **trainer_options,
     )
     trainer.fit(resume=last if resume else None)

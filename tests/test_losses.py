@@ -265,13 +265,21 @@ def test_bfloat16_logits_are_scored_in_float32(name: str) -> None:
         (torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.int64), "does not match"),
         (torch.zeros(2, 4, 4), torch.zeros(2, 4, dtype=torch.int64), r"\(N, C, H, W\)"),
         (torch.zeros(1, 2, 4, 4), torch.full((1, 4, 4), 2, dtype=torch.int64), "outside"),
-        (torch.full((1, 2, 4, 4), math.nan), torch.zeros(1, 4, 4, dtype=torch.int64), "NaN"),
         (torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.int64), "2 classes"),
     ],
 )
 def test_losses_reject_bad_input(name: str, logits, target, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_loss(name)(logits, target)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_non_finite_logits_give_a_non_finite_loss(name: str) -> None:
+    # No error here: the Trainer checks the loss value and stops with NonFiniteLossError
+    # (naming epoch and step), on every DDP process at once.
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[0, 1, 2, 2] = math.nan
+    assert not torch.isfinite(make_loss(name)(logits, torch.ones(1, 4, 4, dtype=torch.int64)))
 
 
 def test_make_loss_names() -> None:

@@ -7,7 +7,9 @@ Every loss is an `torch.nn.Module` called as ``loss(logits, target)`` with
 - ``target``: int64 tensor ``(N, H, W)`` of class indices in ``[0, C)``, where pixels equal to
   ``ignore_index`` (default ``-100``, as `torch.nn.CrossEntropyLoss`) count for nothing.
 
-Any other target value, a shape mismatch or a non-finite logit raises ``ValueError``.
+Any other target value or a shape mismatch raises ``ValueError``. Non-finite logits give a
+non-finite loss (no check here, no extra device sync): the `Trainer` stops on it with
+`thyroidseg.training.NonFiniteLossError`, naming the epoch and step.
 
 `unet_weight_map` computes the per-pixel weights of Ronneberger et al. (2015) from a mask
 with NumPy and OpenCV, so a dataset can precompute it once per image.
@@ -78,8 +80,6 @@ def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
                 f"target holds values outside [0, {c}) other than ignore_index={ignore_index}:"
                 f" min {labels.min().item()}, max {labels.max().item()}"
             )
-        if not torch.isfinite(logits).all():
-            raise ValueError("logits contain NaN or infinity")
     return valid
 
 

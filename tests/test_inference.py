@@ -186,9 +186,11 @@ def test_train_command_trains_resumes_and_refuses_to_overwrite(
 
     assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 2
     assert "pass resume" in capsys.readouterr().err
-    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 0
+    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 2
+    assert "epochs=1 there, 2 here" in capsys.readouterr().err  # the schedule would change
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume", *common]) == 0
     rows = (run / "history.csv").read_text().splitlines()
-    assert len(rows) == 3  # header + epochs 1 (first run) and 2 (resumed)
+    assert len(rows) == 2  # header + epoch 1: the run was complete, resuming adds nothing
 
 
 def test_demo_command_runs_the_whole_pipeline(

@@ -163,8 +163,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, a
 
 
 def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    trainer = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1)
-    trainer.fit()
+    trainer = make_trainer(TinyNet(), StopAtEpoch(squares(4), stop_at=1), None, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()  # epoch 1 of 2 saved, then interrupted
     before = (tmp_path / LAST_CHECKPOINT).read_bytes()
 
     real_fdopen = os.fdopen

@@ -751,6 +751,19 @@ class Trainer:
 
     def _restore(self, path: PathLike) -> None:
         checkpoint = load_checkpoint(path, map_location=self.device)
+        changed = [
+            f"{key}={checkpoint['config'].get(key)!r} there, {self.config[key]!r} here"
+            for key in _RESUME_MUST_MATCH
+            if checkpoint["config"].get(key) != self.config[key]
+            and not str(self.config[key]).startswith("<")  # a callable's repr: not comparable
+        ]
+        if changed:
+            raise ValueError(
+                f"{path}: cannot resume with other settings than the run that wrote it "
+                f"({'; '.join(changed)}): a resumed run must follow the same schedule. To train "
+                "further, start a new run from its weights: "
+                "model.load_state_dict(load_checkpoint(path)['model'])"
+            )
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -768,6 +781,12 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as error:
             raise ValueError(f"{path}: cannot resume from this checkpoint: {error}") from error
         self._last_saved = Path(path)
+
+
+_RESUME_MUST_MATCH = (
+    "model", "loss", "optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size", "seed",
+)  # fmt: skip
+"""Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
 
 
 # --------------------------------------------------------------------------- from a folder

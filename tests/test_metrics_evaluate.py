@@ -86,7 +86,7 @@ def test_size_mismatches_are_all_listed_unless_labels_are_resized(tmp_path):
     assert "2 prediction/label pairs differ in size" in str(error.value)
     assert "m1.png 7x7 vs m1.png 3x3" in str(error.value) and "m2.png" in str(error.value)
     result = evaluate_folders(tmp_path / "p", tmp_path / "l", resize_labels=True, progress=False)
-    nearest = cv2.resize(checker, (7, 7), interpolation=cv2.INTER_NEAREST)
+    nearest = cv2.resize(checker, (7, 7), interpolation=cv2.INTER_NEAREST_EXACT)  # centred
     bilinear = cv2.resize(checker, (7, 7), interpolation=cv2.INTER_LINEAR)
     assert nearest.sum() != bilinear.sum()  # the two interpolations disagree on this label
     truth_pixels = result.confusion.per_image_matrices[0, 1].sum()

@@ -426,3 +426,20 @@ def test_preprocess_is_deterministic_and_does_not_modify_its_input() -> None:
 def test_preprocess_rejects_bad_settings_before_reading(tmp_path, option, value) -> None:
     with pytest.raises(ValueError, match=option.split("_")[0]):
         preprocess(tmp_path / "never-read.png", **{option: value})
+
+
+@given(
+    st.integers(1, 12), st.integers(1, 12), st.integers(1, 4), st.integers(1, 4), st.integers(0, 9)
+)
+@settings(max_examples=60, deadline=None)
+def test_resize_mask_samples_pixel_centres(h, w, ky, kx, seed) -> None:
+    from thyroidseg.preprocessing import resize_mask
+
+    mask = np.random.default_rng(seed).integers(0, 3, (h, w)).astype(np.uint8)
+    np.testing.assert_array_equal(resize_mask(mask, (h, w)), mask)
+    # enlarging by whole factors repeats every pixel; shrinking keeps the centre sample
+    enlarged = resize_mask(mask, (h * ky, w * kx))
+    np.testing.assert_array_equal(enlarged, np.repeat(np.repeat(mask, ky, 0), kx, 1))
+    np.testing.assert_array_equal(resize_mask(enlarged, (h, w)), mask)
+    big = np.random.default_rng(seed).integers(0, 3, (h * ky, w * kx)).astype(np.uint8)
+    np.testing.assert_array_equal(resize_mask(big, (h, w)), big[ky // 2 :: ky, kx // 2 :: kx])

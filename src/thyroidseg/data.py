@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from thyroidseg._io import PathLike, list_images, read_binary_mask, read_image
 from thyroidseg._progress import Progress
 from thyroidseg.preprocessing import preprocess as preprocess_frame
-from thyroidseg.preprocessing import to_gray_uint8
+from thyroidseg.preprocessing import resize, resize_mask, to_gray_uint8
 
 __all__ = [
     "LAYOUTS",
@@ -321,15 +321,14 @@ def _handle_problems(problems: Sequence[str], on_invalid: str, root: Path) -> No
 
 
 class _Resized:
-    """``preprocess=None``: the frame resized (bilinear), masks resized nearest."""
+    """``preprocess=None``: the frame stretched to ``size`` (area / bilinear), masks nearest."""
 
     def __init__(self, image: np.ndarray, size: tuple[int, int]) -> None:
         self.size = size
-        grey = to_gray_uint8(image)
-        self.image = cv2.resize(grey, size[::-1], interpolation=cv2.INTER_LINEAR)
+        self.image = resize(to_gray_uint8(image), size, "stretch")
 
     def mask_to_network(self, mask: np.ndarray) -> np.ndarray:
-        return cv2.resize(mask, self.size[::-1], interpolation=cv2.INTER_NEAREST)
+        return resize_mask(mask, self.size)
 
 
 def _describe_preprocess(function: PreprocessFn) -> dict[str, Any]:

@@ -42,6 +42,7 @@ import torch
 
 from thyroidseg._io import PathLike, list_images, read_binary_mask
 from thyroidseg._progress import Progress
+from thyroidseg.preprocessing import resize_mask
 
 __all__ = [
     "ConfusionMatrix",
@@ -1295,7 +1296,7 @@ def evaluate_folders(
                     f"{labels[stem].name} {label.shape[1]}x{label.shape[0]}"
                 )
                 continue
-            label = cv2.resize(label, pred.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            label = resize_mask(label, pred.shape)
         if mismatches:
             continue  # already failing: only collect the remaining mismatches
         matrices.append(confusion_matrices(pred, label)[0])

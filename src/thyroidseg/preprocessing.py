@@ -701,6 +701,22 @@ def resize(image: np.ndarray, size: tuple[int, int], mode: ResizeMode = "letterb
     return out
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a mask or label map to ``size = (H, W)`` by nearest neighbour (stretch).
+
+    Each output pixel takes the source pixel under its centre, so no label is invented
+    and the mask does not shift (OpenCV's ``INTER_NEAREST`` samples ``floor(i * s)``,
+    half a source pixel up and left). The dtype is kept.
+
+    >>> resize_mask(np.array([[0, 0, 1, 1]] * 2, np.uint8), (1, 2)).tolist()
+    [[0, 1]]
+    """
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.size == 0:
+        raise ValueError("resize_mask: expected a non-empty (H, W) array")
+    height, width = _check_size(size)
+    return mask[np.ix_(_nearest(mask.shape[0], height), _nearest(mask.shape[1], width))]
+
+
 def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     shrink = height * width < image.shape[0] * image.shape[1]
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR

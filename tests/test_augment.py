@@ -75,6 +75,22 @@ def test_same_seed_same_stream_other_seed_other_stream():
     assert not all(np.array_equal(first[0], x) for x in first[1:])  # the stream moves on
 
 
+def test_ddp_ranks_draw_different_streams(monkeypatch):
+    import torch
+
+    image, mask = blob()
+
+    def stream(rank):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+        augment = Augment(seed=1)
+        return [augment(image=image, mask=mask)["image"] for _ in range(3)]
+
+    rank0, rank1, rank0_again = stream(0), stream(1), stream(0)
+    assert all(np.array_equal(a, b) for a, b in zip(rank0, rank0_again, strict=True))
+    assert not any(np.array_equal(a, b) for a, b in zip(rank0, rank1, strict=True))
+
+
 def test_set_epoch_replays_an_epoch_exactly():
     image, mask = blob()
 

@@ -217,15 +217,21 @@ class Augment:
         self.epoch = int(epoch)
 
     def _generator(self) -> np.random.Generator:
-        """The random stream for this process and epoch; re-seeded in each new worker."""
+        """The random stream for this process and epoch; re-seeded in each new worker.
+
+        Under `torch.distributed` the rank joins the seed, so that the processes of a DDP
+        run, which see different images, do not draw the same transforms in lockstep.
+        """
         info = torch.utils.data.get_worker_info()
-        owner = (None if info is None else int(info.seed), self.epoch)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = [torch.distributed.get_rank()] if distributed else []
+        owner = (None if info is None else int(info.seed), self.epoch, *rank)
         if self._rng is None or owner != self._rng_owner:
             if info is None:
                 base = [self.seed if self.seed is not None else torch.initial_seed()]
             else:
                 base = [int(info.seed)] + ([self.seed] if self.seed is not None else [])
-            self._rng = np.random.default_rng([*base, self.epoch])
+            self._rng = np.random.default_rng([*base, self.epoch, *rank])
             self._rng_owner = owner
         return self._rng
 

@@ -164,8 +164,11 @@ def test_predict_command_names_bad_files(
     frames = tmp_path / "frames"
     frames.mkdir()
     (frames / "broken.png").write_bytes(b"not a png")
+    write_image(frames / "good.png", frame_with_square()[0])  # after broken.png in stem order
     assert main(["predict", str(checkpoint), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
-    assert "broken.png" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "1 of 2 frames could not be segmented" in error and "broken.png" in error
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]  # the rest is written
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(checkpoint.read_bytes()[:100])
     assert main(["predict", str(corrupt), str(frames), str(tmp_path / "out"), "--quiet"]) == 2

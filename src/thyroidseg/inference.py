@@ -29,7 +29,7 @@ from torch import nn
 from thyroidseg._io import PathLike, atomic_write_bytes, list_images, write_image
 from thyroidseg._progress import Progress
 from thyroidseg.metrics import ConfusionMatrix
-from thyroidseg.preprocessing import preprocess
+from thyroidseg.preprocessing import Preprocessed, preprocess
 from thyroidseg.training import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -242,18 +242,7 @@ class Segmenter:
         masks: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            prepared = [preprocess(image, **self.preprocess_options) for image in chunk]
-            batch = np.stack([p.image for p in prepared]).astype(np.float32) / 255.0
-            labels = self._labels(torch.from_numpy(batch[:, None]))
-            masks += [
-                postprocess_views(
-                    p.mask_to_original((label == 1).astype(np.uint8)),
-                    p.views,
-                    keep_largest=self.keep_largest,
-                    min_area=self.min_area,
-                )
-                for p, label in zip(prepared, labels, strict=True)
-            ]
+            masks += self._segment([self._prepare(image) for image in chunk])
         return masks
 
     def predict_folder(
@@ -267,7 +256,9 @@ class Segmenter:
         """Write ``out_dir/<stem>.png`` (``{0, 255}``, original size) for every image of ``in_dir``.
 
         Every file is written atomically. Existing outputs are an error unless
-        ``overwrite`` (checked for all files before anything is written).
+        ``overwrite`` (checked for all files before anything is written). A frame that
+        cannot be read or preprocessed does not stop the others: once every other mask is
+        written, a ``ValueError`` lists each failed file.
 
         Returns
         -------
@@ -288,15 +279,43 @@ class Segmenter:
             )
         stems = list(sources)
         written: list[Path] = []
+        failures: list[str] = []
         chunks = range(0, len(stems), self.batch_size)
         for start in Progress(chunks, desc="predict", enabled=progress):
-            chunk = stems[start : start + self.batch_size]
-            masks = self.predict_many([sources[stem] for stem in chunk])  # errors name the file
-            for stem, mask in zip(chunk, masks, strict=True):
+            prepared: dict[str, Preprocessed] = {}
+            for stem in stems[start : start + self.batch_size]:
+                try:
+                    prepared[stem] = self._prepare(sources[stem])
+                except ValueError as error:  # unreadable or unusable frame: report, go on
+                    failures.append(str(error))
+            masks = self._segment(list(prepared.values())) if prepared else []
+            for stem, mask in zip(prepared, masks, strict=True):
                 written.append(write_image(targets[stem], mask * np.uint8(255)))
+        if failures:
+            raise ValueError(
+                f"{len(failures)} of {len(stems)} frames could not be segmented (the other "
+                f"{len(written)} masks were written to {out_dir}):\n  " + "\n  ".join(failures)
+            )
         return written
 
     # -- steps --------------------------------------------------------------------------
+
+    def _prepare(self, image: np.ndarray | PathLike) -> Preprocessed:
+        return preprocess(image, **self.preprocess_options)  # errors name the file
+
+    def _segment(self, prepared: Sequence[Preprocessed]) -> list[np.ndarray]:
+        """One forward pass over preprocessed frames; masks back at each frame's size."""
+        batch = np.stack([p.image for p in prepared]).astype(np.float32) / 255.0
+        labels = self._labels(torch.from_numpy(batch[:, None]))
+        return [
+            postprocess_views(
+                p.mask_to_original((label == 1).astype(np.uint8)),
+                p.views,
+                keep_largest=self.keep_largest,
+                min_area=self.min_area,
+            )
+            for p, label in zip(prepared, labels, strict=True)
+        ]
 
     def _labels(self, images: torch.Tensor) -> np.ndarray:
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import cv2
@@ -417,3 +418,14 @@ def test_default_preprocess_is_the_library_one(tmp_path):
     np.testing.assert_array_equal(ds.frame(0)[1], expected.mask_to_network(mask))
     assert ds.config["preprocess"] == "default"
     assert ds.config["preprocess_options"] == {"size": list(SIZE)}
+
+
+def test_missing_leak_groups_are_warned_about_not_silently_assumed(tmp_path):
+    root = make_folder(tmp_path / "plain", ["a", "b", "c"])
+    with pytest.warns(UserWarning, match="no leak groups found"):
+        dataset = load(root)
+    assert dataset.groups == ["a", "b", "c"]
+    (root / "metadata.csv").write_text("stem,leak_group\na,g1\nb,g1\nc,g2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(root).groups == ["g1", "g1", "g2"]

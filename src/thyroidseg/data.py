@@ -443,8 +443,9 @@ class ThyroidDataset(Dataset):
         nodule iff ``value > mask_threshold``.
     group_by
         Leak group of each item. ``None`` (default): metadata ``leak_group``, else
-        ``case_id``, else the file stem. A string: that metadata column. A callable
-        ``(name, meta) -> key``.
+        ``case_id``, else the file stem (with a warning when no two items share a group:
+        the splits then cannot keep related images together). A string: that metadata
+        column. A callable ``(name, meta) -> key``.
     on_invalid
         ``"raise"`` (default): any unpaired file, empty or truncated annotation,
         unreadable file or size mismatch raises one ``ValueError`` that lists them all.
@@ -500,6 +501,14 @@ class ThyroidDataset(Dataset):
         if not scan.items:
             raise ValueError(f"{root}: no usable image/mask pairs (layout {layout!r})")
         groups = [_group_of(it, group_by) for it in scan.items]
+        if group_by is None and len(set(groups)) == len(groups) > 1:
+            warnings.warn(
+                f"{root}: no leak groups found (no 'leak_group' or case id in the metadata), "
+                "so every image is its own group and group_kfold cannot keep near-duplicates "
+                "(augmented copies, frames of one patient) on one side. Pass group_by=... "
+                "or add a leak_group column to metadata.csv if such images exist.",
+                stacklevel=2,
+            )
         config = {
             "layout": layout,
             "size": list(size),

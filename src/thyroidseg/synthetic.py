@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, write_image
+from thyroidseg._io import PathLike, atomic_write_bytes, write_image
 
 __all__ = ["synthetic_phantoms", "write_synthetic_dataset"]
 
@@ -116,9 +116,10 @@ def write_synthetic_dataset(
 ) -> Path:
     """Write `synthetic_phantoms` as a plain ``images/`` + ``masks/`` folder.
 
-    Files are ``images/phantom_0000.png`` (grey) and ``masks/phantom_0000.png``
-    (``{0, 255}``), readable by `thyroidseg.data.ThyroidDataset`. Writes are
-    atomic; the folder is created.
+    Files are ``images/phantom_0000.png`` (grey), ``masks/phantom_0000.png``
+    (``{0, 255}``) and ``metadata.csv`` (``stem, leak_group``: each phantom is its own
+    group, as each is drawn independently), readable by
+    `thyroidseg.data.ThyroidDataset`. Writes are atomic; the folder is created.
 
     Raises
     ------
@@ -138,10 +139,12 @@ def write_synthetic_dataset(
         n, size, seed, split_screen=split_screen, decorations=decorations
     )
     digits = max(4, len(str(n - 1)))
-    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        stem = f"phantom_{i:0{digits}d}"
+    stems = [f"phantom_{i:0{digits}d}" for i in range(n)]
+    for stem, image, mask in zip(stems, images, masks, strict=True):
         write_image(folder / "images" / f"{stem}.png", image)
         write_image(folder / "masks" / f"{stem}.png", mask * np.uint8(255))
+    rows = "".join(f"{stem},{stem}\n" for stem in stems)  # phantoms are drawn independently
+    atomic_write_bytes(folder / "metadata.csv", f"stem,leak_group\n{rows}".encode())
     return folder
 
 

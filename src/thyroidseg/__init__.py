@@ -35,6 +35,7 @@ from thyroidseg.losses import (
 )
 from thyroidseg.metrics import (
     ConfusionMatrix,
+    FolderEvaluation,
     Summary,
     evaluate_folders,
     hausdorff_distance_95,
@@ -49,6 +50,7 @@ __all__ = [
     "Augment",
     "Box",
     "ConfusionMatrix",
+    "FolderEvaluation",
     "DiceCELoss",
     "NonFiniteLossError",
     "Preprocessed",

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from thyroidseg._version import __version__
+from thyroidseg.losses import LOSS_NAMES
+from thyroidseg.training import AMP_MODES
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -200,7 +202,7 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--amp",
-        choices=["auto", "bf16", "fp16", "off"],
+        choices=AMP_MODES,
         default="auto",
         help="mixed precision (default auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
     )
@@ -232,7 +234,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
-        choices=["ce", "weighted_ce", "dice", "dice_ce"],
+        choices=LOSS_NAMES,
         default="dice_ce",
         help="loss (default: dice_ce; weighted_ce is the paper's border-weighted CE)",
     )

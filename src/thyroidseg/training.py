@@ -85,7 +85,7 @@ BEST_CHECKPOINT = "best.pt"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 
-_AMP_MODES = ("auto", "bf16", "fp16", "off")
+AMP_MODES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _SCHEDULES = ("cosine", "poly", "constant")
 
@@ -220,8 +220,8 @@ def resolve_amp(amp: AmpMode, device: torch.device) -> torch.dtype | None:
     ``"off"``   float32                                float32
     ==========  =====================================  ===================================
     """
-    if amp not in _AMP_MODES:
-        raise ValueError(f"amp must be one of {_AMP_MODES}, got {amp!r}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     if amp == "off":
         return None
     if device.type == "cuda":
@@ -578,7 +578,7 @@ class Trainer:
         one matrix per image, in the order of ``data``. Within `fit` under ``torchrun``
         each process counts its share and the matrices are gathered.
         """
-        num_classes = int(getattr(self.model, "config", {}).get("num_classes", 2))
+        num_classes = int((getattr(self.model, "config", None) or {}).get("num_classes", 2))
         matrix = ConfusionMatrix(num_classes)
         if self._dist.world_size > 1:  # every process takes every world_size-th item, no padding
             data = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))

@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from thyroidseg import ConfusionMatrix, Segmenter
+from thyroidseg import ConfusionMatrix, Segmenter, UNet
 from thyroidseg._io import atomic_write_bytes
 from thyroidseg.training import BEST_CHECKPOINT, train_folder
 
@@ -38,6 +38,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--base-channels", type=int, default=16)
+    parser.add_argument(
+        "--unet",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help='UNet keyword arguments instead of the default model, e.g. \'{"base_channels": 32, '
+        '"downsample": "maxpool", "residual": false}\' (the plain U-Net)',
+    )
     parser.add_argument("--loss", default="dice_ce")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -54,6 +62,7 @@ def main() -> None:
             folds=args.folds,
             size=tuple(args.size),
             base_channels=args.base_channels,
+            model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
             epochs=args.epochs,
             loss=args.loss,
             seed=args.seed,

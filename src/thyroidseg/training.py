@@ -800,6 +800,7 @@ def train_folder(
     folds: int = 5,
     size: tuple[int, int] = (256, 256),
     base_channels: int = 16,
+    model: nn.Module | None = None,
     augment: bool = True,
     resume: bool = False,
     **trainer_options: Any,
@@ -823,6 +824,9 @@ def train_folder(
         Network input ``(H, W)`` (default 256 x 256).
     base_channels
         Width of the U-Net's first stage (default 16).
+    model
+        The network to train instead of ``UNet(base_channels=base_channels, seed=seed)``
+        (any `nn.Module` mapping ``(N, 1, H, W)`` to logits ``(N, 2, H, W)``).
     augment
         Random flips, affine warps and intensity changes on the training images (default on).
     resume
@@ -854,7 +858,7 @@ def train_folder(
     train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
     train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
     trainer = Trainer(
-        UNet(base_channels=base_channels, seed=seed),
+        model if model is not None else UNet(base_channels=base_channels, seed=seed),
         train,
         dataset.subset(val_idx),
         out_dir=out_dir,

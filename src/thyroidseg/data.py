@@ -48,8 +48,8 @@ from torch.utils.data import Dataset
 
 from thyroidseg._io import PathLike, list_images, read_binary_mask, read_image
 from thyroidseg._progress import Progress
+from thyroidseg.preprocessing import _check_size, resize, resize_mask, to_gray_uint8
 from thyroidseg.preprocessing import preprocess as preprocess_frame
-from thyroidseg.preprocessing import resize, resize_mask, to_gray_uint8
 
 __all__ = [
     "LAYOUTS",
@@ -648,12 +648,6 @@ class ThyroidDataset(Dataset):
             f"{type(self).__name__}(root={str(self.root)!r}, layout={self.layout!r}, "
             f"n={len(self)}, size={self.size}, cached={self.cached})"
         )
-
-
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in size):
-        raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
-    return int(size[0]), int(size[1])
 
 
 def _group_of(item: _Item, group_by: GroupBy | None) -> str:

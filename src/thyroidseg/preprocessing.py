@@ -49,6 +49,7 @@ Box(x0=84, y0=14, x1=476, y1=326)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -728,8 +729,9 @@ def _check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` as two positive ints (the one size check of the library)."""
+    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in size):
         raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
     return int(size[0]), int(size[1])
 

@@ -13,8 +13,16 @@ how much the background inflates them.
     python benchmarks/ddti_cv.py --data ../shared/data/ddti --out runs/ddti-cv \
         --folds 5 --size 128 --epochs 40
 
-Note the best checkpoint is selected on the validation fold itself (as ``thyroidseg train``
-does), which flatters the numbers slightly; there is no separate test fold here.
+``--checkpoint last`` (default) scores each fold's model after its fixed schedule, the way
+the shipped model is trained; ``--checkpoint best`` scores the epoch with the best validation
+IoU, which is selected on the validation fold itself and flatters the numbers slightly.
+
+``--score-only`` trains nothing: it re-scores the fold checkpoints already in ``--out`` with
+other inference settings (``--tta``, ``--fill-holes``, ``--min-area``) and writes
+``cv-TAG.json``, so that two inference recipes are compared image by image on the same
+models with ``compare_cv.py``:
+
+    python benchmarks/ddti_cv.py --out runs/ddti-cv --score-only --tta --tag tta
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ import json
 import time
 from pathlib import Path
 
-from thyroidseg import ConfusionMatrix, Segmenter, UNet
+from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
-from thyroidseg.training import BEST_CHECKPOINT, train_folder
+from thyroidseg.data import group_kfold
+from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, train_folder
 
 
 def main() -> None:
@@ -48,28 +57,35 @@ def main() -> None:
     )
     parser.add_argument("--loss", default="dice_ce")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    parser.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation")
+    parser.add_argument("--fill-holes", action="store_true")
+    parser.add_argument("--min-area", type=int, default=0)
+    parser.add_argument("--score-only", action="store_true", help="re-score the trained folds")
+    parser.add_argument("--tag", default=None, help="write cv-TAG.json instead of cv.json")
     args = parser.parse_args()
 
     out = Path(args.out)
+    checkpoint = LAST_CHECKPOINT if args.checkpoint == "last" else BEST_CHECKPOINT
+    trained = json.loads((out / "cv.json").read_text())["folds"] if args.score_only else []
+    dataset = ThyroidDataset(args.data, size=tuple(args.size)) if args.score_only else None
     total = ConfusionMatrix(2)
     rows = []
     for fold in args.only if args.only is not None else range(args.folds):
         start = time.perf_counter()
-        trainer = train_folder(
-            args.data,
-            out / f"fold{fold}",
-            fold=fold,
-            folds=args.folds,
-            size=tuple(args.size),
-            base_channels=args.base_channels,
-            model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
-            epochs=args.epochs,
-            loss=args.loss,
-            seed=args.seed,
+        if dataset is not None:
+            val_idx = group_kfold(dataset.groups, n_splits=args.folds, seed=args.seed)[fold][1]
+            val = dataset.subset(val_idx)
+            train_seconds = next(r["train_seconds"] for r in trained if r["fold"] == fold)
+        else:
+            val = _train(args, out / f"fold{fold}", fold)
+            train_seconds = time.perf_counter() - start
+        segmenter = Segmenter.from_checkpoint(
+            out / f"fold{fold}" / checkpoint,
+            tta=args.tta,
+            fill_holes=args.fill_holes,
+            min_area=args.min_area,
         )
-        train_seconds = time.perf_counter() - start
-        segmenter = Segmenter.from_checkpoint(out / f"fold{fold}" / BEST_CHECKPOINT)
-        val = trainer.val_data
         fold_matrix = ConfusionMatrix(2)
         for i in range(len(val)):
             image, mask = val.load_original(i)
@@ -97,8 +113,26 @@ def main() -> None:
     }
     print("paper-style numbers from the same matrix:", json.dumps(paper_style, indent=1))
     result = {"args": vars(args), "folds": rows, "paper_style": paper_style, **total.to_dict()}
-    atomic_write_bytes(out / "cv.json", json.dumps(result, indent=1).encode())
-    print(f"written {out / 'cv.json'}")
+    name = "cv.json" if args.tag is None else f"cv-{args.tag}.json"
+    atomic_write_bytes(out / name, json.dumps(result, indent=1).encode())
+    print(f"written {out / name}")
+
+
+def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset:
+    """Train fold ``fold`` as ``thyroidseg train`` does; return its validation subset."""
+    trainer = train_folder(
+        args.data,
+        run_dir,
+        fold=fold,
+        folds=args.folds,
+        size=tuple(args.size),
+        base_channels=args.base_channels,
+        model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
+        epochs=args.epochs,
+        loss=args.loss,
+        seed=args.seed,
+    )
+    return trainer.val_data
 
 
 if __name__ == "__main__":

@@ -70,6 +70,32 @@ def test_postprocess_clears_outside_views_and_filters_per_view() -> None:
     assert largest.sum() == 13 and largest[5, 0] == 0  # one component kept in each view
 
 
+def test_fill_holes_fills_enclosed_background_only() -> None:
+    mask = np.zeros((7, 12), np.uint8)
+    mask[1:6, 1:6] = 1
+    mask[3, 3] = 0  # a hole
+    mask[1:6, 8:12] = 1
+    mask[3, 11] = 0  # a notch open to the view's border: not a hole
+    out = postprocess_views(mask, [(0, 0, 12, 7)], fill_holes=True)
+    assert out[3, 3] == 1 and out[3, 11] == 0
+    assert out.sum() == mask.sum() + 1
+
+
+def test_tta_averages_the_mirrored_prediction() -> None:
+    class LeftHalf(torch.nn.Module):  # nodule logit high on the left half only
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            score = torch.zeros_like(x)
+            score[..., : x.shape[-1] // 2] = 1.0
+            return torch.cat([torch.zeros_like(x), score], dim=1)
+
+    images = torch.zeros(1, 1, 4, 8)
+    plain = Segmenter(LeftHalf(), PLAIN, device="cpu", amp="off")
+    mirrored = Segmenter(LeftHalf(), PLAIN, device="cpu", amp="off", tta=True)
+    assert plain._labels(images)[0, :, :4].all() and not plain._labels(images)[0, :, 4:].any()
+    # with the mirror image averaged in, both halves get probability (sigmoid(1) + 0.5) / 2
+    assert mirrored._labels(images).all()
+
+
 def test_segmenter_returns_masks_at_the_original_size() -> None:
     image, truth = frame_with_square()
     segmenter = Segmenter(Bright(), PLAIN, device="cpu", amp="off")

@@ -137,6 +137,18 @@ def test_valid_mode_rejects_sizes_that_would_misalign() -> None:
         model(torch.zeros(1, 1, 45, 48))
 
 
+@pytest.mark.parametrize(("height", "width"), [(13, 22), (1, 1), (64, 96)])
+def test_a_half_resolution_stem_still_returns_full_size_logits(height: int, width: int) -> None:
+    model = UNet(1, 2, base_channels=4, depth=2, stem_stride=2, seed=0)
+    assert model.size_multiple == 8
+    logits = model(torch.randn(2, 1, height, width))
+    assert logits.shape == (2, 2, height, width)
+    logits.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # stage 0 really runs at half resolution: its block sees a stride-2 first convolution
+    assert model.encoder[0].conv1.stride == (2, 2)
+
+
 def test_valid_mode_needs_maxpool() -> None:
     with pytest.raises(ValueError, match="maxpool"):
         UNet(padding="valid", downsample="strided")
@@ -153,6 +165,8 @@ def test_valid_mode_needs_maxpool() -> None:
         {"depth": 0},
         {"base_channels": 2.5},
         {"dropout": 1.0},
+        {"stem_stride": 3},
+        {"stem_stride": 2, "downsample": "maxpool"},
     ],
 )
 def test_bad_arguments_are_rejected(kwargs: dict) -> None:

@@ -51,6 +51,7 @@ def postprocess_views(
     *,
     keep_largest: bool = False,
     min_area: int = 0,
+    fill_holes: bool = False,
 ) -> np.ndarray:
     """Clean a binary mask view by view.
 
@@ -71,6 +72,9 @@ def postprocess_views(
         Keep only the largest component in each view (default ``False``).
     min_area
         Remove components with fewer pixels (default 0: keep all).
+    fill_holes
+        Fill the holes of each component (background regions that do not touch the
+        view's border, 4-connectivity), after the component rules (default ``False``).
 
     Returns
     -------
@@ -101,8 +105,19 @@ def postprocess_views(
                 keep &= areas == areas[keep].max()
                 keep &= np.cumsum(keep) == 1  # one component even when two tie
             part = np.isin(labels, 1 + np.flatnonzero(keep)).astype(np.uint8)
+        if fill_holes and part.any():
+            part = _fill_holes(part)
         out[y0:y1, x0:x1] |= part
     return out
+
+
+def _fill_holes(part: np.ndarray) -> np.ndarray:
+    """``part`` with every background region that does not touch its border set to 1."""
+    padded = np.pad(part, 1)
+    outside = padded.copy()
+    cv2.floodFill(outside, None, (0, 0), 1, flags=4)  # background reachable from the border
+    holes = outside[1:-1, 1:-1] == 0
+    return part | holes.astype(np.uint8)
 
 
 def overlay(
@@ -142,8 +157,12 @@ class Segmenter:
         exactly as in training. Default: ``preprocess``'s defaults.
     device, amp
         As for `thyroidseg.training.Trainer` (``"auto"`` for both by default).
-    keep_largest, min_area
+    keep_largest, min_area, fill_holes
         Per-view post-processing, see `postprocess_views` (default: off).
+    tta
+        Test-time augmentation: average the nodule probability of the frame and of its
+        left-right mirror image (mirrored back) before thresholding at 0.5. Twice the model
+        cost (default ``False``).
     batch_size
         Frames per forward pass in `predict_many` (default 8).
 
@@ -166,6 +185,8 @@ class Segmenter:
         amp: AmpMode = "auto",
         keep_largest: bool = False,
         min_area: int = 0,
+        fill_holes: bool = False,
+        tta: bool = False,
         batch_size: int = 8,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -177,6 +198,7 @@ class Segmenter:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
+        self.fill_holes, self.tta = bool(fill_holes), bool(tta)
 
     @classmethod
     def from_checkpoint(
@@ -188,6 +210,8 @@ class Segmenter:
         amp: AmpMode = "auto",
         keep_largest: bool = False,
         min_area: int = 0,
+        fill_holes: bool = False,
+        tta: bool = False,
         batch_size: int = 8,
     ) -> Segmenter:
         """Rebuild the model and preprocessing stored in a `Trainer` checkpoint.
@@ -230,6 +254,8 @@ class Segmenter:
             amp=amp,
             keep_largest=keep_largest,
             min_area=min_area,
+            fill_holes=fill_holes,
+            tta=tta,
             batch_size=batch_size,
         )
 
@@ -313,6 +339,7 @@ class Segmenter:
                 p.views,
                 keep_largest=self.keep_largest,
                 min_area=self.min_area,
+                fill_holes=self.fill_holes,
             )
             for p, label in zip(prepared, labels, strict=True)
         ]
@@ -321,8 +348,11 @@ class Segmenter:
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         amp = torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
         with torch.inference_mode(), amp:
-            logits = self.model(images)
-        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            probabilities = self.model(images).float().softmax(dim=1)
+            if self.tta:
+                mirrored = self.model(images.flip(-1)).float().softmax(dim=1).flip(-1)
+                probabilities = (probabilities + mirrored) / 2
+        return probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
 
 def _training_preprocess_options(data: Mapping[str, Any], path: PathLike) -> dict[str, Any]:

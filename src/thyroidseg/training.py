@@ -796,7 +796,7 @@ def train_folder(
     data_dir: PathLike,
     out_dir: PathLike,
     *,
-    fold: int = 0,
+    fold: int | None = 0,
     folds: int = 5,
     size: tuple[int, int] = (256, 256),
     base_channels: int = 16,
@@ -820,6 +820,8 @@ def train_folder(
         Dataset folder; run folder for checkpoints and history.
     fold, folds
         Which of how many group folds is the validation set (defaults 0 of 5).
+        ``fold=None`` trains on every frame for the whole schedule, with no validation
+        (how the shipped model is trained; ``folds`` is then unused).
     size
         Network input ``(H, W)`` (default 256 x 256).
     base_channels
@@ -844,8 +846,8 @@ def train_folder(
     from thyroidseg.data import ThyroidDataset, group_kfold
     from thyroidseg.model import UNet
 
-    if not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ValueError(f"fold must be in [0, {folds}), got {fold!r}")
+    if fold is not None and (not isinstance(fold, int) or not 0 <= fold < folds):
+        raise ValueError(f"fold must be None or in [0, {folds}), got {fold!r}")
     out_dir = Path(out_dir)
     last = out_dir / LAST_CHECKPOINT
     if resume and not last.is_file():
@@ -855,12 +857,16 @@ def train_folder(
     seed = int(trainer_options.get("seed", 0))
     size = (int(size[0]), int(size[1]))
     dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
-    train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
+    if fold is None:
+        train_idx, val = np.arange(len(dataset)), None
+    else:
+        train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
+        val = dataset.subset(val_idx)
     train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
     trainer = Trainer(
         model if model is not None else UNet(base_channels=base_channels, seed=seed),
         train,
-        dataset.subset(val_idx),
+        val,
         out_dir=out_dir,
         data_config={"root": str(data_dir), "fold": fold, "folds": folds},
         **trainer_options,

@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from thyroidseg.metrics import ConfusionMatrix, hausdorff_distance_95
+from thyroidseg.boundary import hausdorff_distance_95
+from thyroidseg.metrics import ConfusionMatrix
 
 
 def make_pairs(n_pairs: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,20 @@
+import csv
+import os
+import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import list_images, read_binary_mask, read_image, write_image
+from thyroidseg._io import (
+    csv_text,
+    list_images,
+    read_binary_mask,
+    read_image,
+    write_csv,
+    write_image,
+)
 
 
 def test_read_image_names_missing_and_corrupt_files(tmp_path: Path) -> None:
@@ -37,6 +47,33 @@ def test_list_images_errors(tmp_path: Path) -> None:
         list_images(tmp_path)
 
 
+def test_list_images_names_entries_that_look_like_images_but_are_not_files(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")  # a link to an image is an image
+    (tmp_path / "notes.txt").write_text("not an image: ignored by its extension")
+    assert sorted(list_images(tmp_path)) == ["a", "b"]
+    (tmp_path / "c.PNG").symlink_to(tmp_path / "missing.png")
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(ValueError) as error:
+        list_images(tmp_path)
+    message = str(error.value)
+    assert "2 entries named like images are not files" in message
+    assert "c.PNG (broken symbolic link to" in message and "missing.png" in message
+    assert "d.png (a directory)" in message
+
+
+def test_csv_text_takes_every_column_and_write_csv_is_atomic(tmp_path: Path) -> None:
+    rows = [{"stem": "a", "iou": 0.5}, {"stem": "b", "iou": float("nan"), "hd95": float("inf")}]
+    text = csv_text(rows)
+    read = list(csv.DictReader(text.splitlines()))
+    assert list(read[0]) == ["stem", "iou", "hd95"]
+    assert read[0]["hd95"] == ""  # a key the row lacks: an empty cell
+    assert float(read[0]["iou"]) == 0.5 and float(read[1]["hd95"]) == float("inf")
+    path = write_csv(tmp_path / "out" / "r.csv", rows)
+    assert path.read_text() == text
+    assert [p.name for p in path.parent.iterdir()] == ["r.csv"]
+
+
 def test_write_image_round_trip_and_no_leftovers(tmp_path: Path) -> None:
     image = (np.arange(12, dtype=np.uint8) * 20).reshape(3, 4)
     write_image(tmp_path / "sub" / "x.png", image)
@@ -45,9 +82,6 @@ def test_write_image_round_trip_and_no_leftovers(tmp_path: Path) -> None:
 
 
 def test_written_files_honour_the_umask(tmp_path: Path) -> None:
-    import os
-    import stat
-
     old = os.umask(0o022)
     try:
         path = write_image(tmp_path / "p.png", np.zeros((2, 2), np.uint8))

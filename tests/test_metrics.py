@@ -11,11 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thyroidseg.counting import (
+    _validate_and_count,  # the accelerator path, run here on CPU tensors
+    confusion_matrices,
+)
 from thyroidseg.metrics import (
     ConfusionMatrix,
-    _validate_and_count,  # the accelerator path, run here on CPU tensors
+    _nanmean,
     balanced_accuracy,
-    confusion_matrices,
     dice,
     frequency_weighted_iou,
     iou,
@@ -299,6 +302,15 @@ def test_mean_over_defined_classes_without_warning(recwarn):
     assert mean_iou(m) == 1.0
     assert math.isnan(mean_iou(m, include_background=False))
     assert math.isnan(pixel_accuracy(np.zeros((2, 2), np.int64)))
+    assert not recwarn.list
+
+
+def test_nanmean_skips_undefined_values_without_warning(recwarn):
+    values = np.array([[0.2, np.nan, 0.6], [np.nan, np.nan, np.nan]])
+    np.testing.assert_allclose(_nanmean(values), [0.4, np.nan])
+    assert _nanmean([0.5, np.nan, 1.0]) == pytest.approx(0.75)
+    assert isinstance(_nanmean([0.5]), float)
+    assert math.isnan(_nanmean(np.array([])))  # no value at all: undefined too
     assert not recwarn.list
 
 

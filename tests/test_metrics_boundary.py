@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.metrics import hausdorff_distance_95, normalized_surface_dice
+from thyroidseg.boundary import boundary_metrics, hausdorff_distance_95, normalized_surface_dice
 
 
 def border_by_definition(mask: np.ndarray) -> np.ndarray:
@@ -58,15 +58,18 @@ def test_boundary_metrics_match_the_definition(masks, spacing, tolerance):
         expected_hd95, rel=1e-5, abs=1e-5
     )
     # keep the tolerance away from distances where float32 rounding could flip a comparison
-    all_distances = np.concatenate([forward, backward])
-    assume_clear = np.abs(all_distances - tolerance).min() > 1e-4
-    if assume_clear:
-        expected_nsd = ((forward <= tolerance).sum() + (backward <= tolerance).sum()) / (
-            forward.size + backward.size
-        )
-        assert normalized_surface_dice(
-            pred, target, tolerance=tolerance, spacing=spacing
-        ) == pytest.approx(expected_nsd)
+    assume(np.abs(np.concatenate([forward, backward]) - tolerance).min() > 1e-4)
+    expected_nsd = ((forward <= tolerance).sum() + (backward <= tolerance).sum()) / (
+        forward.size + backward.size
+    )
+    assert normalized_surface_dice(
+        pred, target, tolerance=tolerance, spacing=spacing
+    ) == pytest.approx(expected_nsd)
+    both = boundary_metrics(pred, target, tolerance=tolerance, spacing=spacing)
+    assert both == (
+        hausdorff_distance_95(pred, target, spacing=spacing),
+        normalized_surface_dice(pred, target, tolerance=tolerance, spacing=spacing),
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -122,6 +125,10 @@ def test_empty_masks_follow_monai():
     assert hausdorff_distance_95(empty, blob) == math.inf
     assert normalized_surface_dice(blob, empty, tolerance=1.0) == 0.0
     assert normalized_surface_dice(empty, blob, tolerance=1.0) == 0.0
+    both_empty = boundary_metrics(empty, empty, tolerance=1.0)
+    assert all(math.isnan(value) for value in both_empty)
+    assert boundary_metrics(blob, empty, tolerance=1.0) == (math.inf, 0.0)
+    assert boundary_metrics(empty, blob, tolerance=1.0) == (math.inf, 0.0)
 
 
 def test_torch_and_integer_inputs():

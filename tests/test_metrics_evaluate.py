@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from thyroidseg._io import write_image
+from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.cli import main
-from thyroidseg.metrics import ConfusionMatrix, evaluate_folders, hausdorff_distance_95
+from thyroidseg.evaluation import evaluate_folders
+from thyroidseg.metrics import ConfusionMatrix
 
 
 def blob(shape, top, left, size) -> np.ndarray:
@@ -74,6 +76,51 @@ def test_unpaired_files_are_listed_on_both_sides(folders):
     message = str(error.value)
     assert "predictions without a label" in message and "only_pred" in message
     assert "labels without a prediction" in message and "only_label" in message
+    assert "--common-only" in message
+
+
+def test_common_only_scores_the_shared_stems_and_counts_the_rest(folders):
+    preds, labels, pairs = folders
+    write_image(preds / "only_pred.png", np.zeros((4, 4), np.uint8))
+    for stem in ("only_label_1", "only_label_2"):
+        write_image(labels / f"{stem}.png", np.zeros((4, 4), np.uint8))
+    result = evaluate_folders(preds, labels, common_only=True, progress=False)
+    assert result.stems == tuple(sorted(pairs))
+    assert result.unpaired_predictions == ("only_pred",)
+    assert result.unpaired_labels == ("only_label_1", "only_label_2")
+    expected = ConfusionMatrix()
+    for stem in result.stems:
+        expected.update(*pairs[stem])
+    np.testing.assert_array_equal(result.confusion.per_image_matrices, expected.per_image_matrices)
+    assert "1 predictions without a label, 2 labels without a prediction" in result.report()
+    assert result.to_dict()["unpaired_labels"] == ["only_label_1", "only_label_2"]
+    other = preds.parent / "other"
+    write_image(other / "z.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="no file stem in common"):
+        evaluate_folders(other, labels, common_only=True, progress=False)
+
+
+def test_same_folder_twice_warns(folders):
+    _, labels, _ = folders
+    with pytest.warns(UserWarning, match="are the same folder"):
+        result = evaluate_folders(labels, labels, progress=False)
+    assert (result.confusion.per_image("iou")[:2] == 1.0).all()
+
+
+@pytest.mark.parametrize(
+    ("pred_empty", "label_empty"), [(True, False), (False, True), (True, True)]
+)
+def test_empty_masks_score_as_the_boundary_functions_define(tmp_path, pred_empty, label_empty):
+    pred, label = blob((12, 12), 2, 2, 5), blob((12, 12), 4, 3, 5)
+    if pred_empty:
+        pred[:] = 0
+    if label_empty:
+        label[:] = 0
+    write_image(tmp_path / "p" / "x.png", pred * 255)
+    write_image(tmp_path / "l" / "x.png", label * 255)
+    result = evaluate_folders(tmp_path / "p", tmp_path / "l", tolerance=1.5, progress=False)
+    np.testing.assert_array_equal(result.hd95, [hausdorff_distance_95(pred, label)])
+    np.testing.assert_array_equal(result.nsd, [normalized_surface_dice(pred, label, tolerance=1.5)])
 
 
 def test_size_mismatches_are_all_listed_unless_labels_are_resized(tmp_path):
@@ -93,11 +140,18 @@ def test_size_mismatches_are_all_listed_unless_labels_are_resized(tmp_path):
     assert truth_pixels == nearest.sum()
 
 
-def test_unreadable_file_is_named(folders):
+def test_every_unreadable_file_is_named_in_one_error(folders):
     preds, labels, _ = folders
     (labels / "b.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"b\.png: not a readable image"):
+    (preds / "a.png").write_bytes(b"")
+    grey_levels = (np.indices((20, 30)).sum(0) % 3 * 100).astype(np.uint8)  # 0, 100, 200
+    write_image(preds / "c.bmp", grey_levels)
+    with pytest.raises(ValueError) as error:
         evaluate_folders(preds, labels, progress=False)
+    message = str(error.value)
+    assert "3 mask files cannot be used" in message
+    assert "a.png: not a readable image" in message and "b.png: not a readable image" in message
+    assert "c.bmp: not a binary mask" in message
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         evaluate_folders(preds, labels, threshold=float("nan"), progress=False)
 
@@ -130,12 +184,39 @@ def test_cli_error_gives_status_2_and_keeps_existing_output(folders, tmp_path, c
     assert previous.read_text() == "previous result"
     assert main(["evaluate", str(tmp_path / "missing"), str(labels)]) == 2
     assert main(["evaluate", str(preds), str(labels), "--spacing", "1", "2", "3"]) == 2
+    assert main(["evaluate", str(preds), str(labels), "--common-only"]) == 0
+    assert "left out (only in one folder): 0 predictions without a label, 1 labels" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.ddti
 def test_real_ddti_masks_against_themselves(ddti_dir):
-    result = evaluate_folders(ddti_dir / "masks", ddti_dir / "masks", progress=False)
+    with pytest.warns(UserWarning, match="same folder"):
+        result = evaluate_folders(ddti_dir / "masks", ddti_dir / "masks", progress=False)
     assert len(result.stems) == len(list((ddti_dir / "masks").glob("*.png")))
     assert result.confusion.iou()[1] == 1.0
     assert (result.confusion.per_image("iou") == 1.0).all()
     assert (result.hd95 == 0.0).all() and (result.nsd == 1.0).all()
+
+
+@pytest.mark.ddti
+def test_a_second_reader_scored_on_the_frames_it_outlined(ddti_dir):
+    reader = ddti_dir.parent / "ddti-observers" / "radiologist"
+    if not reader.is_dir():
+        pytest.skip(f"DDTI observer masks not found at {reader}")
+    result = evaluate_folders(reader, ddti_dir / "masks", common_only=True, progress=False)
+    outlined = sorted(path.stem for path in reader.glob("*.png"))
+    assert list(result.stems) == outlined and result.unpaired_predictions == ()
+    assert len(result.unpaired_labels) == len(list((ddti_dir / "masks").glob("*.png"))) - len(
+        outlined
+    )
+    # per-image nodule IoU counted directly from the files, independently of the library
+    by_hand = []
+    for stem in outlined:
+        pred = cv2.imread(str(reader / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        truth = cv2.imread(str(ddti_dir / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        by_hand.append((pred & truth).sum() / (pred | truth).sum())
+    np.testing.assert_allclose(result.confusion.per_image("iou"), by_hand)
+    # ../shared/data/README.md gives this reader's per-image nodule IoU as 0.782
+    assert result.confusion.summary("iou").mean == pytest.approx(0.782, abs=5e-4)

@@ -11,13 +11,16 @@ The pipeline, one module per step:
 - `thyroidseg.model` and `thyroidseg.losses`: the U-Net and its losses.
 - `thyroidseg.training`: `Trainer` (checkpoints, exact resume, AMP, DDP).
 - `thyroidseg.inference`: `Segmenter`, frames in, masks at the frames' own size out.
-- `thyroidseg.metrics`: `ConfusionMatrix` and boundary metrics.
+- `thyroidseg.counting`, `thyroidseg.metrics`, `thyroidseg.boundary` and
+  `thyroidseg.evaluation`: confusion matrices, `ConfusionMatrix`, HD95 / NSD, and
+  `evaluate_folders`.
 
 Every name above is importable from the top level: ``from thyroidseg import UNet``.
 """
 
 from thyroidseg._version import __version__
 from thyroidseg.augment import Augment
+from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.data import (
     ThyroidDataset,
     group_kfold,
@@ -25,6 +28,7 @@ from thyroidseg.data import (
     size_tertiles,
     train_val_test_split,
 )
+from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
 from thyroidseg.inference import Segmenter, run_demo
 from thyroidseg.losses import (
     DiceCELoss,
@@ -33,14 +37,7 @@ from thyroidseg.losses import (
     make_loss,
     unet_weight_map,
 )
-from thyroidseg.metrics import (
-    ConfusionMatrix,
-    FolderEvaluation,
-    Summary,
-    evaluate_folders,
-    hausdorff_distance_95,
-    normalized_surface_dice,
-)
+from thyroidseg.metrics import ConfusionMatrix, Summary
 from thyroidseg.model import UNet, export_onnx, export_torchscript, valid_output_size
 from thyroidseg.preprocessing import Box, Preprocessed, preprocess
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset

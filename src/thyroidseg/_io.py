@@ -6,9 +6,13 @@ never says which; every reader in the library goes through `read_image` instead.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -111,28 +115,77 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
 def list_images(folder: PathLike) -> dict[str, Path]:
     """Map file stem -> path for every image file in ``folder`` (not recursive).
 
+    An entry counts as an image by its extension (`IMAGE_EXTENSIONS`, any case). Entries
+    named like images that are not image files (a broken symbolic link, a directory called
+    ``a.png``, a pipe...) are an error that lists them all: skipping them would silently
+    drop frames, e.g. from a dataset whose links point to files not yet downloaded.
+    Symbolic links to image files count as images.
+
     Raises
     ------
     FileNotFoundError
         ``folder`` is not a directory.
     ValueError
-        The folder holds no image file, or two files share a stem (``a.png`` and ``a.jpg``).
+        The folder holds no image file, entries named like images are not files, or two
+        files share a stem (``a.png`` and ``a.jpg``); each listed by name.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such directory")
     found: dict[str, Path] = {}
     clashes: list[str] = []
+    not_files: list[str] = []
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            if path.stem in found:
-                clashes.append(f"{found[path.stem].name} and {path.name}")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if not path.is_file():
+            not_files.append(f"{path.name} ({_not_a_file(path)})")
+        elif path.stem in found:
+            clashes.append(f"{found[path.stem].name} and {path.name}")
+        else:
             found[path.stem] = path
+    problems = []
+    if not_files:
+        problems.append(
+            f"{len(not_files)} entries named like images are not files: " + ", ".join(not_files)
+        )
     if clashes:
-        raise ValueError(f"{folder}: several images share a stem: {', '.join(clashes)}")
+        problems.append(f"several images share a stem: {', '.join(clashes)}")
+    if problems:
+        raise ValueError(f"{folder}: " + "; ".join(problems))
     if not found:
         raise ValueError(f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return found
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file (after following links), cannot be read."""
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link to {os.readlink(path)}"
+    if path.is_dir():
+        return "a directory"
+    return "not a regular file"
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as CSV text with a header: one column per key, in the order keys first appear.
+
+    A row without some key leaves that cell empty. Floats are written by ``str`` (``nan``,
+    ``inf`` stay readable by ``float()``).
+    """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write `csv_text` of ``rows`` to ``path`` atomically (`atomic_write_bytes`)."""
+    path = Path(path)
+    atomic_write_bytes(path, csv_text(rows).encode())
+    return path
 
 
 def write_image(path: PathLike, image: np.ndarray) -> Path:

@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from thyroidseg._io import atomic_write_bytes, write_csv
 from thyroidseg._version import __version__
+from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.training import AMP_MODES
 
@@ -55,8 +57,9 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="score predicted masks against reference masks",
         description="Pair PRED_DIR and LABEL_DIR masks by file stem (any image extension) and "
         "print nodule IoU/Dice (pooled and per image with a bootstrap 95% CI), per-class "
-        "metrics, pixel accuracy, HD95 and normalised surface Dice. Unpaired files and size "
-        "mismatches are errors (exit status 2).",
+        "metrics, pixel accuracy, HD95 and normalised surface Dice. Unpaired files (unless "
+        "--common-only), unreadable files and size mismatches are errors, each listed in full "
+        "(exit status 2). The same folder given twice is a warning.",
     )
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted masks")
     parser.add_argument("label_dir", metavar="LABEL_DIR", help="folder of reference masks")
@@ -76,6 +79,12 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "instead of failing",
     )
     parser.add_argument(
+        "--common-only",
+        action="store_true",
+        help="score only the stems both folders have (e.g. a second reader who outlined "
+        "some frames) and report how many each side left out, instead of failing",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=2.0,
@@ -93,9 +102,6 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from thyroidseg._io import atomic_write_bytes
-    from thyroidseg.metrics import evaluate_folders
-
     if args.spacing is not None and len(args.spacing) > 2:
         raise ValueError(f"--spacing takes one or two numbers, got {len(args.spacing)}")
     spacing = args.spacing
@@ -108,13 +114,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         resize_labels=args.resize_labels,
         tolerance=args.tolerance,
         spacing=spacing,
+        common_only=args.common_only,
     )
     print(result.report())
     if args.json:
         text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(args.json, text.encode())
     if args.csv:
-        atomic_write_bytes(args.csv, result.to_csv().encode())
+        write_csv(args.csv, result.per_image_rows())
     return 0
 
 

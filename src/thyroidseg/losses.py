@@ -48,8 +48,13 @@ __all__ = [
 ClassWeights = Literal["balanced"] | Sequence[float] | None
 
 
-def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """``numerator / denominator`` with 0 wherever the denominator is 0."""
+def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` with 0 wherever the denominator is 0.
+
+    The losses' convention: a term with nothing to weigh contributes 0, so that the loss and
+    its gradient stay finite (the metrics' ``_divide_or_nan`` returns NaN instead: there an
+    undefined ratio must not pass for a score).
+    """
     zero = denominator == 0
     return torch.where(
         zero, torch.zeros_like(numerator), numerator / denominator.masked_fill(zero, 1)
@@ -89,7 +94,7 @@ def _cross_entropy(logits: Tensor, target: Tensor, weights: Tensor, ignore_index
         logits.float(), target, ignore_index=ignore_index, reduction="none"
     )
     weights = weights.to(pixel_loss)
-    return _safe_divide((weights * pixel_loss).sum(), weights.sum())
+    return _divide_or_zero((weights * pixel_loss).sum(), weights.sum())
 
 
 def unet_weight_map(

@@ -1,8 +1,8 @@
-r"""Segmentation metrics with explicit definitions: confusion matrix, overlap, boundary.
+r"""Overlap metrics from confusion matrices: per class, pooled and per image.
 
-Everything here starts from one object, the **confusion matrix** $M$ of a label map:
-$M_{ij}$ is the number of pixels whose true class is $i$ and whose predicted class is
-$j$ (rows truth, columns prediction). For a class $c$:
+Everything here starts from the **confusion matrix** $M$ of a label map, counted by
+`thyroidseg.counting.confusion_matrices`: $M_{ij}$ is the number of pixels whose true class
+is $i$ and whose predicted class is $j$ (rows truth, columns prediction). For a class $c$:
 
 $$TP_c = M_{cc}, \quad FP_c = \sum_i M_{ic} - TP_c, \quad FN_c = \sum_j M_{cj} - TP_c,
 \quad TN_c = \sum_{ij} M_{ij} - TP_c - FP_c - FN_c.$$
@@ -11,53 +11,44 @@ Every metric is a ratio of these counts. A ratio whose denominator is zero is un
 returned as NaN (never 0, never a warning): a class absent from both truth and prediction
 has no IoU. Reductions over classes or images skip NaN values and say how many they skipped.
 
-The module has three layers:
+The module has three parts:
 
-* pure functions on stacks of confusion matrices of shape ``(..., C, C)``
-  (`iou`, `dice`, `precision`, `recall`, `specificity`,
-  `pixel_accuracy`, `mean_iou`, `mean_dice`,
-  `frequency_weighted_iou`, `balanced_accuracy`) and the counter
-  `confusion_matrices` that builds one matrix per image;
+* pure functions on stacks of confusion matrices of shape ``(..., C, C)``, the *reduce*
+  step after counting (`iou`, `dice`, `precision`, `recall`, `specificity`,
+  `pixel_accuracy`, `mean_iou`, `mean_dice`, `frequency_weighted_iou`,
+  `balanced_accuracy`);
+* `summarize`: mean, std and a bootstrap confidence interval of one value per image;
 * `ConfusionMatrix`, the accumulating object used during evaluation, which keeps one
   small matrix per image so that both aggregations are available: **pooled** (sum the
   matrices of all images, then take the ratio) and **per image** (one ratio per image, then
-  mean, std and a bootstrap confidence interval, see `summarize`);
-* boundary metrics for binary masks (`hausdorff_distance_95`,
-  `normalized_surface_dice`) and `evaluate_folders`, which scores a folder of
-  predicted masks against a folder of reference masks (the ``thyroidseg evaluate`` command).
+  `summarize`).
+
+Boundary metrics are in `thyroidseg.boundary`; scoring folders of masks is
+`thyroidseg.evaluation`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from thyroidseg._io import PathLike, list_images, read_binary_mask
-from thyroidseg._progress import Progress
-from thyroidseg.preprocessing import resize_mask
+from thyroidseg.counting import LabelMap, _check_arguments, confusion_matrices
 
 __all__ = [
     "ConfusionMatrix",
-    "FolderEvaluation",
     "Summary",
     "balanced_accuracy",
-    "confusion_matrices",
     "dice",
-    "evaluate_folders",
     "frequency_weighted_iou",
-    "hausdorff_distance_95",
     "iou",
     "mean_dice",
     "mean_iou",
-    "normalized_surface_dice",
     "pixel_accuracy",
     "precision",
     "recall",
@@ -65,247 +56,17 @@ __all__ = [
     "summarize",
 ]
 
-LabelMap = np.ndarray | torch.Tensor
-"""An integer label map: a numpy array or a torch tensor (any device)."""
-
-Spacing = float | tuple[float, float] | None
-"""Pixel size: one number (square pixels) or ``(row spacing, column spacing)``; ``None`` = 1."""
-
-
-# --------------------------------------------------------------------------------------
-# Counting: label maps -> one confusion matrix per image
-# --------------------------------------------------------------------------------------
-
-
-def confusion_matrices(
-    pred: LabelMap,
-    target: LabelMap,
-    num_classes: int = 2,
-    *,
-    ignore_index: int | None = None,
-) -> np.ndarray:
-    """Count one confusion matrix per image.
-
-    Parameters
-    ----------
-    pred, target
-        Integer (or boolean) label maps, numpy arrays or torch tensors, of shape ``(H, W)``
-        (one image), ``(N, H, W)`` or ``(N, 1, H, W)`` (a batch of ``N``). The two may use
-        different ones of these layouts as long as they describe the same ``N, H, W``.
-        Tensors on an accelerator are counted there (only the small result is copied to
-        the CPU); CPU tensors are counted through zero-copy numpy views. A numpy array
-        paired with a tensor is moved to the tensor's device.
-    num_classes
-        Number of classes ``C``; every label must lie in ``[0, C)``.
-    ignore_index
-        Pixels whose *target* equals this value are not counted (the prediction there is
-        still checked to be a valid label). It may lie outside ``[0, C)`` (e.g. 255).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``int64`` array of shape ``(N, C, C)``: ``out[n, i, j]`` = pixels of image ``n`` whose
-        true class is ``i`` and predicted class is ``j``.
-
-    Raises
-    ------
-    ValueError
-        Shapes differ or are not one of the layouts above, an array is empty, a label map is
-        floating point (threshold or argmax it first), or a label lies outside
-        ``[0, num_classes)``; the message names the shapes or the offending values.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> pred = np.array([[0, 1], [1, 1]])
-    >>> target = np.array([[0, 1], [0, 1]])
-    >>> confusion_matrices(pred, target)
-    array([[[1, 1],
-            [0, 2]]])
-    """
-    _check_num_classes(num_classes)
-    if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)):
-        raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
-    pred, target = _as_same_kind(pred, target)
-    if isinstance(pred, torch.Tensor) and pred.device.type == "cpu":
-        pred, target = pred.numpy(), target.numpy()  # zero-copy views: numpy is faster on CPU
-    return _validate_and_count(pred, target, num_classes, ignore_index)
-
-
-def _validate_and_count(
-    pred: LabelMap, target: LabelMap, num_classes: int, ignore_index: int | None
-) -> np.ndarray:
-    """Check and count two numpy arrays, or two tensors with torch ops on their device."""
-    pred3, target3 = _as_batch(pred, "pred"), _as_batch(target, "target")
-    if pred3.shape != target3.shape:
-        raise ValueError(
-            f"pred and target shapes differ: pred {tuple(pred.shape)} vs target "
-            f"{tuple(target.shape)} (expected the same (H, W), (N, H, W) or (N, 1, H, W))"
-        )
-    _check_labels(pred3, "pred", num_classes, None)
-    _check_labels(target3, "target", num_classes, ignore_index)
-    if isinstance(pred3, torch.Tensor):
-        return _count_torch(pred3, target3, num_classes, ignore_index)
-    return _count_numpy(pred3, target3, num_classes, ignore_index)
-
-
-def _check_num_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-
-
-def _as_same_kind(pred: Any, target: Any) -> tuple[LabelMap, LabelMap]:
-    """Make both numpy arrays or both tensors on one device."""
-    pred_is_tensor, target_is_tensor = (
-        isinstance(pred, torch.Tensor),
-        isinstance(target, torch.Tensor),
-    )
-    if pred_is_tensor and target_is_tensor:
-        if pred.device != target.device:
-            raise ValueError(
-                f"pred and target are on different devices: {pred.device} vs {target.device}"
-            )
-        return pred, target
-    if pred_is_tensor:
-        return pred, torch.as_tensor(np.asarray(target), device=pred.device)
-    if target_is_tensor:
-        return torch.as_tensor(np.asarray(pred), device=target.device), target
-    return np.asarray(pred), np.asarray(target)
-
-
-_TORCH_LIMITED_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
-
-
-def _as_batch(labels: LabelMap, name: str) -> LabelMap:
-    """``(H, W)`` / ``(N, H, W)`` / ``(N, 1, H, W)`` -> ``(N, H, W)``, after dtype checks."""
-    if isinstance(labels, torch.Tensor):
-        floating = labels.is_floating_point() or labels.is_complex()
-        integral = not floating
-    else:
-        floating = np.issubdtype(labels.dtype, np.inexact)
-        integral = labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer)
-    if floating:
-        raise ValueError(
-            f"{name} has floating-point dtype {labels.dtype}: label maps must be integers; "
-            "threshold probabilities or take the argmax of logits first"
-        )
-    if not integral:
-        raise ValueError(f"{name} has dtype {labels.dtype}: expected an integer or boolean array")
-    if isinstance(labels, torch.Tensor) and labels.dtype in _TORCH_LIMITED_UNSIGNED:
-        labels = labels.long()  # torch has no min/max/bincount for these
-    shape = tuple(labels.shape)
-    if 0 in shape:
-        raise ValueError(f"{name} is empty (shape {shape})")
-    if len(shape) == 2:
-        return labels[None]
-    if len(shape) == 3:
-        return labels
-    if len(shape) == 4 and shape[1] == 1:
-        return labels[:, 0]
-    if len(shape) == 4:
-        raise ValueError(
-            f"{name} has shape {shape}: with 4 dimensions the second must be 1 (N, 1, H, W); "
-            "for one-hot or per-class scores take the argmax over the class axis first"
-        )
-    raise ValueError(f"{name} has shape {shape}: expected (H, W), (N, H, W) or (N, 1, H, W)")
-
-
-def _check_labels(labels: LabelMap, name: str, num_classes: int, ignore_index: int | None) -> None:
-    """Raise if a label lies outside ``[0, num_classes)`` (``ignore_index`` allowed)."""
-    if labels.dtype in (np.bool_, torch.bool):
-        return
-    # Fast min/max passes first; the slower search for the offending values only on failure.
-    if isinstance(labels, torch.Tensor):
-        if labels.dtype == torch.uint8:
-            low, high = 0, labels.max().item()
-        else:
-            low, high = (value.item() for value in torch.aminmax(labels))
-    else:
-        low = 0 if np.issubdtype(labels.dtype, np.unsignedinteger) else labels.min()
-        high = labels.max()
-    if 0 <= low and high < num_classes:
-        return
-    bad = (labels < 0) | (labels >= num_classes)
-    if ignore_index is not None:
-        bad &= labels != ignore_index
-    values = labels[bad]
-    if isinstance(values, torch.Tensor):
-        values = values.cpu().numpy()
-    if values.size == 0:
-        return
-    unique = np.unique(values)
-    shown = ", ".join(str(v) for v in unique[:10]) + (", ..." if unique.size > 10 else "")
-    allowed = f"[0, {num_classes})" + (f" or {ignore_index}" if ignore_index is not None else "")
-    raise ValueError(f"{name} has labels outside {allowed}: {shown} ({values.size} pixels)")
-
-
-def _count_numpy(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None
-) -> np.ndarray:
-    n_images = pred.shape[0]
-    if num_classes == 2 and ignore_index is None:
-        # Binary fast path: three np.count_nonzero per image on boolean views, no index array.
-        p, t = _as_bool(pred), _as_bool(target)
-        both = np.empty(p.shape[1:], dtype=np.bool_)
-        counts = np.empty((n_images, 3), dtype=np.int64)
-        for k in range(n_images):
-            np.logical_and(p[k], t[k], out=both)
-            counts[k] = (np.count_nonzero(both), np.count_nonzero(p[k]), np.count_nonzero(t[k]))
-        return _binary_matrices(counts, pred[0].size)
-    image = np.arange(n_images, dtype=np.int64)[:, None, None]
-    flat = (image * num_classes + target.astype(np.int64)) * num_classes + pred.astype(np.int64)
-    if ignore_index is not None:
-        flat = flat[target != ignore_index]
-    counts = np.bincount(flat.ravel(), minlength=n_images * num_classes**2)
-    return counts.reshape(n_images, num_classes, num_classes).astype(np.int64, copy=False)
-
-
-def _as_bool(labels: np.ndarray) -> np.ndarray:
-    """A {0, 1} array as bool, without a copy for 1-byte dtypes."""
-    if labels.dtype == np.bool_:
-        return labels
-    if labels.dtype.itemsize == 1:
-        return np.ascontiguousarray(labels).view(np.bool_)
-    return labels != 0
-
-
-def _binary_matrices(counts: Any, pixels_per_image: int) -> np.ndarray:
-    """Rows ``(TP, predicted positives, true positives)`` -> ``(N, 2, 2)`` matrices."""
-    counts = np.asarray(counts, dtype=np.int64)
-    tp, pred_pos, true_pos = counts[:, 0], counts[:, 1], counts[:, 2]
-    out = np.empty((counts.shape[0], 2, 2), dtype=np.int64)
-    out[:, 1, 1] = tp
-    out[:, 0, 1] = pred_pos - tp
-    out[:, 1, 0] = true_pos - tp
-    out[:, 0, 0] = pixels_per_image - pred_pos - true_pos + tp
-    return out
-
-
-def _count_torch(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
-) -> np.ndarray:
-    n_images = pred.shape[0]
-    if num_classes == 2 and ignore_index is None:
-        p, t = pred.bool(), target.bool()
-        counts = torch.stack([(p & t).sum((1, 2)), p.sum((1, 2)), t.sum((1, 2))], dim=1)
-        return _binary_matrices(counts.cpu().numpy(), pred[0].numel())
-    image = torch.arange(n_images, device=pred.device)[:, None, None]
-    flat = (image * num_classes + target.long()) * num_classes + pred.long()
-    if ignore_index is not None:
-        flat = flat[target != ignore_index]
-    counts = torch.bincount(flat.reshape(-1), minlength=n_images * num_classes**2)
-    return counts.reshape(n_images, num_classes, num_classes).cpu().numpy().astype(np.int64)
-
-
 # --------------------------------------------------------------------------------------
 # Metrics: confusion matrices (..., C, C) -> per-class values (..., C) or scalars (...)
 # --------------------------------------------------------------------------------------
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator`` as float64, NaN where the denominator is 0 (no warning)."""
+def _divide_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` as float64, NaN where the denominator is 0 (no warning).
+
+    The metrics' convention: a ratio with nothing to count is undefined, not 0 (the losses'
+    ``_divide_or_zero`` returns 0 instead, so that a gradient exists).
+    """
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
     out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
@@ -313,15 +74,21 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray | float:
-    """Mean over ``axis`` ignoring NaN; NaN (not a warning) when every value is NaN."""
+def _nanmean(values: np.ndarray | Sequence[float], axis: int = -1) -> np.ndarray | float:
+    r"""Mean over ``axis`` of the defined (non-NaN) values: $\frac{1}{|D|}\sum_{v \in D} v$.
+
+    NaN, without a warning, when no value is defined (all NaN, or none at all). A float
+    for a 1-D input, else an array. The one NaN-aware mean of the library (also the
+    Trainer's validation mean).
+    """
+    values = np.asarray(values, dtype=np.float64)
     defined = ~np.isnan(values)
     total = np.where(defined, values, 0.0).sum(axis=axis)
-    result = _safe_divide(total, defined.sum(axis=axis))
+    result = _divide_or_nan(total, defined.sum(axis=axis))
     return float(result) if result.ndim == 0 else result
 
 
-def _counts(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _tp_fp_fn_tn(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """TP, FP, FN, TN per class of a stack of confusion matrices, each ``(..., C)``."""
     matrix = np.asarray(matrix)
     if matrix.ndim < 2 or matrix.shape[-1] != matrix.shape[-2] or matrix.shape[-1] < 2:
@@ -355,8 +122,8 @@ def iou(matrix: np.ndarray) -> np.ndarray:
     >>> iou(np.array([[6, 1], [1, 2]]))
     array([0.75, 0.5 ])
     """
-    tp, fp, fn, _ = _counts(matrix)
-    return _safe_divide(tp, tp + fp + fn)
+    tp, fp, fn, _ = _tp_fp_fn_tn(matrix)
+    return _divide_or_nan(tp, tp + fp + fn)
 
 
 def dice(matrix: np.ndarray) -> np.ndarray:
@@ -369,20 +136,20 @@ def dice(matrix: np.ndarray) -> np.ndarray:
     >>> dice(np.array([[6, 1], [1, 2]])).round(4)
     array([0.8571, 0.6667])
     """
-    tp, fp, fn, _ = _counts(matrix)
-    return _safe_divide(2 * tp, 2 * tp + fp + fn)
+    tp, fp, fn, _ = _tp_fp_fn_tn(matrix)
+    return _divide_or_nan(2 * tp, 2 * tp + fp + fn)
 
 
 def precision(matrix: np.ndarray) -> np.ndarray:
     r"""Precision (positive predictive value) per class: $TP/(TP+FP)$; NaN if never predicted."""
-    tp, fp, _, _ = _counts(matrix)
-    return _safe_divide(tp, tp + fp)
+    tp, fp, _, _ = _tp_fp_fn_tn(matrix)
+    return _divide_or_nan(tp, tp + fp)
 
 
 def recall(matrix: np.ndarray) -> np.ndarray:
     r"""Recall (sensitivity) per class: $TP/(TP+FN)$; NaN if the class is absent from truth."""
-    tp, _, fn, _ = _counts(matrix)
-    return _safe_divide(tp, tp + fn)
+    tp, _, fn, _ = _tp_fp_fn_tn(matrix)
+    return _divide_or_nan(tp, tp + fn)
 
 
 def specificity(matrix: np.ndarray) -> np.ndarray:
@@ -390,8 +157,8 @@ def specificity(matrix: np.ndarray) -> np.ndarray:
 
     $TN_c$ counts the pixels correctly predicted as *not* class $c$ (whatever else they are).
     """
-    _, fp, _, tn = _counts(matrix)
-    return _safe_divide(tn, tn + fp)
+    _, fp, _, tn = _tp_fp_fn_tn(matrix)
+    return _divide_or_nan(tn, tn + fp)
 
 
 def pixel_accuracy(matrix: np.ndarray) -> np.ndarray | float:
@@ -405,8 +172,8 @@ def pixel_accuracy(matrix: np.ndarray) -> np.ndarray | float:
     >>> pixel_accuracy(np.array([[6, 1], [1, 2]]))
     0.8
     """
-    tp, _, _, _ = _counts(matrix)
-    result = _safe_divide(tp.sum(axis=-1), np.asarray(matrix).sum(axis=(-2, -1)))
+    tp, _, _, _ = _tp_fp_fn_tn(matrix)
+    result = _divide_or_nan(tp.sum(axis=-1), np.asarray(matrix).sum(axis=(-2, -1)))
     return float(result) if result.ndim == 0 else result
 
 
@@ -446,10 +213,10 @@ def frequency_weighted_iou(matrix: np.ndarray) -> np.ndarray | float:
     of class $c$ and $n$ all counted pixels; classes with $n_c = 0$ weigh nothing.
     Even more background-dominated than `mean_iou`.
     """
-    tp, _, fn, _ = _counts(matrix)
+    tp, _, fn, _ = _tp_fp_fn_tn(matrix)
     true_pixels = tp + fn
     weighted = true_pixels * np.nan_to_num(iou(matrix))  # IoU is only NaN where n_c = 0
-    result = _safe_divide(weighted.sum(axis=-1), true_pixels.sum(axis=-1))
+    result = _divide_or_nan(weighted.sum(axis=-1), true_pixels.sum(axis=-1))
     return float(result) if result.ndim == 0 else result
 
 
@@ -622,9 +389,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int = 2, *, ignore_index: int | None = None) -> None:
-        _check_num_classes(num_classes)
-        if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)):
-            raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+        _check_arguments(num_classes, ignore_index)
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self._blocks: list[np.ndarray] = []
@@ -641,7 +406,7 @@ class ConfusionMatrix:
             raise ValueError(
                 f"expected per-image matrices of shape (N, C, C), got {matrices.shape}"
             )
-        _counts(matrices)  # validates squareness, integer dtype, non-negative counts
+        _tp_fp_fn_tn(matrices)  # validates squareness, integer dtype, non-negative counts
         new = cls(matrices.shape[-1], ignore_index=ignore_index)
         new._append(matrices.astype(np.int64))
         return new
@@ -697,8 +462,6 @@ class ConfusionMatrix:
         initialised. Call it once, after the last `update`; a second call raises
         (it would count every image twice) until `reset`.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return self
         if self._synced:
@@ -810,14 +573,14 @@ class ConfusionMatrix:
         self._check_class(cls)
         matrices = self.per_image_matrices
         values = function(matrices)[:, cls]
-        tp, fp, fn, _ = _counts(matrices)
+        tp, fp, fn, _ = _tp_fp_fn_tn(matrices)
         absent = (tp + fp + fn)[:, cls] == 0
         return np.where(absent & np.isnan(values), float(empty), values)
 
     def false_positive_images(self, cls: int = 1) -> np.ndarray:
         """Boolean per image: no true pixel of ``cls``, but at least one predicted."""
         self._check_class(cls)
-        tp, fp, fn, _ = _counts(self.per_image_matrices)
+        tp, fp, fn, _ = _tp_fp_fn_tn(self.per_image_matrices)
         return ((tp + fn)[:, cls] == 0) & (fp[:, cls] > 0)
 
     def summary(
@@ -922,409 +685,3 @@ class ConfusionMatrix:
                 f"{int(self.false_positive_images(cls).sum())}"
             )
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Boundary metrics for binary masks
-# --------------------------------------------------------------------------------------
-
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
-
-def hausdorff_distance_95(pred: LabelMap, target: LabelMap, *, spacing: Spacing = None) -> float:
-    r"""95th-percentile symmetric Hausdorff distance between the borders of two binary masks.
-
-    The border $\partial A$ of a mask $A$ is the set of its pixels with a 4-neighbour
-    outside it (outside the image counts as outside). With $d(a, \partial B)$ the Euclidean
-    distance from pixel centre $a$ to the nearest border pixel of $B$ (scaled by
-    ``spacing``):
-
-    $$HD_{95} = \max\big(P_{95}\{d(a, \partial T) : a \in \partial P\},\;
-    P_{95}\{d(b, \partial P) : b \in \partial T\}\big)$$
-
-    with $P_{95}$ the linearly interpolated 95th percentile. This is MONAI's
-    ``compute_hausdorff_distance(..., percentile=95)`` (agreement to 1e-5 px in
-    ``benchmarks/bench_metrics.py``). DeepMind surface-distance's
-    ``compute_robust_hausdorff(..., 95)`` differs slightly: it weights the percentile by
-    surface-element area and defines the boundary otherwise.
-
-    Parameters
-    ----------
-    pred, target
-        Binary masks ``(H, W)`` of the same shape: bool, or integers in ``{0, 1}``
-        (numpy arrays or torch tensors).
-    spacing
-        Pixel size, one number or ``(rows, columns)``; default ``None`` measures in pixels.
-
-    Returns
-    -------
-    float
-        ``0.0`` for identical non-empty masks. Empty masks, as MONAI: NaN when both are
-        empty (nothing to measure), ``inf`` when exactly one is empty.
-
-    Examples
-    --------
-    >>> a = np.zeros((8, 8), np.uint8); a[2:5, 2:5] = 1
-    >>> b = np.zeros((8, 8), np.uint8); b[2:5, 3:6] = 1  # shifted one column
-    >>> hausdorff_distance_95(a, b), hausdorff_distance_95(a, b, spacing=0.5)
-    (1.0, 0.5)
-    """
-    pred_mask, target_mask, pixel = _boundary_inputs(pred, target, spacing)
-    empty = _empty_case(pred_mask, target_mask, both=float("nan"), one=float("inf"))
-    if empty is not None:
-        return empty
-    pred_to_target, target_to_pred = _surface_distances(pred_mask, target_mask, pixel)
-    return _hd95(pred_to_target, target_to_pred)
-
-
-def normalized_surface_dice(
-    pred: LabelMap, target: LabelMap, *, tolerance: float, spacing: Spacing = None
-) -> float:
-    r"""Normalised surface Dice: share of both borders lying within ``tolerance`` of the other.
-
-    $$NSD_\tau = \frac{|\{a \in \partial P : d(a, \partial T) \le \tau\}| +
-    |\{b \in \partial T : d(b, \partial P) \le \tau\}|}{|\partial P| + |\partial T|}$$
-
-    with borders and distances as in `hausdorff_distance_95`. This is MONAI's
-    ``compute_surface_dice`` (without sub-voxel areas). It forgives disagreements smaller
-    than $\tau$, e.g. the inter-observer spread of the outline.
-
-    Parameters
-    ----------
-    pred, target
-        Binary masks ``(H, W)``, as `hausdorff_distance_95`.
-    tolerance
-        $\tau$, in the unit of ``spacing`` (pixels by default); required, >= 0.
-    spacing
-        Pixel size, one number or ``(rows, columns)``; ``None`` = 1.
-
-    Returns
-    -------
-    float
-        In ``[0, 1]``. Empty masks, as MONAI: NaN when both are empty, 0 when exactly one is.
-
-    Examples
-    --------
-    >>> a = np.zeros((8, 8), np.uint8); a[2:5, 2:5] = 1
-    >>> b = np.zeros((8, 8), np.uint8); b[2:5, 3:6] = 1
-    >>> normalized_surface_dice(a, b, tolerance=1.0), normalized_surface_dice(a, b, tolerance=0.0)
-    (1.0, 0.5)
-    """
-    _check_tolerance(tolerance)
-    pred_mask, target_mask, pixel = _boundary_inputs(pred, target, spacing)
-    empty = _empty_case(pred_mask, target_mask, both=float("nan"), one=0.0)
-    if empty is not None:
-        return empty
-    return _nsd(*_surface_distances(pred_mask, target_mask, pixel), tolerance)
-
-
-def _check_tolerance(tolerance: float) -> None:
-    if not isinstance(tolerance, (int, float, np.number)) or not (0 <= tolerance < math.inf):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
-
-
-def _boundary_inputs(
-    pred: LabelMap, target: LabelMap, spacing: Spacing
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    pred_mask, target_mask = _binary_mask(pred, "pred"), _binary_mask(target, "target")
-    if pred_mask.shape != target_mask.shape:
-        raise ValueError(f"pred and target shapes differ: {pred_mask.shape} vs {target_mask.shape}")
-    return pred_mask, target_mask, _spacing_pair(spacing)
-
-
-def _binary_mask(mask: LabelMap, name: str) -> np.ndarray:
-    """Validate one ``(H, W)`` binary mask and return it as a bool numpy array."""
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask)
-    if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)):
-        raise ValueError(
-            f"{name} has dtype {mask.dtype}: a binary mask must be bool or integer 0/1 "
-            "(threshold probabilities first)"
-        )
-    if mask.ndim != 2 or mask.size == 0:
-        raise ValueError(f"{name} must be a non-empty (H, W) mask, got shape {mask.shape}")
-    if mask.dtype != np.bool_:
-        if mask.min() < 0 or mask.max() > 1:
-            shown = ", ".join(str(v) for v in np.unique(mask)[:10])
-            raise ValueError(f"{name} is not binary: values {shown} (expected 0 and 1)")
-        mask = mask.astype(np.bool_)
-    return np.ascontiguousarray(mask)
-
-
-def _spacing_pair(spacing: Spacing) -> tuple[float, float]:
-    pair = np.ones(2) if spacing is None else np.asarray(spacing, dtype=np.float64).ravel()
-    if pair.size == 1:
-        pair = np.repeat(pair, 2)
-    if pair.size != 2 or not all(math.isfinite(s) and s > 0 for s in pair):
-        raise ValueError(
-            f"spacing must be one or two positive finite numbers (rows, columns), got {spacing!r}"
-        )
-    return float(pair[0]), float(pair[1])
-
-
-def _empty_case(pred: np.ndarray, target: np.ndarray, *, both: float, one: float) -> float | None:
-    """The defined value when a mask is empty, else ``None`` (measure normally)."""
-    pred_any, target_any = bool(pred.any()), bool(target.any())
-    if not pred_any and not target_any:
-        return both
-    if not pred_any or not target_any:
-        return one
-    return None
-
-
-def _border(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside it (the image outside is outside)."""
-    eroded = cv2.erode(mask.view(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return mask & (eroded == 0)
-
-
-def _surface_distances(
-    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distances pred border -> target border and target border -> pred border (non-empty)."""
-    # Work inside the bounding box of both masks: the pixels outside it belong to neither
-    # mask, so borders (the erosion pads with background) and distances are unchanged.
-    union = pred | target
-    rows, columns = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
-    pred_border = _border(np.ascontiguousarray(pred[box]))
-    target_border = _border(np.ascontiguousarray(target[box]))
-    return (
-        _distances_to(pred_border, target_border, spacing),
-        _distances_to(target_border, pred_border, spacing),
-    )
-
-
-def _distances_to(
-    source: np.ndarray, destination: np.ndarray, spacing: tuple[float, float]
-) -> np.ndarray:
-    """For each pixel of ``source``, the Euclidean distance to the nearest of ``destination``."""
-    row_step, column_step = spacing
-    if row_step == column_step:
-        # Exact Euclidean distance transform (DIST_MASK_PRECISE) to the zeros of the input.
-        distance = cv2.distanceTransform(
-            (~destination).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
-        )
-        return distance[source].astype(np.float64) * row_step
-    # Anisotropic pixels: OpenCV has no spacing argument, so compare point sets in chunks.
-    scale = np.array(spacing)
-    from_points, to_points = np.argwhere(source) * scale, np.argwhere(destination) * scale
-    out = np.empty(len(from_points))
-    chunk = max(1, 4_000_000 // len(to_points))
-    for start in range(0, len(from_points), chunk):
-        block = from_points[start : start + chunk]
-        squared = ((block[:, None, :] - to_points[None, :, :]) ** 2).sum(axis=-1)
-        out[start : start + chunk] = np.sqrt(squared.min(axis=1))
-    return out
-
-
-def _hd95(pred_to_target: np.ndarray, target_to_pred: np.ndarray) -> float:
-    return float(max(np.percentile(pred_to_target, 95), np.percentile(target_to_pred, 95)))
-
-
-def _nsd(pred_to_target: np.ndarray, target_to_pred: np.ndarray, tolerance: float) -> float:
-    within = np.count_nonzero(pred_to_target <= tolerance) + np.count_nonzero(
-        target_to_pred <= tolerance
-    )
-    return float(within / (pred_to_target.size + target_to_pred.size))
-
-
-# --------------------------------------------------------------------------------------
-# Evaluating a folder of predictions against a folder of labels
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FolderEvaluation:
-    """Result of `evaluate_folders`: counts per image plus boundary metrics.
-
-    Attributes
-    ----------
-    stems
-        File stems of the evaluated pairs, in the order they were counted.
-    confusion
-        The `ConfusionMatrix` (2 classes, one matrix per image, same order).
-    hd95, nsd
-        Per image `hausdorff_distance_95` and `normalized_surface_dice` of the
-        nodule (NaN/inf for empty masks as documented there).
-    tolerance
-        NSD tolerance, in the unit of ``spacing``.
-    spacing
-        Pixel size used for the boundary metrics (``None``: pixels).
-    """
-
-    stems: tuple[str, ...]
-    confusion: ConfusionMatrix
-    hd95: np.ndarray
-    nsd: np.ndarray
-    tolerance: float
-    spacing: Spacing = None
-
-    def per_image_rows(self) -> list[dict[str, Any]]:
-        """One dict per image: stem, pixel counts and every per-image nodule metric."""
-        matrices = self.confusion.per_image_matrices
-        columns = {name: self.confusion.per_image(name, 1) for name in _PER_CLASS_METRICS}
-        return [
-            {
-                "stem": stem,
-                "true_pixels": int(matrices[k, 1].sum()),
-                "predicted_pixels": int(matrices[k, :, 1].sum()),
-                **{name: float(values[k]) for name, values in columns.items()},
-                "hd95": float(self.hd95[k]),
-                "nsd": float(self.nsd[k]),
-            }
-            for k, stem in enumerate(self.stems)
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: settings, the confusion-matrix summary, boundary summaries, per image."""
-        return {
-            "n_pairs": len(self.stems),
-            "tolerance": self.tolerance,
-            "spacing": None if self.spacing is None else np.asarray(self.spacing, float).tolist(),
-            "confusion": self.confusion.to_dict(),
-            "hd95": summarize(self.hd95).to_dict(),
-            "nsd": summarize(self.nsd).to_dict(),
-            "images": [
-                {key: _json_number(value) for key, value in row.items()}
-                for row in self.per_image_rows()
-            ],
-        }
-
-    def to_csv(self) -> str:
-        """The per-image rows as CSV text (``nan``: undefined, ``inf``: one mask empty)."""
-        rows = self.per_image_rows()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
-
-    def report(self) -> str:
-        """Readable text: the confusion-matrix report followed by the boundary metrics."""
-        unit = "pixels" if self.spacing is None else "spacing units"
-        empty = "one mask empty: HD95 inf, NSD 0; both empty: NaN; inf and NaN are excluded"
-        pooled = {"IoU": self.confusion.iou()[1], "Dice": self.confusion.dice()[1]}
-        return "\n".join(
-            [
-                f"{len(self.stems)} prediction/label pairs; class 1 = nodule",
-                *(
-                    f"nodule {name:<5} pooled {value:.4f}   per image "
-                    f"{self.confusion.summary(name.lower())}"
-                    for name, value in pooled.items()
-                ),
-                "",
-                self.confusion.report(),
-                "",
-                f"Boundary metrics of the nodule per image ({empty})",
-                f"  {'HD95':<12}{summarize(self.hd95)}  ({unit})",
-                f"  {'NSD':<12}{summarize(self.nsd)}  (tolerance {self.tolerance:g} {unit})",
-            ]
-        )
-
-
-def evaluate_folders(
-    pred_dir: PathLike,
-    label_dir: PathLike,
-    *,
-    threshold: float | None = None,
-    resize_labels: bool = False,
-    tolerance: float = 2.0,
-    spacing: Spacing = None,
-    progress: bool | None = None,
-) -> FolderEvaluation:
-    """Score every predicted mask in ``pred_dir`` against the label of the same stem.
-
-    Files are paired by stem, whatever their image extension (``a.png`` with ``a.jpg``).
-    Both are read as one channel and binarised by the library's one mask rule
-    (`thyroidseg._io.read_binary_mask`): a lossless mask must be binary and any
-    non-zero value is nodule; a JPEG mask is nodule where ``> 127``; with ``threshold``
-    given, nodule iff ``value > threshold`` for every file (e.g. probability maps).
-
-    Parameters
-    ----------
-    pred_dir, label_dir
-        Folders of predicted and reference masks.
-    threshold
-        ``None`` (default): the mask rule above; else foreground iff ``value > threshold``.
-    resize_labels
-        ``False`` (default): a label whose size differs from its prediction is an error.
-        ``True``: resize such labels to the prediction's size with nearest-neighbour
-        interpolation (never bilinear, which would invent intermediate labels). Note that
-        this changes the reference; resizing predictions back to the label size is better.
-    tolerance
-        Tolerance of `normalized_surface_dice` (default 2, in the unit of ``spacing``).
-    spacing
-        Pixel size for the boundary metrics; ``None`` (default) measures in pixels.
-    progress
-        Progress bar on standard error: ``None`` (default) draws on a terminal only,
-        ``False`` never.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        A folder is missing or holds no images; a stem has no counterpart (all are listed);
-        an image cannot be read; sizes differ without ``resize_labels`` (all mismatches are
-        listed). Nothing is skipped silently.
-    """
-    _check_tolerance(tolerance)
-    if threshold is not None and not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
-    pixel = _spacing_pair(spacing)
-    preds, labels = list_images(pred_dir), list_images(label_dir)
-    only_pred, only_label = (
-        sorted(preds.keys() - labels.keys()),
-        sorted(labels.keys() - preds.keys()),
-    )
-    if only_pred or only_label:
-        parts = []
-        if only_pred:
-            parts.append(f"predictions without a label in {label_dir}: {_some(only_pred)}")
-        if only_label:
-            parts.append(f"labels without a prediction in {pred_dir}: {_some(only_label)}")
-        raise ValueError("; ".join(parts))
-    stems = sorted(preds)
-    matrices, hd95, nsd, mismatches = [], [], [], []
-    running = np.zeros((2, 2), dtype=np.int64)
-    bar = Progress(stems, desc="evaluate", enabled=progress)
-    for stem in bar:
-        pred = read_binary_mask(preds[stem], threshold=threshold)
-        label = read_binary_mask(labels[stem], threshold=threshold)
-        if pred.shape != label.shape:
-            if not resize_labels:
-                mismatches.append(
-                    f"{preds[stem].name} {pred.shape[1]}x{pred.shape[0]} vs "
-                    f"{labels[stem].name} {label.shape[1]}x{label.shape[0]}"
-                )
-                continue
-            label = resize_mask(label, pred.shape)
-        if mismatches:
-            continue  # already failing: only collect the remaining mismatches
-        matrices.append(confusion_matrices(pred, label)[0])
-        running += matrices[-1]
-        bar.set_postfix(nodule_iou=float(iou(running)[1]))
-        pred_mask, label_mask = pred.view(np.bool_), label.view(np.bool_)
-        boundary = _empty_case(pred_mask, label_mask, both=float("nan"), one=float("inf"))
-        if boundary is None:
-            distances = _surface_distances(pred_mask, label_mask, pixel)
-            hd95.append(_hd95(*distances))
-            nsd.append(_nsd(*distances, tolerance))
-        else:
-            hd95.append(boundary)
-            nsd.append(0.0 if math.isinf(boundary) else float("nan"))
-    if mismatches:
-        raise ValueError(
-            f"{len(mismatches)} prediction/label pairs differ in size (width x height): "
-            f"{_some(mismatches)}; pass resize_labels=True (--resize-labels) to resize the "
-            "labels with nearest-neighbour interpolation"
-        )
-    confusion = ConfusionMatrix.from_matrices(np.stack(matrices))
-    return FolderEvaluation(
-        tuple(stems), confusion, np.array(hd95), np.array(nsd), float(tolerance), spacing
-    )
-
-
-def _some(items: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
-from thyroidseg.data import group_kfold
+from thyroidseg.splits import group_kfold
 from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, train_folder
 
 
@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--min-area", type=int, default=0)
     parser.add_argument("--score-only", action="store_true", help="re-score the trained folds")
     parser.add_argument("--tag", default=None, help="write cv-TAG.json instead of cv.json")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the folds whose last.pt exists"
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -96,6 +99,7 @@ def main() -> None:
             {
                 "fold": fold,
                 "images": len(val),
+                "stems": list(val.names),
                 "train_seconds": round(train_seconds, 1),
                 "per_image_iou": summary.mean,
                 "pooled_iou": float(fold_matrix.iou()[1]),
@@ -131,6 +135,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         epochs=args.epochs,
         loss=args.loss,
         seed=args.seed,
+        resume=args.resume and (run_dir / LAST_CHECKPOINT).is_file(),
     )
     return trainer.val_data
 

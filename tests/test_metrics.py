@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -426,8 +428,6 @@ def test_sync_without_process_group_is_a_no_op():
 
 
 def _sync_worker(rank: int, world_size: int, init_file: str, results) -> None:
-    import torch.distributed as dist
-
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
     )
@@ -448,8 +448,6 @@ def _sync_worker(rank: int, world_size: int, init_file: str, results) -> None:
 
 @pytest.mark.slow
 def test_sync_gathers_per_image_matrices_across_processes(tmp_path):
-    import torch.multiprocessing as mp
-
     world_size = 2
     context = mp.get_context("spawn")
     results = context.Queue()

@@ -151,7 +151,9 @@ def main() -> None:
         assert torch.equal(lazy[i]["mask"], cached[i]["mask"]), lazy.names[i]
 
     n = len(cached)
-    cache_mb = (cached.frame(0)[0].nbytes + cached.frame(0)[1].nbytes) * n / 1e6
+    cache_mb = (
+        (cached.load_preprocessed(0)[0].nbytes + cached.load_preprocessed(0)[1].nbytes) * n / 1e6
+    )
     uncached_pass = best_time(lambda: one_pass(lazy), args.repeats)
     cached_pass = best_time(lambda: one_pass(cached), args.repeats)
     augmented = cached.with_transform(Augment(seed=0))

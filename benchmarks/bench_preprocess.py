@@ -1,6 +1,6 @@
 """Speed and quality of thyroidseg.preprocessing, each against a baseline measured in the same run.
 
-Speed (frames/s on 560x360 frames, best of ``--repeat`` passes, OpenCV's default threads):
+Speed (frames/s on (360, 560) frames, best of ``--repeat`` passes, OpenCV's default threads):
 the default ``preprocess()`` against a plain OpenCV chain ``equalizeHist -> CLAHE ->
 medianBlur(3) -> resize(256x256)`` on the whole frame. Target: ``preprocess`` >= 1,000
 frames/s on 2 cores, i.e. at least half the plain chain's rate.
@@ -35,15 +35,10 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import list_images, read_binary_mask, read_image
-from thyroidseg.preprocessing import (
-    DEFAULT_MARGIN,
-    Box,
-    _seam_strength,
-    find_annotations,
-    find_scan_region,
-    find_views,
-    preprocess,
-)
+from thyroidseg.geometry import Box
+from thyroidseg.inpainting import find_annotations
+from thyroidseg.preprocessing import DEFAULT_MARGIN, preprocess
+from thyroidseg.scan_region import _seam_strength, find_scan_region, find_views
 
 ROOT = Path(__file__).resolve().parents[1]
 DDTI = ROOT.parent / "shared" / "data" / "ddti"
@@ -127,7 +122,7 @@ def plain_chain(gray: np.ndarray, size: tuple[int, int] = (256, 256)) -> np.ndar
 
 
 def synthetic_frames(count: int) -> list[np.ndarray]:
-    """DDTI-like 560x360 frames: a textured field of view, text, a grey bar, a caliper."""
+    """DDTI-like (360, 560) frames: a textured field of view, text, a grey bar, a caliper."""
     rng = np.random.default_rng(0)
     frames = []
     for i in range(count):
@@ -163,7 +158,7 @@ def run_speed(args: argparse.Namespace) -> None:
         frames = synthetic_frames(args.frames)
         source = f"{len(frames)} synthetic frames (no DDTI folder)"
     shape = frames[0].shape
-    print(f"speed on {source} of {shape[1]}x{shape[0]}, OpenCV threads={cv2.getNumThreads()}")
+    print(f"speed on {source} of shape {tuple(shape)}, OpenCV threads={cv2.getNumThreads()}")
     results = {
         "plain chain (equalizeHist+CLAHE+median+resize)": rate(plain_chain, frames, args.repeat),
         "preprocess() default": rate(preprocess, frames, args.repeat),

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Subset
 
 from thyroidseg._io import write_image
 from thyroidseg.augment import Augment
-from thyroidseg.data import ThyroidDataset, detect_layout, read_binary_mask
+from thyroidseg.data import ThyroidDataset, read_binary_mask
+from thyroidseg.layouts import detect_layout
 from thyroidseg.preprocessing import preprocess
 
 SIZE = (24, 32)  # network frame used throughout: small, and not square on purpose
@@ -99,15 +100,28 @@ def test_unpaired_files_are_listed_or_skipped_with_a_warning(tmp_path):
 def test_size_mismatch_names_the_file_and_both_sizes(tmp_path, cache):
     make_folder(tmp_path, ["a", "b"])
     write_image(tmp_path / "masks" / "b.png", np.zeros((10, 12), np.uint8))
-    pattern = r"b\.png: mask is 12x10 but its image b\.png is 48x40"
-    if cache:
-        with pytest.raises(ValueError, match=pattern):
-            load(tmp_path)
-    else:
-        ds = load(tmp_path, cache=False)
-        ds[0]
-        with pytest.raises(ValueError, match=pattern):
-            ds[1]
+    pattern = r"b\.png: mask of shape \(H, W\) = \(10, 12\) but its image b\.png is \(40, 48\)"
+    with pytest.raises(ValueError, match=pattern):
+        load(tmp_path, cache=cache)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_skip_leaves_out_the_same_items_with_and_without_cache(tmp_path, cache):
+    make_folder(tmp_path, ["a", "b", "c"])
+    write_image(tmp_path / "masks" / "b.png", np.zeros((10, 12), np.uint8))
+    with pytest.warns(UserWarning, match=r"b\.png: mask of shape"):
+        ds = load(tmp_path, cache=cache, on_invalid="skip")
+    assert ds.names == ["a", "c"] and ds.cached is cache
+    assert [item["name"] for item in ds] == ["a", "c"]  # no bad file left to fail in training
+
+
+def test_uncached_dataset_still_names_a_file_that_breaks_after_construction(tmp_path):
+    make_folder(tmp_path, ["a", "b"])
+    ds = load(tmp_path, cache=False)
+    (tmp_path / "images" / "b.png").write_bytes(b"broken later")
+    assert ds[0]["name"] == "a"
+    with pytest.raises(ValueError, match=r"b\.png: not a readable image"):
+        ds[1]
 
 
 def test_corrupt_image_is_reported_and_can_be_skipped(tmp_path):
@@ -223,6 +237,52 @@ def test_ddti_xml_reports_missing_images_marks_and_bad_xml(tmp_path):
     assert "10.xml: not readable XML" in message
 
 
+def test_ddti_xml_drops_polygons_of_fewer_than_3_points_and_keeps_the_frame(tmp_path):
+    cv2.imwrite(str(tmp_path / "5_1.jpg"), blob_pair(1)[0])
+    cv2.imwrite(str(tmp_path / "6_1.jpg"), blob_pair(2)[0])
+    shapes = json.loads(polygon_json((5, 6, 15, 10)))
+    slip = {"points": [{"x": 30, "y": 30}, {"x": 40, "y": 35}]}  # a 2-point "polygon"
+    (tmp_path / "5.xml").write_text(ddti_xml("5", {"1": json.dumps([shapes[0], slip])}))
+    (tmp_path / "6.xml").write_text(ddti_xml("6", {"1": json.dumps([slip])}))
+    with pytest.warns(UserWarning, match=r"5\.xml: image 5_1: polygon 1 has 2 point\(s\)"):
+        with pytest.raises(ValueError, match=r"6\.xml: image 6_1: no polygon of 3 or more"):
+            load(tmp_path)
+    (tmp_path / "6.xml").unlink()
+    (tmp_path / "6_1.jpg").unlink()
+    with pytest.warns(UserWarning, match="dropped"):
+        ds = load(tmp_path)
+    expected = np.zeros((40, 48), np.uint8)
+    expected[6:11, 5:16] = 1
+    np.testing.assert_array_equal(ds.load_original(0)[1], expected)
+
+
+def test_ddti_xml_fills_repeated_polygons_each_on_its_own(tmp_path):
+    cv2.imwrite(str(tmp_path / "5_1.jpg"), blob_pair(1)[0])
+    box = (5, 6, 15, 10)
+    for copies in (2, 4):  # DDTI repeats some polygons two or four times
+        (tmp_path / "5.xml").write_text(ddti_xml("5", {"1": polygon_json(*[box] * copies)}))
+        once = np.zeros((40, 48), np.uint8)
+        once[6:11, 5:16] = 1
+        np.testing.assert_array_equal(load(tmp_path).load_original(0)[1], once)
+
+
+def test_ddti_xml_joins_the_cases_of_pixel_identical_frames(tmp_path):
+    images = {"1_1": 1, "2_1": 2, "2_2": 3, "3_1": 1, "4_1": 3, "5_1": 4}  # value: which image
+    for stem, k in images.items():
+        cv2.imwrite(str(tmp_path / f"{stem}.png"), blob_pair(k)[0])
+    for case in "12345":
+        marks = {s.split("_")[1]: polygon_json((5, 6, 15, 10)) for s in images if s[0] == case}
+        (tmp_path / f"{case}.xml").write_text(ddti_xml(case, marks))
+    with pytest.warns(UserWarning, match=r"2 merge\(s\)") as caught:
+        ds = load(tmp_path)
+    message = str(caught[0].message)
+    assert "3_1 = 1_1: cases 1 and 3 joined" in message
+    assert "4_1 = 2_2: cases 2 and 4 joined" in message
+    assert ds.groups == ["1", "2", "2", "1", "2", "5"]
+    assert [m.get("exact_duplicate_of") for m in ds.meta] == [None, None, None, "1_1", "2_2", None]
+    assert "leak_group" not in ds.meta[-1]  # case 5 joined nothing: grouped by its case id
+
+
 # --------------------------------------------------------------------------- TN-SCUI, TN3K
 
 
@@ -290,13 +350,13 @@ def test_subset_and_with_transform_share_the_cache(tmp_path):
     ds = load(tmp_path)
     sub = ds.subset([3, 1])
     assert sub.names == ["d", "b"] and len(sub) == 2
-    assert np.shares_memory(sub.frame(0)[0], ds.frame(3)[0])
+    assert np.shares_memory(sub.load_preprocessed(0)[0], ds.load_preprocessed(3)[0])
 
     def invert(image, mask):
         return {"image": 1.0 - image, "mask": mask}
 
     train = sub.with_transform(invert)
-    assert np.shares_memory(train.frame(1)[0], ds.frame(1)[0])
+    assert np.shares_memory(train.load_preprocessed(1)[0], ds.load_preprocessed(1)[0])
     torch.testing.assert_close(train[1]["image"], 1.0 - sub[1]["image"])
     assert sub.transform is None  # the original view is unchanged
     torch_subset = Subset(ds, [2])
@@ -385,8 +445,10 @@ def test_custom_preprocess_is_applied_to_image_and_mask(tmp_path):
     make_folder(tmp_path, ["a"])
     ds = load(tmp_path, preprocess=CropThenResize)
     image, mask = ds.load_original(0)
-    np.testing.assert_array_equal(ds.frame(0)[1], CropThenResize(image).mask_to_network(mask))
-    np.testing.assert_array_equal(ds.frame(0)[0], CropThenResize(image).image)
+    np.testing.assert_array_equal(
+        ds.load_preprocessed(0)[1], CropThenResize(image).mask_to_network(mask)
+    )
+    np.testing.assert_array_equal(ds.load_preprocessed(0)[0], CropThenResize(image).image)
 
 
 def test_preprocess_of_the_wrong_size_is_an_error(tmp_path):
@@ -414,8 +476,8 @@ def test_default_preprocess_is_the_library_one(tmp_path):
     ds = ThyroidDataset(tmp_path, size=SIZE, progress=False)
     image, mask = ds.load_original(0)
     expected = preprocess(image, size=SIZE)
-    np.testing.assert_array_equal(ds.frame(0)[0], expected.image)
-    np.testing.assert_array_equal(ds.frame(0)[1], expected.mask_to_network(mask))
+    np.testing.assert_array_equal(ds.load_preprocessed(0)[0], expected.image)
+    np.testing.assert_array_equal(ds.load_preprocessed(0)[1], expected.mask_to_network(mask))
     assert ds.config["preprocess"] == "default"
     assert ds.config["preprocess_options"] == {"size": list(SIZE)}
 

@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from thyroidseg.data import ThyroidDataset, group_kfold, read_binary_mask, size_tertiles
+from thyroidseg.data import ThyroidDataset, read_binary_mask
+from thyroidseg.splits import group_kfold, size_tertiles
 
 pytestmark = pytest.mark.ddti
 
@@ -41,27 +42,54 @@ def test_group_kfold_on_ddti_keeps_every_leak_group_on_one_side(ddti):
 
 
 def test_xml_reader_reports_the_two_broken_cases(ddti_raw_dir):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError) as error, pytest.warns(UserWarning, match="merge"):
         ThyroidDataset(ddti_raw_dir, preprocess=None, progress=False)
     message = str(error.value)
     assert "54.xml: image 54_1: truncated" in message
     assert "62.xml: image 62_3: empty <svg>" in message
 
 
-def test_xml_reader_reproduces_the_shipped_masks(ddti_raw_dir, ddti_dir):
-    with pytest.warns(UserWarning, match="2 invalid"):
+def raw_sample(ddti_raw_dir):
+    with pytest.warns(UserWarning) as caught:
         raw = ThyroidDataset(
             ddti_raw_dir, preprocess=None, size=(64, 64), on_invalid="skip", progress=False
         )
+    return raw, "\n".join(str(w.message) for w in caught)
+
+
+def test_xml_reader_reproduces_the_shipped_masks(ddti_raw_dir, ddti_dir):
+    raw, warned = raw_sample(ddti_raw_dir)
+    assert "2 invalid" in warned
     assert raw.layout == "ddti-xml" and "54_1" not in raw.names and "62_3" not in raw.names
-    compared = 0
+    compared = set()
     for i, name in enumerate(raw.names):
         shipped = ddti_dir / "masks" / f"{name}.png"
         if not shipped.is_file():
             continue
+        # each polygon filled on its own: repeated polygons must not cancel out
         mask = raw.load_original(i)[1].astype(bool)
         reference = read_binary_mask(shipped).astype(bool)
         assert mask.shape == reference.shape
         assert (mask & reference).sum() / (mask | reference).sum() >= 0.99, name
-        compared += 1
-    assert compared == 9  # cases 2, 3, 4, 14, 58 (x2), 59, 62 (x2)
+        compared.add(name)
+    # the cases ../shared/data/README.md says both folders hold
+    in_both = {"2_1", "3_1", "4_1", "14_1", "58_1", "58_2", "59_1", "62_1", "62_2"}
+    in_both |= {"150_1", "233_1", "233_2", "353_1", "353_2", "396_1"}
+    assert compared == in_both
+
+
+def test_xml_reader_joins_cases_of_pixel_identical_frames(ddti_raw_dir):
+    raw, warned = raw_sample(ddti_raw_dir)
+    assert "2 merge(s)" in warned
+    assert "233_2 = 150_1" in warned and "396_1 = 353_2" in warned
+    group = dict(zip(raw.names, raw.groups, strict=True))
+    assert group["150_1"] == group["233_1"] == group["233_2"]
+    assert group["353_1"] == group["353_2"] == group["396_1"]
+    assert len({group["150_1"], group["353_1"], group["2_1"]}) == 3
+    meta = dict(zip(raw.names, raw.meta, strict=True))
+    assert meta["233_2"]["exact_duplicate_of"] == "150_1"
+    for seed in range(5):
+        for train, val in group_kfold(raw.groups, 3, seed=seed):
+            sides = [{raw.names[i] for i in part} for part in (train, val)]
+            for a, b in (("150_1", "233_2"), ("353_2", "396_1")):
+                assert any({a, b} <= side for side in sides), (seed, a, b)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.data import group_kfold, size_tertiles, train_val_test_split
+from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
 
 group_lists = st.lists(st.integers(0, 30), min_size=1, max_size=80)
 
@@ -19,10 +19,7 @@ def groups_on(indices: np.ndarray, groups: list) -> set:
 @settings(max_examples=60, deadline=None)
 @given(groups=group_lists, n_splits=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
 def test_group_kfold_partitions_items_and_never_splits_a_group(groups, n_splits, seed):
-    if len(set(groups)) < n_splits:
-        with pytest.raises(ValueError, match="cannot fill"):
-            group_kfold(groups, n_splits, seed=seed)
-        return
+    assume(len(set(groups)) >= n_splits)
     folds = group_kfold(groups, n_splits, seed=seed)
     assert len(folds) == n_splits
     vals = np.concatenate([val for _, val in folds])
@@ -33,6 +30,14 @@ def test_group_kfold_partitions_items_and_never_splits_a_group(groups, n_splits,
         assert not groups_on(train, groups) & groups_on(val, groups)
 
 
+@settings(max_examples=30, deadline=None)
+@given(groups=group_lists, n_splits=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
+def test_group_kfold_refuses_fewer_groups_than_folds(groups, n_splits, seed):
+    assume(len(set(groups)) < n_splits)
+    with pytest.raises(ValueError, match="cannot fill"):
+        group_kfold(groups, n_splits, seed=seed)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     groups=group_lists,
@@ -40,8 +45,7 @@ def test_group_kfold_partitions_items_and_never_splits_a_group(groups, n_splits,
     seed=st.integers(0, 1000),
 )
 def test_train_val_test_split_never_splits_a_group(groups, strata, seed):
-    if len(set(groups)) < 3:
-        return
+    assume(len(set(groups)) >= 3)
     parts = train_val_test_split(groups, stratify=strata[: len(groups)], seed=seed)
     assert all(len(part) > 0 for part in parts)
     assert sorted(np.concatenate(parts).tolist()) == list(range(len(groups)))

@@ -10,21 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.preprocessing import (
-    DEFAULT_MARGIN,
-    Box,
-    Preprocessed,
-    equalize,
-    find_annotations,
-    find_scan_region,
-    find_views,
-    fit_box,
-    preprocess,
-    remove_annotations,
-    resize,
-    smooth,
-    to_gray_uint8,
-)
+from thyroidseg.geometry import Box, fit_box, resize, resize_mask
+from thyroidseg.inpainting import find_annotations, inpaint_annotations
+from thyroidseg.intensity import equalize, smooth, to_gray_uint8
+from thyroidseg.preprocessing import DEFAULT_MARGIN, Preprocessed, preprocess
+from thyroidseg.scan_region import find_scan_region, find_views
 
 FIELD = Box(90, 20, 470, 320)
 
@@ -185,25 +175,25 @@ def test_colour_overlay_pixels_are_annotations() -> None:
     assert marks.sum() <= 3 * 42 + 10  # the line and its neighbours only
 
 
-def test_remove_annotations_fills_marks_and_leaves_the_rest_untouched() -> None:
+def test_inpaint_annotations_fills_marks_and_leaves_the_rest_untouched() -> None:
     crop = speckle((100, 100), 60, 100)
     original = crop.copy()
     draw_cross(crop, 40, 40, 255)
     crop[70:90, 10:40] = 255  # a block wider than the window: needs wider passes
     marks = ((crop == 255) & (original != 255)).astype(np.uint8)
-    filled = remove_annotations(crop, marks)
+    filled = inpaint_annotations(crop, marks)
     keep = marks == 0
     np.testing.assert_array_equal(filled[keep], crop[keep])
     assert filled[marks == 1].min() >= 60 and filled[marks == 1].max() <= 100
     assert crop[40, 40] == 255  # the input is not modified
 
 
-def test_remove_annotations_checks_its_arguments() -> None:
+def test_inpaint_annotations_checks_its_arguments() -> None:
     crop = speckle((30, 30), 0, 255)
     with pytest.raises(ValueError, match="does not match"):
-        remove_annotations(crop, np.zeros((10, 10), np.uint8))
+        inpaint_annotations(crop, np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="odd"):
-        remove_annotations(crop, np.zeros((30, 30), np.uint8), window=4)
+        inpaint_annotations(crop, np.zeros((30, 30), np.uint8), window=4)
 
 
 # --------------------------------------------------------------------------- intensity
@@ -433,8 +423,6 @@ def test_preprocess_rejects_bad_settings_before_reading(tmp_path, option, value)
 )
 @settings(max_examples=60, deadline=None)
 def test_resize_mask_samples_pixel_centres(h, w, ky, kx, seed) -> None:
-    from thyroidseg.preprocessing import resize_mask
-
     mask = np.random.default_rng(seed).integers(0, 3, (h, w)).astype(np.uint8)
     np.testing.assert_array_equal(resize_mask(mask, (h, w)), mask)
     # enlarging by whole factors repeats every pixel; shrinking keeps the centre sample

@@ -88,7 +88,7 @@ def test_written_dataset_reads_back_exactly(tmp_path):
     ds = ThyroidDataset(root, size=(48, 64), preprocess=None, progress=False)
     assert ds.names == [f"phantom_{i:04d}" for i in range(5)]
     for i in range(5):
-        image, mask = ds.frame(i)
+        image, mask = ds.load_preprocessed(i)
         np.testing.assert_array_equal(image, images[i])
         np.testing.assert_array_equal(mask, masks[i])
     with pytest.raises(FileExistsError, match="not empty"):

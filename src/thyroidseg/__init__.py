@@ -3,11 +3,12 @@
 The pipeline, one module per step:
 
 - `thyroidseg.preprocessing`: `preprocess()` turns a scanner frame into network input
-  (crop the field of view, fill burned-in marks, equalise, smooth, resize) and carries
-  masks both ways.
-- `thyroidseg.data`: `ThyroidDataset` over the public dataset layouts, and splits that keep
-  every leak group on one side; `thyroidseg.augment`; `thyroidseg.synthetic` (phantoms
-  with exact masks).
+  and carries masks both ways, through its steps `thyroidseg.scan_region` (crop the field
+  of view), `thyroidseg.inpainting` (burned-in marks), `thyroidseg.geometry` (boxes,
+  resizing) and `thyroidseg.intensity` (grey levels, equalise, smooth).
+- `thyroidseg.data`: `ThyroidDataset` over the dataset layouts of `thyroidseg.layouts`;
+  `thyroidseg.splits`: splits that keep every leak group on one side;
+  `thyroidseg.augment`; `thyroidseg.synthetic` (phantoms with exact masks).
 - `thyroidseg.model` and `thyroidseg.losses`: the U-Net and its losses.
 - `thyroidseg.training`: `Trainer` (checkpoints, exact resume, AMP, DDP).
 - `thyroidseg.inference`: `Segmenter`, frames in, masks at the frames' own size out.
@@ -21,13 +22,7 @@ Every name above is importable from the top level: ``from thyroidseg import UNet
 from thyroidseg._version import __version__
 from thyroidseg.augment import Augment
 from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
-from thyroidseg.data import (
-    ThyroidDataset,
-    group_kfold,
-    read_binary_mask,
-    size_tertiles,
-    train_val_test_split,
-)
+from thyroidseg.data import ThyroidDataset, read_binary_mask
 from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
 from thyroidseg.inference import Segmenter, run_demo
 from thyroidseg.losses import (
@@ -39,13 +34,20 @@ from thyroidseg.losses import (
 )
 from thyroidseg.metrics import ConfusionMatrix, Summary
 from thyroidseg.model import UNet, export_onnx, export_torchscript, valid_output_size
-from thyroidseg.preprocessing import Box, Preprocessed, preprocess
+from thyroidseg.geometry import Box, fit_box, resize, resize_mask
+from thyroidseg.inpainting import find_annotations, inpaint_annotations
+from thyroidseg.intensity import equalize, smooth, to_gray_uint8
+from thyroidseg.layouts import LAYOUTS, detect_layout
+from thyroidseg.preprocessing import Preprocessed, preprocess, preprocess_folder
+from thyroidseg.scan_region import find_scan_region, find_views
+from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
 from thyroidseg.training import NonFiniteLossError, Trainer, load_checkpoint
 
 __all__ = [
     "Augment",
     "Box",
+    "LAYOUTS",
     "ConfusionMatrix",
     "FolderEvaluation",
     "DiceCELoss",
@@ -59,6 +61,13 @@ __all__ = [
     "UNet",
     "WeightedCrossEntropyLoss",
     "__version__",
+    "detect_layout",
+    "equalize",
+    "find_annotations",
+    "find_scan_region",
+    "find_views",
+    "fit_box",
+    "inpaint_annotations",
     "evaluate_folders",
     "export_onnx",
     "export_torchscript",
@@ -68,10 +77,15 @@ __all__ = [
     "make_loss",
     "normalized_surface_dice",
     "preprocess",
+    "preprocess_folder",
     "read_binary_mask",
+    "resize",
+    "resize_mask",
     "run_demo",
     "size_tertiles",
+    "smooth",
     "synthetic_phantoms",
+    "to_gray_uint8",
     "train_val_test_split",
     "unet_weight_map",
     "valid_output_size",

@@ -10,12 +10,14 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
+
+from thyroidseg._progress import Progress
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) that count as images when a folder is listed."""
@@ -231,3 +233,109 @@ def _current_umask() -> int:
     mask = os.umask(0)  # elsewhere: the only portable way, briefly changes it
     os.umask(mask)
     return mask
+
+
+Loaded = TypeVar("Loaded")
+
+
+def map_folder(
+    in_dir: PathLike,
+    out_dir: PathLike,
+    load: Callable[[Path], Loaded],
+    save: Callable[[dict[Path, Loaded]], None],
+    *,
+    verb: str,
+    overwrite: bool = False,
+    batch_size: int = 1,
+    summary: tuple[PathLike, Callable[[dict[str, str]], bytes]] | None = None,
+    progress: bool | None = None,
+) -> dict[str, Path]:
+    """Run ``load`` on every image of ``in_dir`` and ``save`` the results as ``out_dir/<stem>.png``.
+
+    The one folder loop of the library, in this order:
+
+    1. list ``in_dir`` (`list_images`); ``out_dir`` must be another folder;
+    2. unless ``overwrite``, refuse when any target ``out_dir/<stem>.png`` or the summary
+       file exists already: all are checked before anything is written;
+    3. ``load(source)`` per image, in stem order; a ``ValueError`` or ``OSError`` is that
+       file's failure (recorded with the file's name, and the loop goes on);
+    4. ``save({target: loaded, ...})`` for every ``batch_size`` images loaded (the last
+       batch may be smaller); ``save`` writes each target, atomically;
+    5. the summary file, if given as ``(path, make)``: ``make(failures)`` written
+       atomically, ``failures`` mapping each failed stem to its message;
+    6. one ``ValueError`` listing every failure, once everything else is written.
+
+    Parameters
+    ----------
+    in_dir, out_dir
+        Input folder (not recursive) and output folder (created).
+    load
+        ``source path -> loaded``; raises ``ValueError``/``OSError`` for a bad file.
+    save
+        Writes a batch, ``{target path: loaded}``. Its errors are not caught.
+    verb
+        Past participle for the messages and the progress bar, e.g. ``"preprocessed"``.
+    overwrite
+        Replace existing targets.
+    batch_size
+        Images loaded per ``save`` call (>= 1).
+    summary
+        ``(path, make)``: a file written after the loop from the failures.
+    progress
+        Progress bar (`thyroidseg._progress.Progress`): None on a terminal, False never.
+
+    Returns
+    -------
+    dict
+        ``stem -> target`` of every image written, in stem order.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        ``in_dir`` missing, empty or equal to ``out_dir``; failed images (after writing
+        the others and the summary).
+    FileExistsError
+        Targets exist and ``overwrite`` is False (nothing was written).
+    """
+    sources = list_images(in_dir)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == Path(in_dir).resolve():
+        raise ValueError(f"{out_dir}: output folder is the input folder; pick another one")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    targets = {stem: out_dir / f"{stem}.png" for stem in sources}
+    outputs = list(targets.values()) + ([Path(summary[0])] if summary is not None else [])
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise FileExistsError(
+            f"{len(existing)} output file(s) exist already ({shown}); "
+            "pass overwrite=True (--overwrite) to replace them"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    failures: dict[str, str] = {}
+    batch: dict[str, Loaded] = {}
+    stems = list(sources)
+    for index, stem in enumerate(Progress(stems, desc=verb, enabled=progress)):
+        try:
+            batch[stem] = load(sources[stem])
+        except (OSError, ValueError) as error:  # this file is bad: record it, go on
+            message, source = str(error), str(sources[stem])
+            failures[stem] = message if source in message else f"{source}: {message}"
+        if batch and (len(batch) == batch_size or index == len(stems) - 1):
+            save({targets[s]: loaded for s, loaded in batch.items()})
+            written.update((s, targets[s]) for s in batch)
+            batch = {}
+    also = ""
+    if summary is not None:
+        atomic_write_bytes(summary[0], summary[1](failures))
+        also = f", and {summary[0]}"
+    if failures:
+        raise ValueError(
+            f"{len(failures)} of {len(sources)} images could not be {verb} (the other "
+            f"{len(written)} were written to {out_dir}{also}):\n  " + "\n  ".join(failures.values())
+        )
+    return written

@@ -13,11 +13,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 from thyroidseg._io import atomic_write_bytes, write_csv
 from thyroidseg._version import __version__
 from thyroidseg.evaluation import evaluate_folders
+from thyroidseg.geometry import ResizeMode
+from thyroidseg.intensity import EqualizeMethod, SmoothMethod
 from thyroidseg.losses import LOSS_NAMES
+from thyroidseg.preprocessing import preprocess_folder
 from thyroidseg.training import AMP_MODES
 
 Runner = Callable[[argparse.Namespace], int]
@@ -131,7 +135,8 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
         help="crop, clean, equalise and resize scanner frames for the network",
         description="Preprocess every image of IN_DIR (see thyroidseg.preprocessing.preprocess) "
         "into OUT_DIR/<stem>.png and write the boxes, views, scales and padding of every "
-        "image to OUT_DIR/preprocess.json. An unreadable image is an error (exit status 2).",
+        "image to OUT_DIR/preprocess.json. An unreadable image is an error (exit status 2), "
+        "and so are existing outputs unless --overwrite.",
     )
     parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
@@ -155,32 +160,33 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--equalization",
-        choices=["clahe", "global", "none"],
+        choices=[*get_args(EqualizeMethod), "none"],
         default="clahe",
         help="histogram equalisation (default: clahe)",
     )
     parser.add_argument(
         "--smoothing",
-        choices=["median", "gaussian", "bilateral", "none"],
+        choices=[*get_args(SmoothMethod), "none"],
         default="median",
         help="speckle smoothing (default: median)",
     )
     parser.add_argument(
         "--resize-mode",
-        choices=["letterbox", "stretch"],
+        choices=get_args(ResizeMode),
         default="letterbox",
         help="keep the aspect ratio and pad (letterbox, default) or stretch",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="JSON path (default: OUT_DIR/preprocess.json)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing images and JSON in OUT_DIR"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_preprocess)
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
-    from thyroidseg.preprocessing import preprocess_folder
-
     options: dict[str, object] = {
         "size": tuple(args.size),
         "crop": not args.no_crop,
@@ -195,6 +201,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         args.in_dir,
         args.out_dir,
         json_path=args.json,
+        overwrite=args.overwrite,
         progress=False if args.quiet else None,
         **options,
     )

@@ -24,7 +24,7 @@ from thyroidseg._progress import Progress
 from thyroidseg.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.counting import confusion_matrices
 from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, _json_number, iou, summarize
-from thyroidseg.preprocessing import resize_mask
+from thyroidseg.geometry import resize_mask
 
 __all__ = ["FolderEvaluation", "evaluate_folders"]
 

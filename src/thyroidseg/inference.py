@@ -432,7 +432,8 @@ def run_demo(
         More `Trainer` options (``batch_size``, ``amp``...).
     """
     from thyroidseg.augment import Augment
-    from thyroidseg.data import ThyroidDataset, train_val_test_split
+    from thyroidseg.data import ThyroidDataset
+    from thyroidseg.splits import train_val_test_split
     from thyroidseg.model import UNet
     from thyroidseg.synthetic import write_synthetic_dataset
 

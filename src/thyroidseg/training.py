@@ -843,7 +843,8 @@ def train_folder(
         After `Trainer.fit`; ``trainer.history`` holds the epochs.
     """
     from thyroidseg.augment import Augment
-    from thyroidseg.data import ThyroidDataset, group_kfold
+    from thyroidseg.data import ThyroidDataset
+    from thyroidseg.splits import group_kfold
     from thyroidseg.model import UNet
 
     if fold is not None and (not isinstance(fold, int) or not 0 <= fold < folds):

@@ -373,7 +373,7 @@ class ThyroidDataset(Dataset):
         return self._store.load_original(int(self._indices[index]))
 
     def foreground_fractions(self) -> np.ndarray:
-        """Nodule area / frame area of each item at network size (for `thyroidseg.splits.size_tertiles`)."""
+        """Nodule area / frame area of each item at network size (for `size_tertiles`)."""
         return np.array(
             [self.load_preprocessed(i)[1].mean() for i in range(len(self))], dtype=np.float64
         )

@@ -23,8 +23,8 @@ from thyroidseg._io import PathLike, csv_text, list_images, read_binary_mask
 from thyroidseg._progress import Progress
 from thyroidseg.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.counting import confusion_matrices
-from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, _json_number, iou, summarize
 from thyroidseg.geometry import resize_mask
+from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, _json_number, iou, summarize
 
 __all__ = ["FolderEvaluation", "evaluate_folders"]
 

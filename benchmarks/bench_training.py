@@ -41,7 +41,7 @@ def time_steps(allocator: bool, channels_last: bool, amp: str, steps: int) -> di
     """Run in a child process: warm-up step + ``steps`` timed training steps."""
     from thyroidseg.losses import make_loss
     from thyroidseg.model import UNet
-    from thyroidseg.training import resolve_amp, tune_cpu_allocator
+    from thyroidseg.runtime import resolve_amp, tune_cpu_allocator
 
     if allocator:
         assert tune_cpu_allocator(), "mallopt was refused (not glibc?)"
@@ -84,15 +84,20 @@ def phantom_items(n: int, size: int, seed: int) -> list[dict[str, torch.Tensor]]
 
 
 def accuracy_check(epochs: int, n_train: int, size: int) -> dict[str, float]:
+    from thyroidseg.losses import make_loss
     from thyroidseg.model import UNet
     from thyroidseg.training import Trainer
+    from thyroidseg.workflows import make_optimizer, make_scheduler
 
     train, val = phantom_items(n_train, size, seed=0), phantom_items(32, size, seed=1)
     result = {}
     for amp in ("off", "bf16"):
+        model = UNet(seed=0)
+        optimizer = make_optimizer("adamw", model.parameters(), lr=3e-3)
         trainer = Trainer(
-            UNet(seed=0), train, val, epochs=epochs, batch_size=8, lr=3e-3, amp=amp,
-            seed=0, progress=False,
+            model, train, val, loss=make_loss("dice_ce"), optimizer=optimizer,
+            scheduler=make_scheduler("cosine", optimizer, epochs), epochs=epochs,
+            batch_size=8, amp=amp, seed=0, progress=False,
         )  # fmt: skip
         start = time.perf_counter()
         history = trainer.fit()

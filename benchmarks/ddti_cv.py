@@ -1,6 +1,6 @@
 """Grouped k-fold cross-validation of the default pipeline on real DDTI frames.
 
-Every fold trains with ``thyroidseg.training.train_folder`` (the code behind
+Every fold trains with ``thyroidseg.workflows.train_folder`` (the code behind
 ``thyroidseg train``: split by leak group, augmentation, the default UNet), then segments
 its validation frames with ``Segmenter.from_checkpoint(best.pt)`` at their ORIGINAL size
 and counts them against the original masks. Each frame is validated exactly once, so the
@@ -34,8 +34,9 @@ from pathlib import Path
 
 from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
+from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from thyroidseg.splits import group_kfold
-from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, train_folder
+from thyroidseg.workflows import train_folder
 
 
 def main() -> None:

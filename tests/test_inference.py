@@ -1,9 +1,9 @@
-"""Tests of inference (Segmenter, post-processing, overlays) and the predict/train/demo commands."""
+"""Tests of inference (Segmenter, post-processing, overlays) and the predict command."""
 
 from __future__ import annotations
 
+import ast
 import functools
-import json
 from pathlib import Path
 
 import cv2
@@ -12,14 +12,17 @@ import pytest
 import torch
 from torch import nn
 
+import thyroidseg.inference
 from thyroidseg._io import read_binary_mask, write_image
+from thyroidseg.checkpoint import LAST_CHECKPOINT
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.inference import Segmenter, overlay, postprocess_views
 from thyroidseg.model import UNet
 from thyroidseg.preprocessing import preprocess as preprocess_frame
 from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.training import BEST_CHECKPOINT, LAST_CHECKPOINT, Trainer
+from thyroidseg.training import Trainer
+from tiny_models import Threshold
 
 PLAIN = {  # preprocessing that only resizes, so the expected mask is known exactly
     "size": (64, 64),
@@ -29,17 +32,6 @@ PLAIN = {  # preprocessing that only resizes, so the expected mask is known exac
     "smoothing": None,
     "resize_mode": "stretch",
 }
-
-
-class Bright(nn.Module):
-    """Nodule iff the pixel is brighter than 0.5 (one parameter, so it can be saved)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.cat([0.5 - x, x - 0.5], dim=1)
 
 
 def frame_with_square(height: int = 90, width: int = 140) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +90,7 @@ def test_tta_averages_the_mirrored_prediction() -> None:
 
 def test_segmenter_returns_masks_at_the_original_size() -> None:
     image, truth = frame_with_square()
-    segmenter = Segmenter(Bright(), PLAIN, device="cpu", amp="off")
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu", amp="off")
     predicted = segmenter.predict(image)
     assert predicted.shape == image.shape and predicted.dtype == np.uint8
     assert set(np.unique(predicted)) <= {0, 1}
@@ -118,13 +110,13 @@ def test_from_checkpoint_rebuilds_the_unet_and_its_preprocessing(tmp_path: Path)
 
 def test_from_checkpoint_needs_a_model_for_unknown_architectures(tmp_path: Path) -> None:
     trainer = Trainer(
-        Bright(), [{"image": torch.rand(1, 8, 8), "mask": torch.zeros(8, 8, dtype=torch.int64)}],
+        Threshold(), [{"image": torch.rand(1, 8, 8), "mask": torch.zeros(8, 8, dtype=torch.int64)}],
         loss=nn.CrossEntropyLoss(), epochs=1, out_dir=tmp_path, progress=False,
     )  # fmt: skip
     trainer.fit()
-    with pytest.raises(ValueError, match="last.pt: holds a '.*Bright' model"):
+    with pytest.raises(ValueError, match="last.pt: holds a '.*Threshold' model"):
         Segmenter.from_checkpoint(tmp_path / LAST_CHECKPOINT)
-    segmenter = Segmenter.from_checkpoint(tmp_path / LAST_CHECKPOINT, model=Bright(), amp="off")
+    segmenter = Segmenter.from_checkpoint(tmp_path / LAST_CHECKPOINT, model=Threshold(), amp="off")
     assert segmenter.model.scale.item() == pytest.approx(trainer.model.scale.item())
 
 
@@ -193,7 +185,7 @@ def test_predict_command_names_bad_files(
     write_image(frames / "good.png", frame_with_square()[0])  # after broken.png in stem order
     assert main(["predict", str(checkpoint), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "1 of 2 frames could not be segmented" in error and "broken.png" in error
+    assert "1 of 2 images could not be segmented" in error and "broken.png" in error
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]  # the rest is written
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(checkpoint.read_bytes()[:100])
@@ -201,39 +193,15 @@ def test_predict_command_names_bad_files(
     assert "corrupt.pt: corrupt or truncated checkpoint" in capsys.readouterr().err
 
 
-def test_train_command_trains_resumes_and_refuses_to_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
-    run = tmp_path / "run"
-    common = ["--folds", "2", "--size", "32", "32", "--batch-size", "4", "--quiet"]
-    common += ["--base-channels", "4", "--amp", "off"]
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 0
-    printed = capsys.readouterr().out
-    assert str(run / LAST_CHECKPOINT) in printed and "history.csv" in printed
-    assert (run / BEST_CHECKPOINT).is_file() and (run / "history.png").is_file()
-
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 2
-    assert "pass resume" in capsys.readouterr().err
-    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 2
-    assert "epochs=1 there, 2 here" in capsys.readouterr().err  # the schedule would change
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume", *common]) == 0
-    rows = (run / "history.csv").read_text().splitlines()
-    assert len(rows) == 2  # header + epoch 1: the run was complete, resuming adds nothing
-
-
-def test_demo_command_runs_the_whole_pipeline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--images", "12", "--epochs", "1", "--size", "32", "32"]
-    assert main([*args, "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert "Confusion matrix over" in printed and "Per image, class 1" in printed
-    metrics = json.loads((out / "metrics.json").read_text())
-    overlays = sorted((out / "overlays").glob("*.png"))
-    assert metrics["n_images"] == len(overlays) >= 1
-    truth = read_binary_mask(out / "phantoms" / "masks" / overlays[0].name)
-    assert cv2.imread(str(overlays[0])).shape[:2] == truth.shape  # at the original size
-    assert main([*args, "--quiet"]) == 2  # a second run would overwrite the first
-    assert "previous run" in capsys.readouterr().err
+def test_inference_imports_no_training_code() -> None:
+    # The serving side of the layout (docs/training.md): a model and its preprocessing only.
+    tree = ast.parse(Path(thyroidseg.inference.__file__).read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("thyroidseg")
+    }
+    allowed = {"runtime", "checkpoint", "preprocessing", "model", "metrics", "_io", "_progress"}
+    assert imported and imported <= {f"thyroidseg.{name}" for name in allowed}
+    plain = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [name for name in plain if name.startswith("thyroidseg")]

@@ -1,4 +1,4 @@
-"""Tests of the Trainer loop, checkpoints, resume, failure handling and speed settings.
+"""Tests of the Trainer loop: built objects, batches, validation, checkpoints, resume, failures.
 
 Everything runs on tiny in-test models and 16x16 images, so the file takes seconds.
 """
@@ -17,19 +17,16 @@ import torch
 from torch import nn
 
 import thyroidseg._io
-from thyroidseg.training import (
+from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
-    HISTORY_CSV,
-    HISTORY_PNG,
     LAST_CHECKPOINT,
-    NonFiniteLossError,
-    Trainer,
     load_checkpoint,
-    resolve_amp,
-    save_checkpoint,
-    tune_cpu_allocator,
 )
+from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
+from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
+from thyroidseg.training import NonFiniteLossError, Trainer
+from tiny_models import Threshold
 
 
 def squares(n: int, size: int = 16, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -66,17 +63,6 @@ class TinyNet(nn.Module):
         return self.body(x)
 
 
-class Threshold(nn.Module):
-    """Predicts nodule iff the image is > 0.5, whatever its one weight (if positive)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.cat([0.5 - x, x - 0.5], dim=1)
-
-
 class StopAtEpoch(list):
     """A dataset whose ``set_epoch`` hook raises at a given epoch: an interrupted run."""
 
@@ -89,11 +75,15 @@ class StopAtEpoch(list):
             raise KeyboardInterrupt
 
 
-def make_trainer(model: nn.Module, train, val, out_dir: Path | None, **kw) -> Trainer:
-    options = dict(
-        loss=nn.CrossEntropyLoss(), epochs=2, batch_size=4, progress=False, seed=3, lr=0.01
-    )
+def make_trainer(model: nn.Module, train, val, out_dir: Path | None, lr=0.01, **kw) -> Trainer:
+    """A Trainer with AdamW and a cosine schedule (every kind of state a resume restores)."""
+    options = dict(loss=nn.CrossEntropyLoss(), epochs=2, batch_size=4, progress=False, seed=3)
     options.update(kw)
+    if "optimizer" not in options:
+        options["optimizer"] = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        options["scheduler"] = torch.optim.lr_scheduler.CosineAnnealingLR(
+            options["optimizer"], T_max=options["epochs"]
+        )
     return Trainer(model, train, val, out_dir=out_dir, **options)
 
 
@@ -219,48 +209,19 @@ def test_non_finite_loss_names_epoch_and_step_and_keeps_the_checkpoint(tmp_path:
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement() -> None:
-    frozen = lambda parameters: torch.optim.SGD(parameters, lr=0.0)  # noqa: E731
+    model = TinyNet()
     trainer = make_trainer(
-        TinyNet(),
+        model,
         squares(4),
         squares(2, seed=1),
         None,
         epochs=10,
-        optimizer=frozen,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),  # frozen weights
         early_stopping=2,
     )
     history = trainer.fit()
     assert len(history) == 3  # epoch 1 sets the best; epochs 2 and 3 do not beat it
     assert trainer.best_epoch == 1 and trainer.bad_epochs == 2
-
-
-def test_load_checkpoint_refuses_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        load_checkpoint(tmp_path / "missing.pt")
-
-    good = save_checkpoint(tmp_path / "good.pt", {"format": CHECKPOINT_FORMAT, "w": torch.ones(99)})
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(ValueError, match="truncated.pt: corrupt or truncated"):
-        load_checkpoint(truncated)
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.pt: corrupt or truncated"):
-        load_checkpoint(empty)
-    text = tmp_path / "text.pt"  # not a zip: torch reads it as a legacy pickle and fails
-    text.write_text("garbage\n")
-    with pytest.raises(ValueError, match=r"text.pt: corrupt or truncated checkpoint \(Unsupported"):
-        load_checkpoint(text)
-
-    pickled = tmp_path / "pickled.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "code": Path("x")}, pickled)
-    with pytest.raises(ValueError, match="pickled.pt: refusing to load.*pathlib"):
-        load_checkpoint(pickled)
-
-    bare = tmp_path / "bare.pt"
-    torch.save(TinyNet().state_dict(), bare)
-    with pytest.raises(ValueError, match="bare.pt: not a thyroidseg checkpoint"):
-        load_checkpoint(bare)
 
 
 def test_resume_with_another_architecture_is_a_clear_error(tmp_path: Path) -> None:
@@ -270,48 +231,135 @@ def test_resume_with_another_architecture_is_a_clear_error(tmp_path: Path) -> No
         other.fit(resume=tmp_path / LAST_CHECKPOINT)
 
 
+def test_resume_refuses_another_optimizer_setting(tmp_path: Path) -> None:
+    make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1).fit()
+    other = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1, lr=0.02)
+    with pytest.raises(ValueError, match=r"cannot resume.*optimizer=.*lr: 0\.01.*lr: 0\.02"):
+        other.fit(resume=tmp_path / LAST_CHECKPOINT)
+    same = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1)
+    same.fit(resume=tmp_path / LAST_CHECKPOINT)  # the same set-up resumes (nothing left to do)
+    assert same.epoch == 1
+
+
 def test_bad_arguments_are_rejected() -> None:
-    data = squares(2)
+    data, model, ce = squares(2), TinyNet(), nn.CrossEntropyLoss()
     with pytest.raises(ValueError, match="epochs"):
-        Trainer(TinyNet(), data, epochs=0)
+        Trainer(model, data, epochs=0, loss=ce)
     with pytest.raises(ValueError, match="early_stopping needs val_data"):
-        Trainer(TinyNet(), data, early_stopping=3, loss=nn.CrossEntropyLoss())
+        Trainer(model, data, early_stopping=3, loss=ce)
     with pytest.raises(ValueError, match="train_data is empty"):
-        Trainer(TinyNet(), [], loss=nn.CrossEntropyLoss())
-    with pytest.raises(ValueError, match="optimizer"):
-        Trainer(TinyNet(), data, optimizer="lbfgs", loss=nn.CrossEntropyLoss())
+        Trainer(model, [], loss=ce)
+    with pytest.raises(ValueError, match=r"make_loss\('dice_ce'\)"):
+        Trainer(model, data, loss="dice_ce")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="optimizer must be a torch.optim.Optimizer"):
+        Trainer(model, data, optimizer="adamw", loss=ce)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="none of the model's parameters"):
+        Trainer(model, data, optimizer=torch.optim.SGD(TinyNet().parameters(), lr=0.1), loss=ce)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    with pytest.raises(ValueError, match="needs the optimizer it was built on"):
+        Trainer(model, data, scheduler=schedule, loss=ce)
+    other = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="scheduler of the optimizer passed with it"):
+        Trainer(model, data, optimizer=other, scheduler=schedule, loss=ce)
     with pytest.raises(ValueError, match="each dataset item must be a dict"):
-        Trainer(
-            TinyNet(),
-            [(torch.zeros(1, 4, 4), torch.zeros(4, 4))],
-            loss=nn.CrossEntropyLoss(),
-            progress=False,
-        ).fit()
+        Trainer(model, [(torch.zeros(1, 4, 4), torch.zeros(4, 4))], loss=ce, progress=False).fit()
 
 
-def test_amp_selection_on_the_cpu() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_amp("off", cpu) is None
-    assert resolve_amp("auto", cpu) in (None, torch.bfloat16)
-    with pytest.raises(ValueError, match="fp16.*needs a CUDA device"):
-        resolve_amp("fp16", cpu)
-    with pytest.raises(ValueError, match="amp must be one of"):
-        resolve_amp("half", cpu)  # type: ignore[arg-type]
+def test_default_optimizer_is_adamw_at_a_constant_rate() -> None:
+    trainer = Trainer(TinyNet(), squares(4), loss=nn.CrossEntropyLoss(), epochs=2, progress=False)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.scheduler is None
+    assert trainer.optimizer.defaults["lr"] == 1e-3
+    assert trainer.optimizer.defaults["weight_decay"] == 1e-4
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    history = trainer.fit()
+    assert [row["lr"] for row in history] == [1e-3, 1e-3]
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)
+    )
 
 
-def test_allocator_tuning_is_applied_on_glibc_and_harmless_elsewhere() -> None:
-    import platform
-
-    applied = tune_cpu_allocator()
-    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+def with_weight_map(items: list[dict], value: float) -> list[dict]:
+    return [dict(item, weight_map=torch.full(item["mask"].shape, value)) for item in items]
 
 
-def test_progress_reports_each_epoch_with_loss_and_metric(
+def test_a_weight_map_of_the_dataset_reaches_the_loss() -> None:
+    # All-zero weights make the paper's loss exactly 0: it used the dataset's map.
+    zero = Trainer(
+        TinyNet(), with_weight_map(squares(4), 0.0), loss=WeightedCrossEntropyLoss(),
+        epochs=1, progress=False,
+    )  # fmt: skip
+    assert zero.fit()[0]["train_loss"] == 0.0
+    # All-one weights give plain cross-entropy (same weights, dropout and data, no update).
+    losses = []
+    for items, loss in ((with_weight_map(squares(4), 1.0), WeightedCrossEntropyLoss()),
+                        (squares(4), nn.CrossEntropyLoss())):  # fmt: skip
+        torch.manual_seed(0)
+        model = TinyNet()
+        trainer = Trainer(
+            model, items, loss=loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+            epochs=1, batch_size=4, progress=False,
+        )  # fmt: skip
+        losses.append(trainer.fit()[0]["train_loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and losses[0] > 0
+
+
+def test_prepare_batch_routes_any_item_key_to_the_loss() -> None:
+    seen: list[dict] = []
+
+    def prepare(batch, device, memory_format):
+        seen.append({key: batch[key] for key in ("border", "name")})
+        image = batch["image"].to(device).contiguous(memory_format=memory_format)
+        return image, batch["mask"].to(device), {"weight_map": batch["border"].to(device)}
+
+    items = [
+        dict(item, border=torch.zeros(item["mask"].shape), name=f"n{i}")
+        for i, item in enumerate(squares(4))
+    ]
+    trainer = Trainer(
+        TinyNet(), items, items, loss=WeightedCrossEntropyLoss(), prepare_batch=prepare,
+        epochs=1, batch_size=2, progress=False,
+    )  # fmt: skip
+    assert trainer.fit()[0]["train_loss"] == 0.0  # the zero "border" map was the weight map
+    assert seen[0]["border"].shape == (2, 16, 16)  # stacked like the image and mask
+    assert sorted(name for batch in seen[:2] for name in batch["name"]) == ["n0", "n1", "n2", "n3"]
+    assert trainer.config["prepare_batch"].endswith("prepare")
+
+
+class Labelled(list):
+    """A dataset that says which mask value marks unlabelled pixels."""
+
+    def __init__(self, items: list, ignore_index: int) -> None:
+        super().__init__(items)
+        self.ignore_index = ignore_index
+
+
+def test_validation_leaves_out_the_ignore_index_of_the_loss() -> None:
+    items = []
+    for square in squares(4):
+        image = square["mask"][None].float()
+        image[:, :, :4] = 1.0  # the threshold model predicts nodule in columns 0-3...
+        mask = square["mask"].clone()
+        mask[:, :4] = 255  # ...which are unlabelled: they must not count
+        items.append({"image": image, "mask": mask})
+    ce = make_loss("ce", ignore_index=255)
+    trainer = make_trainer(Threshold(), items, items, None, loss=ce, epochs=1)
+    assert trainer.ignore_index == 255 and trainer.config["ignore_index"] == 255
+    assert trainer.evaluate(items).ignore_index == 255
+    (row,) = trainer.fit()
+    assert row["val_iou"] == 1.0  # elsewhere the prediction is exact
+    Trainer(Threshold(), Labelled(items, 255), loss=ce)  # dataset and loss agree
+    with pytest.raises(ValueError, match=r"disagree on ignore_index \(\[-100, 255\]\)"):
+        Trainer(Threshold(), Labelled(items, 255), loss=nn.CrossEntropyLoss())
+
+
+def test_progress_shows_each_epoch_with_the_time_left(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     trainer = make_trainer(TinyNet(), squares(4), squares(2, seed=1), None, progress=None)
     trainer.fit()
-    lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per finished bar
-    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2", "epochs"]
-    assert all("loss=" in line for line in lines[:2])
-    assert "val_iou=" in lines[-1] and "val_dice=" in lines[-1]
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per epoch
+    assert len(lines) == 2
+    assert "1/2" in lines[0] and "left" in lines[0]  # epoch 1 of 2, and the estimate
+    assert "2/2" in lines[1] and "left" not in lines[1]
+    assert all("train_loss=" in line and "val_iou=" in line for line in lines)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from thyroidseg.training import LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.synthetic import write_synthetic_dataset
 
 SCRIPT = textwrap.dedent(
     """
@@ -77,8 +78,6 @@ def test_two_process_gloo_run_trains_one_model_and_rank0_writes(tmp_path: Path) 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_train_command_under_torchrun(tmp_path: Path) -> None:
-    from thyroidseg.synthetic import write_synthetic_dataset
-
     data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
     run = tmp_path / "run"
     command = [

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from thyroidseg.losses import make_loss
 from thyroidseg.model import UNet
 from thyroidseg.synthetic import synthetic_phantoms
 from thyroidseg.training import Trainer
+from thyroidseg.workflows import make_optimizer, make_scheduler
 
 SIZE = 128
 """Network size. Phantoms are drawn at twice that and shrunk (area averaging), so the speckle
@@ -42,9 +44,12 @@ def phantoms(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
 @pytest.mark.slow
 def test_a_small_unet_learns_to_segment_phantoms() -> None:
     train, val = phantoms(N_TRAIN, seed=0), phantoms(16, seed=1)
+    model = UNet(seed=0)
+    optimizer = make_optimizer("adamw", model.parameters(), lr=3e-3)
     trainer = Trainer(
-        UNet(seed=0), train, val, loss="dice_ce", epochs=EPOCHS, batch_size=8,
-        lr=3e-3, seed=0, progress=False,
+        model, train, val, loss=make_loss("dice_ce"), optimizer=optimizer,
+        scheduler=make_scheduler("cosine", optimizer, EPOCHS), epochs=EPOCHS, batch_size=8,
+        seed=0, progress=False,
     )  # fmt: skip
     history = trainer.fit()
     assert history[0]["val_iou"] < 0.5  # it starts from nothing...

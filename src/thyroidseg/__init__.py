@@ -10,7 +10,10 @@ The pipeline, one module per step:
   `thyroidseg.splits`: splits that keep every leak group on one side;
   `thyroidseg.augment`; `thyroidseg.synthetic` (phantoms with exact masks).
 - `thyroidseg.model` and `thyroidseg.losses`: the U-Net and its losses.
-- `thyroidseg.training`: `Trainer` (checkpoints, exact resume, AMP, DDP).
+- `thyroidseg.training`: `Trainer` (built model, loss, optimizer; exact resume, DDP), with
+  `thyroidseg.runtime` (device, AMP, CPU tuning), `thyroidseg.checkpoint`,
+  `thyroidseg.history` and `thyroidseg.batching`; `thyroidseg.workflows`: `train_folder`
+  and `run_demo`; `thyroidseg.diagnostics`: `system_info()` for bug reports.
 - `thyroidseg.inference`: `Segmenter`, frames in, masks at the frames' own size out.
 - `thyroidseg.counting`, `thyroidseg.metrics`, `thyroidseg.boundary` and
   `thyroidseg.evaluation`: confusion matrices, `ConfusionMatrix`, HD95 / NSD, and
@@ -22,9 +25,11 @@ Every name above is importable from the top level: ``from thyroidseg import UNet
 from thyroidseg._version import __version__
 from thyroidseg.augment import Augment
 from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
+from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.data import ThyroidDataset, read_binary_mask
+from thyroidseg.diagnostics import system_info
 from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
-from thyroidseg.inference import Segmenter, run_demo
+from thyroidseg.inference import Segmenter
 from thyroidseg.losses import (
     DiceCELoss,
     SoftDiceLoss,
@@ -42,7 +47,8 @@ from thyroidseg.preprocessing import Preprocessed, preprocess, preprocess_folder
 from thyroidseg.scan_region import find_scan_region, find_views
 from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
-from thyroidseg.training import NonFiniteLossError, Trainer, load_checkpoint
+from thyroidseg.training import NonFiniteLossError, Trainer
+from thyroidseg.workflows import DemoResult, run_demo, train_folder
 
 __all__ = [
     "Augment",
@@ -51,6 +57,7 @@ __all__ = [
     "ConfusionMatrix",
     "FolderEvaluation",
     "DiceCELoss",
+    "DemoResult",
     "NonFiniteLossError",
     "Preprocessed",
     "Segmenter",
@@ -82,10 +89,12 @@ __all__ = [
     "resize",
     "resize_mask",
     "run_demo",
+    "system_info",
     "size_tertiles",
     "smooth",
     "synthetic_phantoms",
     "to_gray_uint8",
+    "train_folder",
     "train_val_test_split",
     "unet_weight_map",
     "valid_output_size",

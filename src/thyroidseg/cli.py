@@ -17,12 +17,17 @@ from typing import get_args
 
 from thyroidseg._io import atomic_write_bytes, write_csv
 from thyroidseg._version import __version__
+from thyroidseg.checkpoint import BEST_CHECKPOINT
+from thyroidseg.diagnostics import format_system_info, system_info
 from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.geometry import ResizeMode
+from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
+from thyroidseg.inference import Segmenter
 from thyroidseg.intensity import EqualizeMethod, SmoothMethod
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess_folder
-from thyroidseg.training import AMP_MODES
+from thyroidseg.runtime import AMP_MODES
+from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -255,7 +260,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument(
         "--schedule",
-        choices=["cosine", "poly", "constant"],
+        choices=SCHEDULE_NAMES,
         default="cosine",
         help="learning-rate schedule (default: cosine)",
     )
@@ -277,8 +282,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from thyroidseg.training import BEST_CHECKPOINT, HISTORY_CSV, train_folder
-
     trainer = train_folder(
         args.data_dir,
         args.out,
@@ -304,7 +307,7 @@ def _run_train(args: argparse.Namespace) -> int:
         out = Path(args.out)
         print(f"best validation nodule IoU {trainer.best_score:.4f} (epoch {trainer.best_epoch})")
         print(f"checkpoints: {trainer.last_checkpoint}, {out / BEST_CHECKPOINT}")
-        print(f"history: {out / HISTORY_CSV} and {out / 'history.png'}")
+        print(f"history: {out / HISTORY_CSV} and {out / HISTORY_PNG}")
     return 0
 
 
@@ -339,8 +342,6 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from thyroidseg.inference import Segmenter
-
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint,
         device=args.device,
@@ -386,8 +387,6 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from thyroidseg.inference import run_demo
-
     result = run_demo(
         args.out,
         data=args.data,
@@ -408,6 +407,25 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_info(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="print versions, CPU capability, threads and GPUs (for bug reports)",
+        description="Print the thyroidseg, Python, PyTorch, NumPy and OpenCV versions, the CPU "
+        "model and its capability (AVX2, AVX512F, AVX512-BF16, AMX), whether bfloat16 is "
+        "native (without it --amp auto trains in float32), the PyTorch thread count and the "
+        "CUDA devices. Paste it into bug reports.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    info = system_info()
+    print(json.dumps(info, indent=2) if args.json else format_system_info(info))
+    return 0
+
+
 # Sub-commands register here, in the order `thyroidseg --help` lists them.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
@@ -415,4 +433,5 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict,
     _add_evaluate,
     _add_preprocess,
+    _add_info,
 ]

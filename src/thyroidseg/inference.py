@@ -10,14 +10,14 @@ measured against the original labels, never against resized ones.
 
 ``Segmenter.from_checkpoint("run/best.pt")`` rebuilds everything from a checkpoint written by
 `thyroidseg.training.Trainer` (model architecture and preprocessing settings are
-stored in it), loading it with ``torch.load(weights_only=True)``.
+stored in it), loading it with `thyroidseg.checkpoint.load_checkpoint`
+(``torch.load(weights_only=True)``). Device and autocast follow `thyroidseg.runtime`, as in
+training; nothing here imports the training code.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._io import PathLike, atomic_write_bytes, list_images, write_image
-from thyroidseg._progress import Progress
-from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg._io import PathLike, map_folder, write_image
+from thyroidseg.checkpoint import load_checkpoint
+from thyroidseg.model import UNet
 from thyroidseg.preprocessing import Preprocessed, preprocess
-from thyroidseg.training import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    AmpMode,
-    Trainer,
-    load_checkpoint,
-    resolve_amp,
-    resolve_device,
-)
+from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
 
-__all__ = ["DemoResult", "Segmenter", "overlay", "postprocess_views", "run_demo"]
+__all__ = ["Segmenter", "overlay", "postprocess_views"]
 
 _SUPPORTED_MODEL = "thyroidseg.model.UNet"
 
@@ -156,7 +148,8 @@ class Segmenter:
         Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
         exactly as in training. Default: ``preprocess``'s defaults.
     device, amp
-        As for `thyroidseg.training.Trainer` (``"auto"`` for both by default).
+        As for `thyroidseg.training.Trainer` (``"auto"`` for both by default): see
+        `thyroidseg.runtime.resolve_device` and `thyroidseg.runtime.resolve_amp`.
     keep_largest, min_area, fill_holes
         Per-view post-processing, see `postprocess_views` (default: off).
     tta
@@ -226,7 +219,7 @@ class Segmenter:
         Raises
         ------
         FileNotFoundError, ValueError
-            As `thyroidseg.training.load_checkpoint`; also when the checkpoint holds a
+            As `thyroidseg.checkpoint.load_checkpoint`; also when the checkpoint holds a
             model that cannot be rebuilt or whose weights do not fit ``model``, or when its
             frames were prepared otherwise than by `preprocess` (``preprocess=None`` or a
             custom callable): build ``Segmenter(model, preprocess_options)`` yourself then.
@@ -239,8 +232,6 @@ class Segmenter:
                     f"{path}: holds a {config.get('model_class')!r} model; only "
                     f"{_SUPPORTED_MODEL} is rebuilt automatically, pass model=... for others"
                 )
-            from thyroidseg.model import UNet
-
             model = UNet(**config["model"])
         try:
             model.load_state_dict(checkpoint["model"])
@@ -281,48 +272,33 @@ class Segmenter:
     ) -> list[Path]:
         """Write ``out_dir/<stem>.png`` (``{0, 255}``, original size) for every image of ``in_dir``.
 
-        Every file is written atomically. Existing outputs are an error unless
-        ``overwrite`` (checked for all files before anything is written). A frame that
-        cannot be read or preprocessed does not stop the others: once every other mask is
-        written, a ``ValueError`` lists each failed file.
+        The folder loop is `thyroidseg._io.map_folder`'s: every file is written atomically;
+        existing outputs are an error unless ``overwrite`` (checked for all files before
+        anything is written); a frame that cannot be read or preprocessed does not stop the
+        others: once every other mask is written, a ``ValueError`` lists each failed file.
 
         Returns
         -------
         list of pathlib.Path
             The masks written, in stem order.
         """
-        sources = list_images(in_dir)
-        out_dir = Path(out_dir)
-        if out_dir.resolve() == Path(in_dir).resolve():
-            raise ValueError(f"{out_dir}: the output folder must differ from the input folder")
-        targets = {stem: out_dir / f"{stem}.png" for stem in sources}
-        existing = [str(path) for path in targets.values() if path.exists()]
-        if existing and not overwrite:
-            shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-            raise FileExistsError(
-                f"{len(existing)} output mask(s) exist already ({shown}); "
-                "pass overwrite=True (--overwrite) to replace them"
-            )
-        stems = list(sources)
-        written: list[Path] = []
-        failures: list[str] = []
-        chunks = range(0, len(stems), self.batch_size)
-        for start in Progress(chunks, desc="predict", enabled=progress):
-            prepared: dict[str, Preprocessed] = {}
-            for stem in stems[start : start + self.batch_size]:
-                try:
-                    prepared[stem] = self._prepare(sources[stem])
-                except ValueError as error:  # unreadable or unusable frame: report, go on
-                    failures.append(str(error))
-            masks = self._segment(list(prepared.values())) if prepared else []
-            for stem, mask in zip(prepared, masks, strict=True):
-                written.append(write_image(targets[stem], mask * np.uint8(255)))
-        if failures:
-            raise ValueError(
-                f"{len(failures)} of {len(stems)} frames could not be segmented (the other "
-                f"{len(written)} masks were written to {out_dir}):\n  " + "\n  ".join(failures)
-            )
-        return written
+
+        def save(batch: dict[Path, Preprocessed]) -> None:
+            masks = self._segment(list(batch.values()))
+            for target, mask in zip(batch, masks, strict=True):
+                write_image(target, mask * np.uint8(255))
+
+        written = map_folder(
+            in_dir,
+            out_dir,
+            self._prepare,
+            save,
+            verb="segmented",
+            overwrite=overwrite,
+            batch_size=self.batch_size,
+            progress=progress,
+        )
+        return list(written.values())
 
     # -- steps --------------------------------------------------------------------------
 
@@ -346,8 +322,7 @@ class Segmenter:
 
     def _labels(self, images: torch.Tensor) -> np.ndarray:
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None)
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), autocast(self.device, self.amp_dtype):
             probabilities = self.model(images).float().softmax(dim=1)
             if self.tta:
                 mirrored = self.model(images.flip(-1)).float().softmax(dim=1).flip(-1)
@@ -367,112 +342,3 @@ def _training_preprocess_options(data: Mapping[str, Any], path: PathLike) -> dic
         "thyroidseg's preprocess(); rebuild the model and pass matching options: "
         "Segmenter(model, preprocess_options)"
     )
-
-
-# --------------------------------------------------------------------------- demo
-
-
-@dataclass(frozen=True)
-class DemoResult:
-    """What `run_demo` produced."""
-
-    data_dir: Path
-    """The dataset used (the phantoms written by the demo, or ``data``)."""
-    run_dir: Path
-    """Checkpoints, ``history.csv`` and ``history.png``."""
-    metrics: ConfusionMatrix
-    """Test-set confusion matrix, counted at each frame's original size."""
-    overlays: list[Path]
-    """One picture per test frame (prediction red, truth green)."""
-    history: list[dict[str, float]]
-
-
-def run_demo(
-    out_dir: PathLike = "thyroidseg-demo",
-    *,
-    data: PathLike | None = None,
-    n_images: int = 96,
-    phantom_size: tuple[int, int] = (240, 320),
-    size: tuple[int, int] = (128, 128),
-    epochs: int = 25,
-    seed: int = 0,
-    progress: bool | None = None,
-    **trainer_options: Any,
-) -> DemoResult:
-    """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
-
-    Without ``data``, writes ``n_images`` synthetic phantoms
-    (`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
-    The frames are read with `ThyroidDataset` and preprocessed at
-    ``size``, split 70/15/15 by leak group (`train_val_test_split`),
-    a `UNet` is trained with augmentation (``out_dir/run``), the
-    ``best.pt`` checkpoint segments the test frames through `Segmenter` at their
-    original size, and the test metrics are counted against the original masks.
-
-    Writes ``out_dir/metrics.json`` (`ConfusionMatrix.to_dict`) and
-    ``out_dir/overlays/<name>.png``. ``out_dir/run`` must not hold a previous run.
-
-    Parameters
-    ----------
-    out_dir
-        Output folder (created).
-    data
-        A dataset folder of any layout to use instead of phantoms.
-    n_images, phantom_size
-        Number and ``(H, W)`` of phantoms (defaults 96 of 240 x 320).
-    size
-        Network input ``(H, W)`` (default 128 x 128, enough for phantoms).
-    epochs
-        Training epochs (default 25).
-    seed
-        Seeds the phantoms, the split, the weights and the training.
-    progress
-        Progress bars (``None``: on a terminal only).
-    **trainer_options
-        More `Trainer` options (``batch_size``, ``amp``...).
-    """
-    from thyroidseg.augment import Augment
-    from thyroidseg.data import ThyroidDataset
-    from thyroidseg.splits import train_val_test_split
-    from thyroidseg.model import UNet
-    from thyroidseg.synthetic import write_synthetic_dataset
-
-    out_dir = Path(out_dir)
-    run_dir = out_dir / "run"
-    if (run_dir / LAST_CHECKPOINT).exists():
-        raise FileExistsError(f"{run_dir} holds a previous run; choose another --out folder")
-    data_dir = Path(data) if data is not None else out_dir / "phantoms"
-    if data is None:
-        write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)
-    dataset = ThyroidDataset(data_dir, size=size, progress=progress)
-    train_idx, val_idx, test_idx = train_val_test_split(
-        dataset.groups, (0.7, 0.15, 0.15), seed=seed
-    )
-    trainer = Trainer(
-        UNet(seed=seed),
-        dataset.subset(train_idx).with_transform(Augment(seed=seed)),
-        dataset.subset(val_idx),
-        epochs=epochs,
-        out_dir=run_dir,
-        seed=seed,
-        progress=progress,
-        data_config={"root": str(data_dir)},
-        **trainer_options,
-    )
-    history = trainer.fit()
-    segmenter = Segmenter.from_checkpoint(
-        run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
-    )
-    test = dataset.subset(test_idx)
-    frames = [test.load_original(i) for i in range(len(test))]
-    predictions = segmenter.predict_many([image for image, _ in frames])
-    metrics = ConfusionMatrix(2)
-    overlays = []
-    for name, (image, truth), prediction in zip(test.names, frames, predictions, strict=True):
-        metrics.update(prediction, truth)
-        overlays.append(
-            write_image(out_dir / "overlays" / f"{name}.png", overlay(image, prediction, truth))
-        )
-    report = json.dumps(metrics.to_dict(), indent=2)
-    atomic_write_bytes(out_dir / "metrics.json", report.encode())
-    return DemoResult(data_dir, run_dir, metrics, overlays, history)

@@ -1,4 +1,4 @@
-"""Tests for thyroidseg.model: shapes for any size, valid mode, init, config, export."""
+"""Tests for thyroidseg.model: shapes for any size, valid mode, init, config, torch.compile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from thyroidseg.model import UNet, export_onnx, export_torchscript, valid_output_size
+from thyroidseg.model import UNet, valid_output_size
 
 TINY = {"base_channels": 4, "seed": 0}
 """A narrow network: same code paths, fast tests."""
@@ -226,63 +226,6 @@ def test_a_tiny_network_fits_one_image() -> None:
     model.eval()
     with torch.no_grad():
         assert (model(image).argmax(1) == target).float().mean() > 0.95
-
-
-@pytest.mark.parametrize("padding", ["same", "valid"])
-def test_torchscript_export_matches_eager(tmp_path, padding: str) -> None:
-    downsample = "maxpool" if padding == "valid" else "strided"
-    model = UNet(padding=padding, downsample=downsample, depth=2, **TINY).train()
-    path = export_torchscript(model, tmp_path / "unet.pt")
-    assert model.training, "the model is given back in training mode"
-    loaded = torch.jit.load(str(path))
-    model.eval()
-    sizes = [(44, 48), (52, 60)] if padding == "valid" else [(37, 53), (64, 64), (1, 1)]
-    with torch.no_grad():
-        for height, width in sizes:
-            image = torch.randn(2, 1, height, width)
-            torch.testing.assert_close(loaded(image), model(image), atol=1e-5, rtol=1e-5)
-
-
-def test_onnx_export_has_dynamic_size_and_matches_eager(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    model = UNet(3, 2, **TINY)
-    path = export_onnx(model, tmp_path / "unet.onnx", example_size=(64, 64))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model.eval()
-    with torch.no_grad():
-        for shape in [(1, 3, 64, 64), (2, 3, 37, 53), (1, 3, 255, 33)]:
-            image = torch.randn(*shape)
-            (logits,) = session.run(None, {"image": image.numpy()})
-            torch.testing.assert_close(torch.from_numpy(logits), model(image), atol=1e-4, rtol=1e-4)
-
-
-def _fail_halfway(model, args, f, *rest, **kwargs) -> None:
-    f.write(b"half an export")
-    raise RuntimeError("exporter crashed")
-
-
-@pytest.mark.parametrize("exporter", ["onnx", "torchscript"])
-def test_a_failed_export_keeps_the_existing_file(tmp_path, monkeypatch, exporter: str) -> None:
-    path = tmp_path / "unet.out"
-    path.write_bytes(b"previous")
-    model = UNet(**TINY).train()
-    if exporter == "onnx":
-        monkeypatch.setattr(torch.onnx, "export", _fail_halfway)
-        export = export_onnx
-    else:
-        monkeypatch.setattr(torch.jit, "save", lambda m, f: _fail_halfway(m, None, f))
-        export = export_torchscript
-    with pytest.raises(RuntimeError, match="crashed"):
-        export(model, path)
-    assert path.read_bytes() == b"previous"
-    assert model.training
-
-
-def test_onnx_export_rejects_an_example_size_valid_mode_cannot_take(tmp_path) -> None:
-    model = UNet(padding="valid", downsample="maxpool", **TINY)
-    with pytest.raises(ValueError, match="size 64 is not valid"):
-        export_onnx(model, tmp_path / "unet.onnx", example_size=(64, 64))
-    assert not (tmp_path / "unet.onnx").exists()
 
 
 def test_torch_compile_traces_the_whole_network() -> None:

@@ -15,6 +15,8 @@ The pipeline, one module per step:
   `thyroidseg.history` and `thyroidseg.batching`; `thyroidseg.workflows`: `train_folder`
   and `run_demo`; `thyroidseg.diagnostics`: `system_info()` for bug reports.
 - `thyroidseg.inference`: `Segmenter`, frames in, masks at the frames' own size out.
+- `thyroidseg.measurements`: `measure()`, the size and shape of every nodule of a mask.
+- `thyroidseg.export`: the network to TorchScript or ONNX.
 - `thyroidseg.counting`, `thyroidseg.metrics`, `thyroidseg.boundary` and
   `thyroidseg.evaluation`: confusion matrices, `ConfusionMatrix`, HD95 / NSD, and
   `evaluate_folders`.
@@ -29,7 +31,12 @@ from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.data import ThyroidDataset, read_binary_mask
 from thyroidseg.diagnostics import system_info
 from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
+from thyroidseg.export import export_onnx, export_torchscript
+from thyroidseg.geometry import Box, fit_box, resize, resize_mask
 from thyroidseg.inference import Segmenter
+from thyroidseg.inpainting import find_annotations, inpaint_annotations
+from thyroidseg.intensity import equalize, smooth, to_gray_uint8
+from thyroidseg.layouts import LAYOUTS, detect_layout
 from thyroidseg.losses import (
     DiceCELoss,
     SoftDiceLoss,
@@ -37,12 +44,9 @@ from thyroidseg.losses import (
     make_loss,
     unet_weight_map,
 )
+from thyroidseg.measurements import Nodule, measure, measure_many, write_measurements_csv
 from thyroidseg.metrics import ConfusionMatrix, Summary
-from thyroidseg.model import UNet, export_onnx, export_torchscript, valid_output_size
-from thyroidseg.geometry import Box, fit_box, resize, resize_mask
-from thyroidseg.inpainting import find_annotations, inpaint_annotations
-from thyroidseg.intensity import equalize, smooth, to_gray_uint8
-from thyroidseg.layouts import LAYOUTS, detect_layout
+from thyroidseg.model import UNet, valid_output_size
 from thyroidseg.preprocessing import Preprocessed, preprocess, preprocess_folder
 from thyroidseg.scan_region import find_scan_region, find_views
 from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
@@ -59,6 +63,7 @@ __all__ = [
     "DiceCELoss",
     "DemoResult",
     "NonFiniteLossError",
+    "Nodule",
     "Preprocessed",
     "Segmenter",
     "SoftDiceLoss",
@@ -82,6 +87,8 @@ __all__ = [
     "hausdorff_distance_95",
     "load_checkpoint",
     "make_loss",
+    "measure",
+    "measure_many",
     "normalized_surface_dice",
     "preprocess",
     "preprocess_folder",
@@ -98,5 +105,6 @@ __all__ = [
     "train_val_test_split",
     "unet_weight_map",
     "valid_output_size",
+    "write_measurements_csv",
     "write_synthetic_dataset",
 ]

@@ -15,11 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
 
+from torch import nn
+
 from thyroidseg._io import atomic_write_bytes, write_csv
 from thyroidseg._version import __version__
 from thyroidseg.checkpoint import BEST_CHECKPOINT
 from thyroidseg.diagnostics import format_system_info, system_info
 from thyroidseg.evaluation import evaluate_folders
+from thyroidseg.export import export_onnx, export_torchscript
 from thyroidseg.geometry import ResizeMode
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.inference import Segmenter
@@ -407,6 +410,43 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained network to ONNX and/or TorchScript",
+        description="Export the network of CHECKPOINT (the graph of Segmenter.model: a "
+        "preprocessed frame batch (N, C, H, W) float32 in [0, 1] in, per-pixel class scores "
+        "(N, 2, H, W) out, batch, height and width dynamic) to an ONNX file (input 'image', "
+        "output 'logits') and/or a TorchScript archive. Preprocessing and the mapping back "
+        "to the frame's size are not part of the graph. Files are written atomically.",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="CHECKPOINT",
+        help="best.pt or last.pt of a run (required: this version ships no trained model)",
+    )
+    parser.add_argument("--onnx", metavar="FILE", help="write the ONNX graph here")
+    parser.add_argument("--torchscript", metavar="FILE", help="write the TorchScript archive here")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    if args.onnx is None and args.torchscript is None:
+        raise ValueError("nothing to export: give --onnx FILE and/or --torchscript FILE")
+    model = _export_model(args.model)
+    for path, export in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)):
+        if path is not None:
+            print(f"wrote {export(model, path)}")
+    return 0
+
+
+def _export_model(checkpoint: str | None) -> nn.Module:
+    """The network of ``checkpoint``; without one, the shipped model (none ships yet)."""
+    if checkpoint is None:
+        raise ValueError("--model CHECKPOINT is required: this version ships no trained model")
+    return Segmenter.from_checkpoint(checkpoint, device="cpu", amp="off").model
+
+
 def _add_info(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
@@ -433,5 +473,6 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict,
     _add_evaluate,
     _add_preprocess,
+    _add_export,
     _add_info,
 ]

@@ -1,4 +1,4 @@
-"""A configurable 2-D U-Net that returns logits at the input's size, and its exporters.
+"""A configurable 2-D U-Net that returns logits at the input's size.
 
 The network follows Ronneberger, Fischer & Brox (2015), "U-Net: Convolutional Networks for
 Biomedical Image Segmentation": an encoder of ``depth`` down-sampling stages whose width doubles
@@ -32,23 +32,17 @@ True
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thyroidseg._io import PathLike, atomic_write_bytes
-
 __all__ = [
     "ConvBlock",
     "UNet",
-    "export_onnx",
-    "export_torchscript",
     "valid_output_size",
 ]
 
@@ -474,96 +468,3 @@ class UNet(nn.Module):
         if self.same_padding:
             logits = logits[..., :height, :width]
         return logits
-
-
-def _export_example(model: UNet, size: tuple[int, int]) -> Tensor:
-    in_channels = int(model.config["in_channels"])
-    return torch.zeros(1, in_channels, size[0], size[1])
-
-
-def export_torchscript(model: UNet, path: PathLike) -> Path:
-    """Save ``model`` as a TorchScript (``torch.jit.script``) archive, in inference mode.
-
-    The archive runs without ``thyroidseg`` (``torch.jit.load(path)``), for any batch size and
-    image size the eager model accepts. The file is written atomically: an existing file at
-    ``path`` stays intact if the export fails. The model is put in ``eval()`` mode and given
-    back in the mode it was in.
-
-    Parameters
-    ----------
-    model
-        The network to export.
-    path
-        Destination file (conventionally ``.pt``).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        scripted = torch.jit.script(model)
-        buffer = io.BytesIO()
-        torch.jit.save(scripted, buffer)
-    finally:
-        model.train(was_training)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def export_onnx(
-    model: UNet,
-    path: PathLike,
-    *,
-    opset_version: int = 17,
-    example_size: tuple[int, int] = (256, 256),
-) -> Path:
-    """Save ``model`` as an ONNX graph with dynamic batch, height and width, in inference mode.
-
-    The input is called ``"image"`` (``N x in_channels x H x W``, float32) and the output
-    ``"logits"``. Uses PyTorch's TorchScript-based exporter, which needs no package beyond
-    ``onnx``. The file is written atomically and the model is given back in the mode it was in.
-
-    Parameters
-    ----------
-    model
-        The network to export.
-    path
-        Destination file (conventionally ``.onnx``).
-    opset_version
-        ONNX opset (default 17, supported by onnxruntime >= 1.13).
-    example_size
-        ``(H, W)`` of the example input used for tracing; any size works afterwards. In
-        ``"valid"`` mode it must be a size `valid_output_size` accepts.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    model.output_size(*example_size)  # a valid-mode model rejects sizes it cannot take
-    was_training = model.training
-    model.eval()
-    try:
-        buffer = io.BytesIO()
-        torch.onnx.export(
-            model,
-            (_export_example(model, example_size),),
-            buffer,
-            dynamo=False,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={
-                "image": {0: "batch", 2: "height", 3: "width"},
-                "logits": {0: "batch", 2: "out_height", 3: "out_width"},
-            },
-            opset_version=opset_version,
-        )
-    finally:
-        model.train(was_training)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path

@@ -1,49 +1,48 @@
-"""Tests of inference (Segmenter, post-processing, overlays) and the predict command."""
+"""Tests of inference: Segmenter, probabilities, ensembles, checkpoints, the shipped model."""
 
 from __future__ import annotations
 
 import ast
-import functools
+import copy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import thyroidseg
 import thyroidseg.inference
-from thyroidseg._io import read_binary_mask, write_image
-from thyroidseg.checkpoint import LAST_CHECKPOINT
-from thyroidseg.cli import main
-from thyroidseg.data import ThyroidDataset
+import thyroidseg.model_loading
+from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
+from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
+from thyroidseg.ensemble import Ensemble
 from thyroidseg.inference import Segmenter, overlay, postprocess_views
 from thyroidseg.model import UNet
-from thyroidseg.preprocessing import preprocess as preprocess_frame
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.preprocessing import preprocess
+from thyroidseg.synthetic import synthetic_phantoms
 from thyroidseg.training import Trainer
 from tiny_models import Threshold
 
-PLAIN = {  # preprocessing that only resizes, so the expected mask is known exactly
-    "size": (64, 64),
-    "crop": False,
-    "inpaint_annotations": False,
-    "equalization": None,
-    "smoothing": None,
-    "resize_mode": "stretch",
-}
+
+class LeftHalf(nn.Module):
+    """Nodule logit 1 on the left half of the network frame, 0 elsewhere (background 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = torch.zeros_like(x)
+        score[..., : x.shape[-1] // 2] = 1.0
+        return torch.cat([torch.zeros_like(x), score], dim=1)
 
 
-def frame_with_square(height: int = 90, width: int = 140) -> tuple[np.ndarray, np.ndarray]:
-    image = np.full((height, width), 40, np.uint8)
-    mask = np.zeros((height, width), np.uint8)
-    mask[20:60, 30:100] = 1
-    image[mask == 1] = 220
-    return image, mask
+class ColumnRamp(nn.Module):
+    """Nodule probability ``(j + 1/2) / W`` in network column ``j``, whatever the input."""
 
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a > 0) & (b > 0)).sum() / ((a > 0) | (b > 0)).sum())
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = x.shape[-1]
+        ramp = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+        ramp = ramp.expand_as(x)
+        return torch.cat([torch.log1p(-ramp), torch.log(ramp)], dim=1)
 
 
 def test_postprocess_clears_outside_views_and_filters_per_view() -> None:
@@ -73,19 +72,22 @@ def test_fill_holes_fills_enclosed_background_only() -> None:
     assert out.sum() == mask.sum() + 1
 
 
-def test_tta_averages_the_mirrored_prediction() -> None:
-    class LeftHalf(torch.nn.Module):  # nodule logit high on the left half only
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            score = torch.zeros_like(x)
-            score[..., : x.shape[-1] // 2] = 1.0
-            return torch.cat([torch.zeros_like(x), score], dim=1)
-
-    images = torch.zeros(1, 1, 4, 8)
+def test_tta_averages_the_mirrored_prediction_per_segmenter_or_per_call() -> None:
+    image, _ = frame_with_square()
+    width = image.shape[1]
     plain = Segmenter(LeftHalf(), PLAIN, device="cpu", amp="off")
+    mask, probability = plain.predict(image, return_probabilities=True)
+    assert mask[:, : width // 2 - 1].all() and not mask[:, width // 2 + 1 :].any()
+    left, right = torch.sigmoid(torch.tensor(1.0)).item(), 0.5
+    np.testing.assert_allclose(probability[:, :10], left, rtol=1e-6)
+    np.testing.assert_allclose(probability[:, -10:], right, rtol=1e-6)
+    # mirrored back and averaged, every pixel gets (sigmoid(1) + 0.5) / 2 > 0.5
+    mask, probability = plain.predict(image, tta=True, return_probabilities=True)
+    assert mask.all()
+    np.testing.assert_allclose(probability, (left + right) / 2, rtol=1e-6)
     mirrored = Segmenter(LeftHalf(), PLAIN, device="cpu", amp="off", tta=True)
-    assert plain._labels(images)[0, :, :4].all() and not plain._labels(images)[0, :, 4:].any()
-    # with the mirror image averaged in, both halves get probability (sigmoid(1) + 0.5) / 2
-    assert mirrored._labels(images).all()
+    assert mirrored.predict(image).all()
+    np.testing.assert_array_equal(mirrored.predict(image, tta=False), plain.predict(image))
 
 
 def test_segmenter_returns_masks_at_the_original_size() -> None:
@@ -97,15 +99,160 @@ def test_segmenter_returns_masks_at_the_original_size() -> None:
     assert iou(predicted, truth) > 0.9  # only resampling at the square's border can differ
 
 
+def test_probabilities_are_bilinear_at_the_frame_size_and_agree_with_the_mask() -> None:
+    image, truth = frame_with_square(90, 140)
+    segmenter = Segmenter(ColumnRamp(), PLAIN, device="cpu", amp="off")
+    _, probability = segmenter.predict(image, return_probabilities=True)
+    assert probability.shape == image.shape and probability.dtype == np.float32
+    # Linear interpolation with pixel centres aligned reproduces the ramp on the frame:
+    # p(x) = (x + 1/2) / W_frame, except within half a network pixel of the sides (clamped).
+    columns = np.arange(image.shape[1])
+    interior = slice(2, image.shape[1] - 2)
+    expected = ((columns + 0.5) / image.shape[1])[interior]
+    np.testing.assert_allclose(
+        probability[:, interior], np.broadcast_to(expected, (90, 136)), atol=1e-5
+    )
+
+    threshold = Segmenter(Threshold(), PLAIN, device="cpu", amp="off")
+    mask, probability = threshold.predict(image, return_probabilities=True)
+    assert 0.0 <= probability.min() and probability.max() <= 1.0
+    assert iou(probability > 0.5, mask) > 0.97 and iou(mask, truth) > 0.9
+
+
+def test_probabilities_are_zero_outside_the_views_of_the_scan_region() -> None:
+    images, _ = synthetic_phantoms(2, size=(120, 200), seed=0, split_screen=1.0)
+    segmenter = Segmenter(UNet(base_channels=4, depth=2, seed=0), {"size": (64, 64)}, device="cpu")
+    for image in images:
+        views = preprocess(image, size=(64, 64)).views
+        assert len(views) == 2  # split screen: a gap between the views, borders around
+        inside = np.zeros(image.shape, bool)
+        for view in views:
+            inside[view.slices] = True
+        mask, probability = segmenter.predict(image, return_probabilities=True)
+        assert not probability[~inside].any() and not mask[~inside].any()
+        assert probability[inside].min() > 0  # a softmax is never exactly 0 here
+
+
+def test_predict_many_is_predict_for_each_frame_across_batches() -> None:
+    images, _ = synthetic_phantoms(3, size=(80, 120), seed=1)
+    frames = [images[0], images[1][:70, :100], images[2]]  # sizes may differ
+    segmenter = Segmenter(UNet(base_channels=4, depth=2, seed=0), {"size": (64, 64)}, batch_size=2)
+    many = segmenter.predict_many(frames, tta=True, return_probabilities=True)
+    for frame, (mask, probability) in zip(frames, many, strict=True):
+        one_mask, one_probability = segmenter.predict(frame, tta=True, return_probabilities=True)
+        np.testing.assert_array_equal(mask, one_mask)
+        np.testing.assert_allclose(probability, one_probability, atol=1e-6)
+    assert [m.shape for m in segmenter.predict_many(images)] == [(80, 120)] * 3  # (N, H, W) array
+
+
+def test_one_frame_and_many_frames_are_not_confused() -> None:
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
+    image, _ = frame_with_square()
+    with pytest.raises(ValueError, match="use predict_many"):
+        segmenter.predict([image, image])
+    with pytest.raises(ValueError, match="one path 'scan.png'; use predict"):
+        segmenter.predict_many("scan.png")
+    with pytest.raises(ValueError, match=r"shape \(90, 140\); use predict"):
+        segmenter.predict_many(image)
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        segmenter.predict(image, tta="yes")
+
+
+def test_ensemble_of_identical_models_equals_one_model() -> None:
+    model = UNet(base_channels=4, depth=2, seed=3)
+    images, _ = synthetic_phantoms(2, size=(80, 120), seed=2)
+    one = Segmenter(model, {"size": (64, 64)}, device="cpu", amp="off")
+    two = Segmenter(
+        Ensemble([model, copy.deepcopy(model)]), {"size": (64, 64)}, device="cpu", amp="off"
+    )
+    for image in images:
+        mask, probability = one.predict(image, return_probabilities=True)
+        ensemble_mask, ensemble_probability = two.predict(image, return_probabilities=True)
+        np.testing.assert_array_equal(ensemble_mask, mask)
+        np.testing.assert_allclose(ensemble_probability, probability, atol=1e-6)
+
+
+def test_ensemble_softmax_is_the_mean_of_the_members_softmax() -> None:
+    members = [UNet(base_channels=4, depth=2, seed=seed) for seed in (0, 1, 2)]
+    ensemble = Ensemble(members).eval()
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        mean = torch.stack([m.eval()(x).softmax(dim=1) for m in members]).mean(dim=0)
+        scores = ensemble(x)
+        scripted = torch.jit.script(ensemble)(x)  # one module that TorchScript exports
+    assert scores.shape == (2, 2, 32, 48) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores.softmax(dim=1), mean)
+    assert not torch.allclose(mean, members[0](x).softmax(dim=1))  # the members do differ
+    torch.testing.assert_close(scripted, scores)
+    with pytest.raises(ValueError, match="at least one member"):
+        Ensemble([])
+    with pytest.raises(ValueError, match="member 1 is a str"):
+        Ensemble([members[0], "unet"])
+
+
 def test_from_checkpoint_rebuilds_the_unet_and_its_preprocessing(tmp_path: Path) -> None:
     checkpoint = trained_checkpoint(tmp_path)
     segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", amp="off")
     assert segmenter.preprocess_options == {**PLAIN, "size": list(PLAIN["size"])}  # from JSON
+    assert not segmenter.tta and segmenter.min_area == 0  # no recommendation stored: all off
     model = UNet(base_channels=4, depth=2)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     image, _ = frame_with_square()
     direct = Segmenter(model, PLAIN, device="cpu", amp="off").predict(image)
     np.testing.assert_array_equal(segmenter.predict(image), direct)
+
+
+def with_config(source: Path, target: Path, **changes: object) -> Path:
+    """A copy of checkpoint ``source`` at ``target`` with ``config`` keys replaced."""
+    checkpoint = load_checkpoint(source)
+    checkpoint["config"] = {**checkpoint["config"], **changes}
+    return save_checkpoint(target, checkpoint)
+
+
+def test_several_checkpoints_make_one_ensemble_with_one_preprocessing(tmp_path: Path) -> None:
+    first = trained_checkpoint(tmp_path)
+    checkpoint = load_checkpoint(first)
+    other = UNet(base_channels=4, depth=2, seed=5)
+    checkpoint["model"] = other.state_dict()
+    second = save_checkpoint(tmp_path / "second.pt", checkpoint)
+    segmenter = Segmenter.from_checkpoint([first, second], device="cpu", amp="off")
+    assert isinstance(segmenter.model, Ensemble) and len(segmenter.model.members) == 2
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        members = [Segmenter.from_checkpoint(p, device="cpu").model for p in (first, second)]
+        mean = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
+        torch.testing.assert_close(segmenter.model(x).softmax(1), mean)
+
+    data = {**checkpoint["config"]["data"]}
+    data["preprocess_options"] = {**data["preprocess_options"], "size": [96, 96]}
+    resized = with_config(second, tmp_path / "resized.pt", data=data)
+    with pytest.raises(ValueError, match="resized.pt: prepares frames with .* share one"):
+        Segmenter.from_checkpoint([first, resized])
+    with pytest.raises(ValueError, match="model=... is loaded from one checkpoint"):
+        Segmenter.from_checkpoint([first, second], model=UNet(base_channels=4, depth=2))
+
+
+def test_checkpoint_inference_settings_are_defaults_that_options_override(tmp_path: Path) -> None:
+    plain = trained_checkpoint(tmp_path)
+    recommended = with_config(
+        plain, tmp_path / "tuned.pt", inference={"tta": True, "min_area": 5, "fill_holes": True}
+    )
+    segmenter = Segmenter.from_checkpoint(recommended, device="cpu")
+    assert (segmenter.tta, segmenter.min_area, segmenter.fill_holes) == (True, 5, True)
+    assert segmenter.keep_largest is False  # not stored: the library default
+    chosen = Segmenter.from_checkpoint(recommended, device="cpu", tta=False, min_area=0)
+    assert (chosen.tta, chosen.min_area, chosen.fill_holes) == (False, 0, True)
+
+    with pytest.raises(ValueError, match=r"disagree on tta .*tuned.pt: True"):
+        Segmenter.from_checkpoint([plain, recommended])
+    both = Segmenter.from_checkpoint([plain, recommended], tta=True, min_area=5, fill_holes=True)
+    assert both.tta and isinstance(both.model, Ensemble)
+    unknown = with_config(plain, tmp_path / "odd.pt", inference={"threshold": 0.3})
+    with pytest.raises(ValueError, match=r"odd.pt: config\['inference'\]: unknown .*'threshold'"):
+        Segmenter.from_checkpoint(unknown)
+    wrong = with_config(plain, tmp_path / "wrong.pt", inference={"tta": "false"})
+    with pytest.raises(ValueError, match="tta must be True or False, got 'false'"):
+        Segmenter.from_checkpoint(wrong)
 
 
 def test_from_checkpoint_needs_a_model_for_unknown_architectures(tmp_path: Path) -> None:
@@ -120,6 +267,48 @@ def test_from_checkpoint_needs_a_model_for_unknown_architectures(tmp_path: Path)
     assert segmenter.model.scale.item() == pytest.approx(trainer.model.scale.item())
 
 
+def test_from_checkpoint_refuses_frames_prepared_otherwise(tmp_path: Path) -> None:
+    checkpoint = trained_checkpoint(tmp_path, preprocess=None)  # resize only
+    with pytest.raises(ValueError, match="last.pt: the model was trained on frames prepared by"):
+        Segmenter.from_checkpoint(checkpoint)
+
+
+def test_pretrained_without_shipped_weights_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(thyroidseg.model_loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
+    assert shipped_weights().name == "no-such-model.pt"
+    with pytest.raises(FileNotFoundError, match="no shipped model is installed .*no-such-model"):
+        Segmenter.pretrained()
+
+
+def test_pretrained_loads_the_shipped_checkpoint_with_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = with_config(trained_checkpoint(tmp_path), tmp_path / SHIPPED_WEIGHTS,
+                          inference={"tta": True, "min_area": 3})  # fmt: skip
+    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda: weights)
+    segmenter = Segmenter.pretrained(device="cpu", amp="off")
+    assert (segmenter.tta, segmenter.min_area) == (True, 3)
+    assert segmenter.preprocess_options["size"] == list(PLAIN["size"])
+    assert Segmenter.pretrained(tta=False).tta is False
+    image, _ = frame_with_square()
+    expected = Segmenter.from_checkpoint(weights, device="cpu", amp="off").predict(image)
+    np.testing.assert_array_equal(segmenter.predict(image), expected)
+
+
+def test_shipped_weights_are_package_data_of_thyroidseg() -> None:
+    location = Path(str(shipped_weights()))
+    assert location.name == SHIPPED_WEIGHTS
+    assert location.parent == Path(thyroidseg.__file__).parent / "weights"
+    assert location.parent.is_dir()
+
+
+@pytest.mark.skipif(not shipped_weights().is_file(), reason="no shipped weights in this build")
+def test_the_installed_shipped_model_segments_a_frame() -> None:
+    image = synthetic_phantoms(1, size=(120, 200), seed=0)[0][0]
+    mask = Segmenter.pretrained(device="cpu").predict(image)
+    assert mask.shape == image.shape and set(np.unique(mask)) <= {0, 1}
+
+
 def test_overlay_draws_both_outlines() -> None:
     image, truth = frame_with_square()
     shifted = np.roll(truth, 5, axis=1)
@@ -132,76 +321,19 @@ def test_overlay_draws_both_outlines() -> None:
         overlay(image, shifted, truth[:10])
 
 
-def trained_checkpoint(tmp_path: Path, preprocess: object = "plain") -> Path:
-    """``last.pt`` of a one-epoch run of a tiny UNet on a ThyroidDataset of phantoms.
-
-    Nothing but the dataset tells the Trainer how frames were prepared (as for a user).
-    """
-    write_synthetic_dataset(tmp_path / "data", 4, size=(48, 64), seed=0)
-    if preprocess == "plain":
-        preprocess = functools.partial(preprocess_frame, **PLAIN)
-    data = ThyroidDataset(tmp_path / "data", size=PLAIN["size"], preprocess=preprocess)
-    trainer = Trainer(
-        UNet(base_channels=4, depth=2, seed=0), data, loss=nn.CrossEntropyLoss(), epochs=1,
-        out_dir=tmp_path / "run", progress=False,
-    )  # fmt: skip
-    trainer.fit()
-    return tmp_path / "run" / LAST_CHECKPOINT
-
-
-def test_from_checkpoint_refuses_frames_prepared_otherwise(tmp_path: Path) -> None:
-    checkpoint = trained_checkpoint(tmp_path, preprocess=None)  # resize only
-    with pytest.raises(ValueError, match="last.pt: the model was trained on frames prepared by"):
-        Segmenter.from_checkpoint(checkpoint)
-
-
-def test_predict_command_writes_original_size_masks_and_keeps_existing_ones(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    checkpoint = trained_checkpoint(tmp_path)
-    frames = tmp_path / "frames"
-    write_image(frames / "a.png", frame_with_square(90, 140)[0])
-    write_image(frames / "b.jpg", frame_with_square(70, 100)[0])
-    out = tmp_path / "masks"
-    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet"]) == 0
-    assert "wrote 2 masks" in capsys.readouterr().out
-    assert read_binary_mask(out / "a.png").shape == (90, 140)
-    assert read_binary_mask(out / "b.png").shape == (70, 100)
-    assert set(np.unique(cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED))) <= {0, 255}
-
-    before = (out / "a.png").read_bytes()
-    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet"]) == 2
-    assert "exist already" in capsys.readouterr().err and (out / "a.png").read_bytes() == before
-    assert main(["predict", str(checkpoint), str(frames), str(out), "--quiet", "--overwrite"]) == 0
-
-
-def test_predict_command_names_bad_files(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    checkpoint = trained_checkpoint(tmp_path)
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    (frames / "broken.png").write_bytes(b"not a png")
-    write_image(frames / "good.png", frame_with_square()[0])  # after broken.png in stem order
-    assert main(["predict", str(checkpoint), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
-    error = capsys.readouterr().err
-    assert "1 of 2 images could not be segmented" in error and "broken.png" in error
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]  # the rest is written
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(checkpoint.read_bytes()[:100])
-    assert main(["predict", str(corrupt), str(frames), str(tmp_path / "out"), "--quiet"]) == 2
-    assert "corrupt.pt: corrupt or truncated checkpoint" in capsys.readouterr().err
-
-
 def test_inference_imports_no_training_code() -> None:
     # The serving side of the layout (docs/training.md): a model and its preprocessing only.
-    tree = ast.parse(Path(thyroidseg.inference.__file__).read_text())
-    imported = {
-        node.module
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("thyroidseg")
-    }
-    allowed = {"runtime", "checkpoint", "preprocessing", "model", "metrics", "_io", "_progress"}
-    assert imported and imported <= {f"thyroidseg.{name}" for name in allowed}
-    plain = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [name for name in plain if name.startswith("thyroidseg")]
+    allowed = {
+        "runtime", "checkpoint", "preprocessing", "model", "metrics", "measurements",
+        "ensemble", "model_loading", "_io", "_progress",
+    }  # fmt: skip
+    for module in (thyroidseg.inference, thyroidseg.model_loading, thyroidseg.ensemble):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("thyroidseg")
+        }
+        assert imported <= {f"thyroidseg.{name}" for name in allowed}, module.__name__
+        plain = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [name for name in plain if name.startswith("thyroidseg")]

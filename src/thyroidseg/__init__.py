@@ -14,7 +14,9 @@ The pipeline, one module per step:
   `thyroidseg.runtime` (device, AMP, CPU tuning), `thyroidseg.checkpoint`,
   `thyroidseg.history` and `thyroidseg.batching`; `thyroidseg.workflows`: `train_folder`
   and `run_demo`; `thyroidseg.diagnostics`: `system_info()` for bug reports.
-- `thyroidseg.inference`: `Segmenter`, frames in, masks at the frames' own size out.
+- `thyroidseg.inference`: `Segmenter`, frames in, masks (and probabilities) at the frames'
+  own size out, from `thyroidseg.model_loading` (checkpoints, the shipped model) and
+  `thyroidseg.ensemble` (`Ensemble`, several networks as one).
 - `thyroidseg.measurements`: `measure()`, the size and shape of every nodule of a mask.
 - `thyroidseg.export`: the network to TorchScript or ONNX.
 - `thyroidseg.counting`, `thyroidseg.metrics`, `thyroidseg.boundary` and
@@ -30,10 +32,11 @@ from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.data import ThyroidDataset, read_binary_mask
 from thyroidseg.diagnostics import system_info
+from thyroidseg.ensemble import Ensemble
 from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
 from thyroidseg.export import export_onnx, export_torchscript
 from thyroidseg.geometry import Box, fit_box, resize, resize_mask
-from thyroidseg.inference import Segmenter
+from thyroidseg.inference import FolderPrediction, Segmenter
 from thyroidseg.inpainting import find_annotations, inpaint_annotations
 from thyroidseg.intensity import equalize, smooth, to_gray_uint8
 from thyroidseg.layouts import LAYOUTS, detect_layout
@@ -62,6 +65,8 @@ __all__ = [
     "FolderEvaluation",
     "DiceCELoss",
     "DemoResult",
+    "Ensemble",
+    "FolderPrediction",
     "NonFiniteLossError",
     "Nodule",
     "Preprocessed",

@@ -1,40 +1,72 @@
 """Segment scanner frames with a trained model: preprocess -> model -> original size.
 
-A `Segmenter` holds a model and the preprocessing it was trained with. For each frame
-it runs `thyroidseg.preprocessing.preprocess` (crop to the scan region, clean, equalise,
-resize), predicts the class of every network pixel (argmax of the logits), carries the mask
-back to the original frame with `mask_to_original`
-(nearest neighbour, zeros outside the scan region) and applies the per-view post-processing
-of `postprocess_views`. Masks therefore always have the size of the input frame and are
-measured against the original labels, never against resized ones.
+A `Segmenter` holds one network (`Segmenter.model`, an `nn.Module`: the preprocessed batch
+``(N, C, H, W)`` float32 in ``[0, 1]`` in, per-pixel class scores ``(N, 2, H, W)`` out) and
+the preprocessing it was trained with. For each frame it runs
+`thyroidseg.preprocessing.preprocess` (crop to the scan region, clean, equalise, resize),
+computes the class probabilities of every network pixel (softmax of the scores, averaged
+with the left-right mirror image under ``tta``), takes the most probable class, carries the
+mask back to the original frame with `Preprocessed.mask_to_original` (nearest neighbour,
+zeros outside the scan region) and applies the per-view post-processing of
+`postprocess_views`. Masks therefore always have the size of the input frame and are
+measured against the original labels, never against resized ones. On request the nodule
+probability map comes back too, bilinearly resampled to the frame.
 
-``Segmenter.from_checkpoint("run/best.pt")`` rebuilds everything from a checkpoint written by
-`thyroidseg.training.Trainer` (model architecture and preprocessing settings are
-stored in it), loading it with `thyroidseg.checkpoint.load_checkpoint`
-(``torch.load(weights_only=True)``). Device and autocast follow `thyroidseg.runtime`, as in
-training; nothing here imports the training code.
+Where the network comes from (`thyroidseg.model_loading`):
+
+- ``Segmenter.from_checkpoint("run/best.pt")`` rebuilds it from a checkpoint written by
+  `thyroidseg.training.Trainer` (architecture and preprocessing are stored in it), loaded
+  with `thyroidseg.checkpoint.load_checkpoint` (``torch.load(weights_only=True)``); several
+  checkpoints become one `thyroidseg.ensemble.Ensemble`;
+- ``Segmenter.pretrained()`` loads the model shipped inside the package
+  (`thyroidseg.model_loading.shipped_weights`), the same way.
+
+Device and autocast follow `thyroidseg.runtime`, as in training; nothing here imports the
+training code. `Segmenter.predict_folder` is ``thyroidseg predict``: masks, and optionally
+overlay pictures, probability maps and the nodule measurements of
+`thyroidseg.measurements`.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._io import PathLike, map_folder, write_image
-from thyroidseg.checkpoint import load_checkpoint
-from thyroidseg.model import UNet
+from thyroidseg._io import PathLike, list_images, map_folder, read_image, write_image
+from thyroidseg.measurements import Nodule, PixelSpacing, measure, write_measurements_csv
+from thyroidseg.model_loading import load_network, shipped_weights
 from thyroidseg.preprocessing import Preprocessed, preprocess
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
 
-__all__ = ["Segmenter", "overlay", "postprocess_views"]
+__all__ = [
+    "MEASUREMENTS_CSV",
+    "OVERLAYS_DIR",
+    "PROBABILITIES_DIR",
+    "FolderPrediction",
+    "Segmenter",
+    "overlay",
+    "postprocess_views",
+]
 
-_SUPPORTED_MODEL = "thyroidseg.model.UNet"
+OVERLAYS_DIR = "overlays"
+"""Sub-folder of `Segmenter.predict_folder`'s output for the overlay pictures."""
+PROBABILITIES_DIR = "probabilities"
+"""Sub-folder of `Segmenter.predict_folder`'s output for the probability maps."""
+MEASUREMENTS_CSV = "measurements.csv"
+"""File of `Segmenter.predict_folder`'s output with one row per nodule."""
+
+Frame = np.ndarray | PathLike
+Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
 def postprocess_views(
@@ -137,13 +169,75 @@ def overlay(
     return picture
 
 
+@dataclass(frozen=True)
+class FolderPrediction:
+    """What `Segmenter.predict_folder` wrote, and how long it took.
+
+    Attributes
+    ----------
+    out_dir
+        The output folder.
+    masks
+        ``stem -> out_dir/<stem>.png`` for every frame segmented, in stem order.
+    overlays, probabilities
+        ``stem -> out_dir/overlays/<stem>.png`` (``.../probabilities/<stem>.png``); empty
+        when not asked for.
+    measurements
+        ``out_dir/measurements.csv``, or ``None`` when not asked for.
+    nodules
+        Nodules (8-connected components, per view) in all the masks written.
+    seconds
+        Wall time of the whole folder: reading, preprocessing, the network, writing.
+    """
+
+    out_dir: Path
+    masks: dict[str, Path]
+    overlays: dict[str, Path]
+    probabilities: dict[str, Path]
+    measurements: Path | None
+    nodules: int
+    seconds: float
+
+    @property
+    def frames(self) -> int:
+        """Frames segmented (``len(masks)``)."""
+        return len(self.masks)
+
+    def summary(self) -> str:
+        """One line: frames, nodules, time, frames per second, and where the files went."""
+        rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
+        places = [f"masks in {self.out_dir}"]
+        if self.overlays:
+            places.append(f"overlays in {self.out_dir / OVERLAYS_DIR}")
+        if self.probabilities:
+            places.append(f"probabilities in {self.out_dir / PROBABILITIES_DIR}")
+        if self.measurements is not None:
+            places.append(f"measurements in {self.measurements}")
+        return (
+            f"segmented {self.frames} frames, {self.nodules} nodules in {self.seconds:.1f} s "
+            f"({rate:.1f} frames/s): " + ", ".join(places)
+        )
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One frame of a folder: its file name, its pixels and its preprocessing."""
+
+    name: str
+    image: np.ndarray
+    prepared: Preprocessed
+
+
 class Segmenter:
     """Segment whole scanner frames with a model, at the frames' own size.
 
     Parameters
     ----------
     model
-        Maps ``(N, 1, H, W)`` images in ``[0, 1]`` to logits ``(N, K, H, W)``.
+        One network: maps the preprocessed batch ``(N, C, H, W)`` float32 in ``[0, 1]`` to
+        class scores ``(N, K, H, W)`` (logits, or log-probabilities as an
+        `thyroidseg.ensemble.Ensemble` returns; only their softmax is used). Class 1 is
+        nodule. Kept as `model`, the one module that `thyroidseg.export` exports.
     preprocess_options
         Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
         exactly as in training. Default: ``preprocess``'s defaults.
@@ -153,11 +247,12 @@ class Segmenter:
     keep_largest, min_area, fill_holes
         Per-view post-processing, see `postprocess_views` (default: off).
     tta
-        Test-time augmentation: average the nodule probability of the frame and of its
-        left-right mirror image (mirrored back) before thresholding at 0.5. Twice the model
-        cost (default ``False``).
+        Test-time augmentation by default: average the class probabilities of the frame
+        and of its left-right mirror image (mirrored back) before taking the most probable
+        class. Twice the network cost (default ``False``). Each ``predict*`` call may
+        override it.
     batch_size
-        Frames per forward pass in `predict_many` (default 8).
+        Frames per forward pass in `predict_many` and `predict_folder` (default 8).
 
     Examples
     --------
@@ -167,6 +262,9 @@ class Segmenter:
     >>> segmenter = Segmenter(UNet(seed=0), {"size": (64, 64)}, device="cpu")
     >>> [mask.shape for mask in segmenter.predict_many(images)]
     [(90, 140), (90, 140)]
+    >>> mask, probability = segmenter.predict(images[0], tta=True, return_probabilities=True)
+    >>> probability.shape, probability.dtype
+    ((90, 140), dtype('float32'))
     """
 
     def __init__(
@@ -182,163 +280,426 @@ class Segmenter:
         tta: bool = False,
         batch_size: int = 8,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(min_area, int) or min_area < 0:
+        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 0:
             raise ValueError(f"min_area must be an integer >= 0, got {min_area!r}")
+        for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
+            _check_flag(name, value)
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
-        self.fill_holes, self.tta = bool(fill_holes), bool(tta)
+        self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
 
     @classmethod
     def from_checkpoint(
         cls,
-        path: PathLike,
+        path: PathLike | Sequence[PathLike],
         *,
         model: nn.Module | None = None,
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
-        keep_largest: bool = False,
-        min_area: int = 0,
-        fill_holes: bool = False,
-        tta: bool = False,
+        keep_largest: bool | None = None,
+        min_area: int | None = None,
+        fill_holes: bool | None = None,
+        tta: bool | None = None,
         batch_size: int = 8,
     ) -> Segmenter:
-        """Rebuild the model and preprocessing stored in a `Trainer` checkpoint.
+        """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
-        A `thyroidseg.model.UNet` is rebuilt from the stored ``config``; for any
-        other architecture pass an instance as ``model`` (its weights are replaced). Frames
-        are prepared as in training, from the checkpoint's ``config["data"]`` (the training
-        dataset's `thyroidseg.data.ThyroidDataset.config`): `preprocess` with the stored
-        ``"preprocess_options"``; with `preprocess`'s defaults when the training data
-        described no preprocessing at all (a dataset without ``config``).
+        Reads them with `thyroidseg.model_loading.load_network`: a `thyroidseg.model.UNet`
+        rebuilt from the stored ``config`` (for any other architecture pass an instance as
+        ``model``, whose weights are replaced), frames prepared exactly as in training, and
+        several checkpoints as one `thyroidseg.ensemble.Ensemble` (the mean of the members'
+        probabilities, which becomes `Segmenter.model`; their preprocessing must be
+        identical).
+
+        Parameters
+        ----------
+        path
+            One checkpoint file, or a sequence of them for an ensemble.
+        model
+            The network to load one checkpoint of another architecture into.
+        device, amp, batch_size
+            As for `Segmenter`.
+        keep_largest, min_area, fill_holes, tta
+            As for `Segmenter`. ``None`` (default): the checkpoint's recommendation,
+            ``config["inference"]`` (stored with a shipped model), else off
+            (`thyroidseg.model_loading.INFERENCE_DEFAULTS`).
 
         Raises
         ------
         FileNotFoundError, ValueError
-            As `thyroidseg.checkpoint.load_checkpoint`; also when the checkpoint holds a
-            model that cannot be rebuilt or whose weights do not fit ``model``, or when its
-            frames were prepared otherwise than by `preprocess` (``preprocess=None`` or a
-            custom callable): build ``Segmenter(model, preprocess_options)`` yourself then.
+            As `thyroidseg.model_loading.load_network`: a missing, corrupt or unsafe file, a
+            model that cannot be rebuilt, frames prepared otherwise than by `preprocess`
+            (build ``Segmenter(model, preprocess_options)`` yourself then), ensemble members
+            that differ in preprocessing. Each message names the file.
         """
-        checkpoint = load_checkpoint(path)
-        config = checkpoint["config"]
-        if model is None:
-            if config.get("model_class") != _SUPPORTED_MODEL or not config.get("model"):
-                raise ValueError(
-                    f"{path}: holds a {config.get('model_class')!r} model; only "
-                    f"{_SUPPORTED_MODEL} is rebuilt automatically, pass model=... for others"
-                )
-            model = UNet(**config["model"])
-        try:
-            model.load_state_dict(checkpoint["model"])
-        except RuntimeError as error:
-            raise ValueError(f"{path}: weights do not fit the model: {error}") from error
-        options = _training_preprocess_options(config.get("data", {}), path)
+        stored = load_network(
+            path,
+            model=model,
+            settings={
+                "keep_largest": keep_largest,
+                "min_area": min_area,
+                "fill_holes": fill_holes,
+                "tta": tta,
+            },
+        )
         return cls(
-            model,
-            options,
+            stored.network,
+            stored.preprocess_options,
             device=device,
             amp=amp,
-            keep_largest=keep_largest,
-            min_area=min_area,
-            fill_holes=fill_holes,
-            tta=tta,
             batch_size=batch_size,
+            **stored.inference,
         )
 
-    def predict(self, image: np.ndarray | PathLike) -> np.ndarray:
-        """The ``uint8`` ``{0, 1}`` nodule mask of one frame (array or path), at its size."""
-        return self.predict_many([image])[0]
+    @classmethod
+    def pretrained(cls, **options: Any) -> Segmenter:
+        """The segmenter of the model shipped with the package, ready to use.
 
-    def predict_many(self, images: Sequence[np.ndarray | PathLike]) -> list[np.ndarray]:
-        """Masks of several frames (any sizes), computed ``batch_size`` frames at a time."""
-        masks: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            masks += self._segment([self._prepare(image) for image in chunk])
-        return masks
+        Loads `thyroidseg.model_loading.shipped_weights` through `from_checkpoint` (the same
+        safe loader, ``weights_only=True``), so its preprocessing and its recommended
+        inference settings (``config["inference"]``: TTA, hole filling, minimum area) come
+        with it.
+
+        Parameters
+        ----------
+        **options
+            Keyword arguments of `from_checkpoint` (``device``, ``amp``, ``tta``,
+            ``fill_holes``, ``min_area``, ``keep_largest``, ``batch_size``); given ones
+            override the shipped recommendation.
+
+        Raises
+        ------
+        FileNotFoundError
+            No shipped model is installed (a build of thyroidseg without its weights file).
+        ValueError
+            As `from_checkpoint`.
+        """
+        weights = shipped_weights()
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"no shipped model is installed ({weights} is missing from this thyroidseg "
+                "installation); train one with `thyroidseg train` and load it with "
+                "Segmenter.from_checkpoint(PATH) or `thyroidseg predict --model PATH`"
+            )
+        with resources.as_file(weights) as path:
+            return cls.from_checkpoint(path, **options)
+
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[False] = ...
+    ) -> np.ndarray: ...
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[True]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(
+        self, image: Frame, *, tta: bool | None = None, return_probabilities: bool = False
+    ) -> Prediction:
+        """Segment one frame (array or path) at its own size.
+
+        Parameters
+        ----------
+        image
+            ``(H, W)`` grey or ``(H, W, 3)`` BGR array (8- or 16-bit), or an image file.
+        tta
+            Flip test-time augmentation for this call; ``None`` (default): the segmenter's
+            ``tta``.
+        return_probabilities
+            Also return the nodule probability map (default ``False``).
+
+        Returns
+        -------
+        numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+            The ``uint8`` ``{0, 1}`` ``(H, W)`` nodule mask, after post-processing. With
+            ``return_probabilities``, also the ``float32`` ``(H, W)`` nodule probability
+            (the softmax of class 1, TTA-averaged when on) in ``[0, 1]``: the network's map
+            resampled bilinearly (pixel centres aligned) from the network frame onto the
+            frame's crop box, and 0 outside every view of the scan region. The mask is
+            the argmax on the network frame carried back by nearest neighbour, so
+            ``probability > 0.5`` can differ from it within a pixel of its outline, and
+            where post-processing removed or filled something.
+
+        Raises
+        ------
+        ValueError
+            ``image`` is a list or tuple (use `predict_many`), or cannot be preprocessed
+            (the message names the file).
+        """
+        if isinstance(image, list | tuple):
+            raise ValueError(
+                f"predict takes one frame, got a {type(image).__name__}; "
+                "use predict_many for several"
+            )
+        return self.predict_many([image], tta=tta, return_probabilities=return_probabilities)[0]
+
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: Literal[False] = ...,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: Literal[True],
+    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = None,
+        return_probabilities: bool = False,
+    ) -> list[Prediction]:
+        """Segment a batch of frames (any sizes), ``batch_size`` frames per forward pass.
+
+        ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
+        ``tta`` and ``return_probabilities``; a separate method so that the return type
+        never depends on the input's shape (as `thyroidseg.measurements.measure_many`).
+
+        Parameters
+        ----------
+        images
+            A sequence of frames (arrays or paths), or an ``(N, H, W)`` array.
+        tta, return_probabilities
+            As for `predict`.
+
+        Raises
+        ------
+        ValueError
+            ``images`` is one path or one 2-D array (use `predict`), or a frame cannot be
+            preprocessed.
+        """
+        frames = _frame_sequence(images)
+        use_tta = self._tta(tta)
+        results: list[Prediction] = []
+        for start in range(0, len(frames), self.batch_size):
+            prepared = [self._prepare(frame) for frame in frames[start : start + self.batch_size]]
+            for mask, probability in self._segment(prepared, use_tta, return_probabilities):
+                results.append((mask, probability) if return_probabilities else mask)
+        return results
 
     def predict_folder(
         self,
         in_dir: PathLike,
         out_dir: PathLike,
         *,
+        tta: bool | None = None,
+        overlays: bool = False,
+        probabilities: bool = False,
+        measurements: bool = False,
+        pixel_spacing: PixelSpacing | None = None,
         overwrite: bool = False,
         progress: bool | None = None,
-    ) -> list[Path]:
-        """Write ``out_dir/<stem>.png`` (``{0, 255}``, original size) for every image of ``in_dir``.
+    ) -> FolderPrediction:
+        """Segment every image of ``in_dir`` and write the results into ``out_dir``.
+
+        Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
+        request:
+
+        - ``overlays``: ``out_dir/overlays/<stem>.png``, the frame with the predicted
+          outline (`overlay`);
+        - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
+          `predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
+        - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
+          written mask (`thyroidseg.measurements.measure` with the frame's views and its
+          probability map; columns of `thyroidseg.measurements.write_measurements_csv`,
+          ``image`` the frame's file name), with millimetre columns when ``pixel_spacing``
+          (millimetres per pixel, one number or ``(row, col)``) is given.
 
         The folder loop is `thyroidseg._io.map_folder`'s: every file is written atomically;
-        existing outputs are an error unless ``overwrite`` (checked for all files before
-        anything is written); a frame that cannot be read or preprocessed does not stop the
-        others: once every other mask is written, a ``ValueError`` lists each failed file.
+        existing outputs (masks, overlays, probability maps, the CSV) are an error unless
+        ``overwrite``, all checked before anything is written; a frame that cannot be read or
+        preprocessed does not stop the others: once every other frame and the CSV (with the
+        rows of the frames done) are written, a ``ValueError`` lists each failed file.
+
+        Parameters
+        ----------
+        in_dir, out_dir
+            Folder of frames (not recursive) and output folder (created).
+        tta
+            As for `predict`.
+        overlays, probabilities, measurements
+            Write these outputs too (default: masks only).
+        pixel_spacing
+            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``).
+        overwrite
+            Replace existing outputs.
+        progress
+            Progress bar: ``None`` on a terminal only, ``False`` never.
 
         Returns
         -------
-        list of pathlib.Path
-            The masks written, in stem order.
+        FolderPrediction
+            The files written, the nodule count and the wall time (`FolderPrediction.summary`
+            is the one line ``thyroidseg predict`` prints).
         """
+        if pixel_spacing is not None:
+            if not measurements:
+                raise ValueError("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
+            measure(np.zeros((1, 1), np.uint8), pixel_spacing)  # the spacing rule, checked now
+        use_tta = self._tta(tta)
+        out_dir = Path(out_dir)
+        wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
+        extras = {name: out_dir / name for name, on in wanted if on}
+        csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
+        if not overwrite:
+            _refuse_existing(list_images(in_dir), extras, csv_path)
+        found: dict[str, list[Nodule]] = {}
+        pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
+        need_probabilities = probabilities or measurements
 
-        def save(batch: dict[Path, Preprocessed]) -> None:
-            masks = self._segment(list(batch.values()))
-            for target, mask in zip(batch, masks, strict=True):
+        def load(source: Path) -> _Frame:
+            image = read_image(source)
+            return _Frame(source.name, image, self._prepare(image))
+
+        def save(batch: dict[Path, _Frame]) -> None:
+            frames = list(batch.values())
+            segmented = self._segment([f.prepared for f in frames], use_tta, need_probabilities)
+            for target, frame, (mask, probability) in zip(batch, frames, segmented, strict=True):
                 write_image(target, mask * np.uint8(255))
+                found[frame.name] = measure(mask, pixel_spacing, probability, frame.prepared.views)
+                if OVERLAYS_DIR in extras:
+                    path = write_image(
+                        extras[OVERLAYS_DIR] / target.name, overlay(frame.image, mask)
+                    )
+                    pictures[OVERLAYS_DIR][target.stem] = path
+                if PROBABILITIES_DIR in extras:
+                    grey = np.round(probability * 255).astype(np.uint8)
+                    path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
+                    pictures[PROBABILITIES_DIR][target.stem] = path
 
-        written = map_folder(
-            in_dir,
-            out_dir,
-            self._prepare,
-            save,
-            verb="segmented",
-            overwrite=overwrite,
-            batch_size=self.batch_size,
-            progress=progress,
+        start = time.perf_counter()
+        try:
+            written = map_folder(
+                in_dir,
+                out_dir,
+                load,
+                save,
+                verb="segmented",
+                overwrite=overwrite,
+                batch_size=self.batch_size,
+                progress=progress,
+            )
+        finally:  # the rows of every frame written, also when some frames failed
+            if csv_path is not None and found:
+                write_measurements_csv(csv_path, found)
+        return FolderPrediction(
+            out_dir=out_dir,
+            masks=written,
+            overlays=pictures.get(OVERLAYS_DIR, {}),
+            probabilities=pictures.get(PROBABILITIES_DIR, {}),
+            measurements=csv_path,
+            nodules=sum(len(nodules) for nodules in found.values()),
+            seconds=time.perf_counter() - start,
         )
-        return list(written.values())
 
     # -- steps --------------------------------------------------------------------------
 
-    def _prepare(self, image: np.ndarray | PathLike) -> Preprocessed:
+    def _tta(self, tta: bool | None) -> bool:
+        return self.tta if tta is None else _check_flag("tta", tta)
+
+    def _prepare(self, image: Frame) -> Preprocessed:
         return preprocess(image, **self.preprocess_options)  # errors name the file
 
-    def _segment(self, prepared: Sequence[Preprocessed]) -> list[np.ndarray]:
-        """One forward pass over preprocessed frames; masks back at each frame's size."""
+    def _segment(
+        self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
         batch = np.stack([p.image for p in prepared]).astype(np.float32) / 255.0
-        labels = self._labels(torch.from_numpy(batch[:, None]))
-        return [
-            postprocess_views(
+        labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
+        results = []
+        for p, label, probability in zip(prepared, labels, nodule, strict=True):
+            mask = postprocess_views(
                 p.mask_to_original((label == 1).astype(np.uint8)),
                 p.views,
                 keep_largest=self.keep_largest,
                 min_area=self.min_area,
                 fill_holes=self.fill_holes,
             )
-            for p, label in zip(prepared, labels, strict=True)
-        ]
+            results.append(
+                (mask, _probability_to_original(p, probability) if with_probabilities else None)
+            )
+        return results
 
-    def _labels(self, images: torch.Tensor) -> np.ndarray:
+    def _forward(self, images: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Most probable class ``(N, H, W)`` and nodule probability ``(N, H, W)`` per pixel."""
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.device, self.amp_dtype):
             probabilities = self.model(images).float().softmax(dim=1)
-            if self.tta:
+            if tta:
                 mirrored = self.model(images.flip(-1)).float().softmax(dim=1).flip(-1)
                 probabilities = (probabilities + mirrored) / 2
-        return probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        labels = probabilities.argmax(dim=1).to(torch.uint8)
+        return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
 
 
-def _training_preprocess_options(data: Mapping[str, Any], path: PathLike) -> dict[str, Any]:
-    """The `preprocess` keyword arguments a checkpoint's training data was prepared with."""
-    method = data.get("preprocess")
-    if method is None:
-        return {}
-    if method == "default":
-        return dict(data.get("preprocess_options", {}))
-    raise ValueError(
-        f"{path}: the model was trained on frames prepared by {method!r}, not by "
-        "thyroidseg's preprocess(); rebuild the model and pass matching options: "
-        "Segmenter(model, preprocess_options)"
+def _check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (a checkpoint's ``"false"`` string must not count as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:
+    """``images`` as a sequence of frames, refusing one frame given where many are expected."""
+    if isinstance(images, str | os.PathLike):
+        raise ValueError(
+            f"predict_many takes a sequence of frames, got one path {images!r}; use predict"
+        )
+    if isinstance(images, np.ndarray) and images.ndim != 3:
+        raise ValueError(
+            f"predict_many takes an (N, H, W) array or a sequence of frames, got "
+            f"an array of shape {images.shape}; use predict for one frame"
+        )
+    return images
+
+
+def _refuse_existing(
+    sources: Mapping[str, Path], folders: Mapping[str, Path], csv_path: Path | None
+) -> None:
+    """Raise ``FileExistsError`` listing the overlays, maps and CSV that exist already.
+
+    The masks themselves are checked by `thyroidseg._io.map_folder`.
+    """
+    outputs = [folder / f"{stem}.png" for folder in folders.values() for stem in sources]
+    outputs += [csv_path] if csv_path is not None else []
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing:
+        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise FileExistsError(
+            f"{len(existing)} output file(s) exist already ({shown}); "
+            "pass overwrite=True (--overwrite) to replace them"
+        )
+
+
+def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:
+    """The network-frame probability map on the original frame: bilinear, 0 outside the views.
+
+    The ``content`` part of the map is resized onto ``box`` (``cv2.INTER_LINEAR``, which
+    aligns pixel centres as `Preprocessed.mask_to_original` does); letterbox padding never
+    enters the interpolation.
+    """
+    box, content = prepared.box, prepared.content
+    resized = cv2.resize(
+        np.ascontiguousarray(probability[content.slices]),
+        (box.width, box.height),
+        interpolation=cv2.INTER_LINEAR,
     )
+    on_box = np.zeros(prepared.original_shape, np.float32)
+    on_box[box.slices] = np.clip(resized, 0.0, 1.0)
+    out = np.zeros_like(on_box)
+    for view in prepared.views:
+        out[view.slices] = on_box[view.slices]
+    return out

@@ -1,0 +1,180 @@
+"""Tests of ``thyroidseg predict``: outputs, the shipped model, ensembles, refusals, errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import thyroidseg.model_loading
+from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
+from thyroidseg._io import read_binary_mask, read_image, write_image
+from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
+from thyroidseg.cli import main
+from thyroidseg.inference import Segmenter
+from thyroidseg.measurements import MEASUREMENT_COLUMNS, MM_COLUMNS
+from thyroidseg.model import UNet
+from tiny_models import Threshold
+
+
+@pytest.fixture
+def shipped_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model replaced by `Threshold` on plain resizing (options as given)."""
+
+    def pretrained(cls: type[Segmenter], **options: object) -> Segmenter:
+        chosen = {name: value for name, value in options.items() if value is not None}
+        return cls(Threshold(), PLAIN, **chosen)
+
+    monkeypatch.setattr(Segmenter, "pretrained", classmethod(pretrained))
+
+
+def two_frames(folder: Path) -> dict[str, tuple[int, int]]:
+    """``a.png`` (90 x 140) and ``b.jpg`` (70 x 100), each with one bright rectangle."""
+    write_image(folder / "a.png", frame_with_square(90, 140)[0])
+    write_image(folder / "b.jpg", frame_with_square(70, 100)[0])
+    return {"a": (90, 140), "b": (70, 100)}
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_writes_masks_overlays_probabilities_and_measurements(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = two_frames(tmp_path / "frames")
+    out = tmp_path / "out"
+    command = ["predict", str(tmp_path / "frames"), str(out), "--quiet", "--overlay"]
+    command += ["--probabilities", "--measure", "--pixel-spacing", "0.1"]
+    assert main(command) == 0
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("segmented 2 frames, 2 nodules in ")
+    assert "frames/s" in summary[0] and str(out / "measurements.csv") in summary[0]
+    masks = {}
+    for stem, shape in sizes.items():
+        raw = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert raw.shape == shape and set(np.unique(raw)) <= {0, 255}
+        masks[stem] = read_binary_mask(out / f"{stem}.png")
+        assert iou(masks[stem], frame_with_square(*shape)[1]) > 0.9
+        assert read_image(out / "overlays" / f"{stem}.png").shape == (*shape, 3)
+        probability = read_image(out / "probabilities" / f"{stem}.png")
+        assert probability.shape == shape and probability.dtype == np.uint8
+        assert iou(probability > 127, masks[stem]) > 0.95  # the map the mask was cut from
+
+    columns, rows = read_rows(out / "measurements.csv")
+    assert columns == [*MEASUREMENT_COLUMNS, *MM_COLUMNS]
+    assert [row["image"] for row in rows] == ["a.png", "b.jpg"]  # file names, one nodule each
+    for row, stem in zip(rows, sizes, strict=True):
+        rows_spanned, columns_spanned = np.nonzero(masks[stem])
+        assert int(row["area_px"]) == masks[stem].sum()
+        assert (int(row["x"]), int(row["y"])) == (columns_spanned.min(), rows_spanned.min())
+        assert int(row["height"]) == int(row["depth_px"]) == np.ptp(rows_spanned) + 1
+        assert int(row["width"]) == int(row["transverse_px"]) == np.ptp(columns_spanned) + 1
+        assert row["taller_than_wide"] == "false"  # 40 rows x 70 columns
+        assert float(row["area_mm2"]) == pytest.approx(int(row["area_px"]) * 0.01, rel=1e-5)
+        assert 0.5 < float(row["mean_probability"]) <= 1.0
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_existing_outputs_are_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_frames(tmp_path / "frames")
+    out = tmp_path / "out"
+    command = ["predict", str(tmp_path / "frames"), str(out), "--quiet", "--overlay", "--measure"]
+    assert main(command) == 0
+    capsys.readouterr()
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    for path in out.glob("*.png"):  # masks gone: overlays and the CSV still protect the run
+        path.unlink()
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "exist already" in error and "--overwrite" in error and "overlays" in error
+    assert not list(out.glob("*.png"))  # nothing was written
+    assert all(path.read_bytes() == data for path, data in before.items() if path.exists())
+    (out / "overlays" / "a.png").unlink()
+    (out / "overlays" / "b.png").unlink()
+    assert main(command) == 2 and "measurements.csv" in capsys.readouterr().err
+    assert main([*command, "--overwrite"]) == 0
+    assert {p.relative_to(out) for p in before} == {
+        p.relative_to(out) for p in out.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_bad_frames_are_all_listed_after_the_others_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "broken.png").write_bytes(b"not a png")
+    write_image(frames / "flat.png", np.full((50, 60), 7, np.uint8))  # constant: unusable
+    write_image(frames / "good.png", frame_with_square()[0])
+    out = tmp_path / "out"
+    assert main(["predict", str(frames), str(out), "--quiet", "--measure"]) == 2
+    error = capsys.readouterr().err
+    assert "2 of 3 images could not be segmented" in error
+    assert "broken.png" in error and "flat.png: " in error and "constant image" in error
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "measurements.csv"]
+    assert [row["image"] for row in read_rows(out / "measurements.csv")[1]] == ["good.png"]
+
+
+def test_predict_uses_checkpoints_and_ensembles_of_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = trained_checkpoint(tmp_path)
+    checkpoint = load_checkpoint(first)
+    checkpoint["model"] = UNet(base_channels=4, depth=2, seed=7).state_dict()
+    second = save_checkpoint(tmp_path / "second.pt", checkpoint)
+    sizes = two_frames(tmp_path / "frames")
+    for models, out in (([first], tmp_path / "one"), ([first, second], tmp_path / "two")):
+        command = ["predict", str(tmp_path / "frames"), str(out), "--quiet", "--tta"]
+        assert main(command + [arg for m in models for arg in ("--model", str(m))]) == 0
+        assert "segmented 2 frames" in capsys.readouterr().out
+        for stem, shape in sizes.items():
+            assert read_binary_mask(out / f"{stem}.png").shape == shape
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(first.read_bytes()[:100])
+    command = ["predict", str(tmp_path / "frames"), str(tmp_path / "bad"), "--model", str(corrupt)]
+    assert main(command) == 2
+    assert "corrupt.pt: corrupt or truncated checkpoint" in capsys.readouterr().err
+
+
+def test_the_old_checkpoint_first_form_gets_a_one_line_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["predict", "run/best.pt", "scans", "masks"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "0.1.0 form" in error
+    assert "thyroidseg predict scans masks --model run/best.pt" in error
+    assert main(["predict", "scans", "masks", "extra"]) == 2
+    assert "unexpected third argument 'extra'" in capsys.readouterr().err
+    assert not (tmp_path / "masks").exists()
+
+
+def test_without_a_model_and_without_shipped_weights_the_error_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(thyroidseg.model_loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
+    two_frames(tmp_path / "frames")
+    assert main(["predict", str(tmp_path / "frames"), str(tmp_path / "out")]) == 2
+    assert "no shipped model is installed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_pixel_spacing_needs_measure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    two_frames(tmp_path / "frames")
+    command = ["predict", str(tmp_path / "frames"), str(tmp_path / "out"), "--quiet"]
+    assert main([*command, "--pixel-spacing", "0.1"]) == 2
+    assert "needs measurements (--measure)" in capsys.readouterr().err
+    assert main([*command, "--measure", "--pixel-spacing", "-1"]) == 2
+    assert "spacing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,6 +1,18 @@
 """Learnability: the real pieces (phantoms, UNet, Dice + CE, Trainer) learn to segment.
 
-The only slow-ish test of the training part (about a minute on 2 idle CPU cores).
+The slowest test of the suite, kept cheap: a half-resolution-stem U-Net with 8 base channels
+(``UNet(stem_stride=2, base_channels=8)``), float32 everywhere (``amp="off"``, so the recipe does
+not change with the CPU's bf16 support), 12 epochs of 160 phantoms at 128 x 128.
+
+Measured on a 2-core AMD EPYC (AVX512-BF16), one thread, while a cross-validation run and
+other tests kept both cores busy (load average 5-6): 36 s wall (27 s CPU) natively and the
+same under an emulated AVX2-only CPU (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``);
+best validation IoU 0.928 and 0.926. The former version (default ``UNet``, phantoms drawn at
+2x, 15 epochs) cost about 5 minutes under the same emulation (300 steps of ~1 s), and over
+10 CPU-minutes on a loaded AVX2 machine.
+
+The thresholds still catch a model that has not learnt: untrained it scores 0.026, after one
+epoch 0.013, and trained on masks paired with the wrong images at best 0.432.
 """
 
 from __future__ import annotations
@@ -10,23 +22,23 @@ import numpy as np
 import pytest
 import torch
 
-from thyroidseg.losses import make_loss
-from thyroidseg.model import UNet
-from thyroidseg.synthetic import synthetic_phantoms
-from thyroidseg.training import Trainer
-from thyroidseg.workflows import make_optimizer, make_scheduler
+from thyroidseg import DiceCELoss, Trainer, UNet, synthetic_phantoms
 
 SIZE = 128
-"""Network size. Phantoms are drawn at twice that and shrunk (area averaging), so the speckle
-grain is finer than the nodule outline, as on real scans at this size."""
-N_TRAIN, EPOCHS = 160, 15
-"""Measured under load with one thread: best validation IoU 0.918 after 12 epochs, 0.924 after
-20 (per-image mean over 16 held-out phantoms); 15 leaves a margin above 0.9."""
+"""Network size."""
+DRAW_SCALE = 4
+"""Phantoms are drawn at ``DRAW_SCALE * SIZE`` and shrunk (area averaging), as a 560 x 360
+DDTI frame is shrunk to the network size, so the speckle grain is finer than the nodule
+outline as on real scans at this size. At scale 2 the speckle is coarser than on real scans
+and this small network plateaus near 0.90 (0.896-0.909 measured)."""
+N_TRAIN, N_VAL, EPOCHS = 160, 32, 12
+"""Measured under AVX2 emulation: best per-image validation IoU 0.918 after 8 epochs, 0.922
+after 10, 0.926 after 12 (mean over 32 held-out phantoms); 12 leaves a margin above 0.9."""
 
 
 def phantoms(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
     images, masks = synthetic_phantoms(
-        n, size=(2 * SIZE, 2 * SIZE), seed=seed, decorations=False, split_screen=0.0
+        n, size=(DRAW_SCALE * SIZE,) * 2, seed=seed, decorations=False, split_screen=0.0
     )
     items = []
     for image, mask in zip(images, masks, strict=True):
@@ -43,14 +55,15 @@ def phantoms(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 def test_a_small_unet_learns_to_segment_phantoms() -> None:
-    train, val = phantoms(N_TRAIN, seed=0), phantoms(16, seed=1)
-    model = UNet(seed=0)
-    optimizer = make_optimizer("adamw", model.parameters(), lr=3e-3)
+    train, val = phantoms(N_TRAIN, seed=0), phantoms(N_VAL, seed=1)
+    model = UNet(stem_stride=2, base_channels=8, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     trainer = Trainer(
-        model, train, val, loss=make_loss("dice_ce"), optimizer=optimizer,
-        scheduler=make_scheduler("cosine", optimizer, EPOCHS), epochs=EPOCHS, batch_size=8,
-        seed=0, progress=False,
+        model, train, val, loss=DiceCELoss(), optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS),
+        epochs=EPOCHS, batch_size=8, amp="off", seed=0, progress=False,
     )  # fmt: skip
-    history = trainer.fit()
-    assert history[0]["val_iou"] < 0.5  # it starts from nothing...
+    untrained = float(np.mean(trainer.evaluate(val).per_image("iou", cls=1)))
+    assert untrained < 0.5  # it starts from nothing...
+    trainer.fit()
     assert trainer.best_score >= 0.9  # ...and reaches a per-image mean nodule IoU of 0.9

@@ -79,6 +79,27 @@ def test_autocast_is_off_for_float32_and_on_for_bf16() -> None:
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == CPU
     assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else CPU)
+    with pytest.raises(ValueError, match="device 'gpu' is not a device name"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_a_cuda_device_without_cuda_is_a_one_line_error(monkeypatch, built: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: built)
+    why = "no GPU or driver was found" if built else "was built without CUDA"
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match=rf"device '{name}' is not available: .*{why}"):
+            resolve_device(name)
+    assert resolve_device("auto") == CPU
+
+
+def test_a_cuda_index_beyond_the_gpus_is_an_error(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="device 'cuda:2' is not available: .* 2 CUDA device"):
+        resolve_device("cuda:2")
 
 
 ALLOCATIONS = textwrap.dedent(

@@ -137,12 +137,37 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     ``"auto"`` picks CUDA when available, else the CPU. Under ``torchrun`` a bare ``"cuda"``
     (or ``"auto"``) becomes ``cuda:<LOCAL_RANK>``, one GPU per process.
+
+    Raises
+    ------
+    ValueError
+        ``device`` is not a device name, or names a CUDA device this machine lacks (a
+        PyTorch built without CUDA, no GPU or driver, or an index beyond the GPUs).
     """
+    requested = str(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device {device!r} is not a device name: use 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+        ) from error
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if not torch.cuda.is_available():
+            why = (
+                "no GPU or driver was found"
+                if torch.backends.cuda.is_built()
+                else f"this PyTorch ({torch.__version__}) was built without CUDA"
+            )
+            raise ValueError(f"device {requested!r} is not available: {why}; use 'cpu'")
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {requested!r} is not available: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 

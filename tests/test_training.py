@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -17,16 +19,20 @@ import torch
 from torch import nn
 
 import thyroidseg._io
+from interrupted_run import make_trainer as make_small_run
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
+    WEIGHTS_CHECKSUM,
     load_checkpoint,
 )
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
-from thyroidseg.training import NonFiniteLossError, Trainer
+from thyroidseg.training import NonFiniteLossError, NonFiniteOutputError, Trainer
 from tiny_models import Threshold
+
+INTERRUPTED_RUN = Path(__file__).with_name("interrupted_run.py")
 
 
 def squares(n: int, size: int = 16, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -363,3 +369,106 @@ def test_progress_shows_each_epoch_with_the_time_left(
     assert "1/2" in lines[0] and "left" in lines[0]  # epoch 1 of 2, and the estimate
     assert "2/2" in lines[1] and "left" not in lines[1]
     assert all("train_loss=" in line and "val_iou=" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("killed_at", "nth"),
+    [(BEST_CHECKPOINT, 2), (LAST_CHECKPOINT, 2)],  # writing best.pt; between best.pt and last.pt
+)
+def test_a_kill_at_any_moment_keeps_best_and_last_consistent(
+    tmp_path: Path, killed_at: str, nth: int
+) -> None:
+    straight = make_small_run(tmp_path / "straight")
+    straight.fit()
+    assert straight.best_epoch == straight.epochs  # best.pt was rewritten every epoch
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, str(INTERRUPTED_RUN), str(run), killed_at, str(nth)]
+    killed = subprocess.run([*command, str(torch.get_num_threads())], env=env, check=False)
+    assert killed.returncode == 137
+    (stale,) = run.glob(f".{killed_at}.*.tmp")  # the write the kill interrupted
+    last = load_checkpoint(run / LAST_CHECKPOINT)
+    best = load_checkpoint(run / BEST_CHECKPOINT)
+    assert last["epoch"] == 1 and last["best_epoch"] == 1
+    assert best["epoch"] == (1 if killed_at == BEST_CHECKPOINT else 2)  # never older than last
+
+    resumed = make_small_run(run)
+    with pytest.warns(UserWarning, match=rf"removed 1 temporary file.*{stale.name}"):
+        resumed.fit(resume=run / LAST_CHECKPOINT)
+    assert not list(run.glob(".*.tmp"))
+    last = load_checkpoint(run / LAST_CHECKPOINT)
+    best = load_checkpoint(run / BEST_CHECKPOINT)
+    expected = load_checkpoint(tmp_path / "straight" / BEST_CHECKPOINT)
+    assert best["epoch"] == last["best_epoch"] == expected["epoch"]
+    assert best["best_score"] == last["best_score"] == expected["best_score"]
+    assert best[WEIGHTS_CHECKSUM] == expected[WEIGHTS_CHECKSUM]  # bit-identical weights
+
+
+def test_resume_rewrites_a_best_checkpoint_lost_by_an_older_version(tmp_path: Path) -> None:
+    make_small_run(tmp_path, epochs=2).fit()
+    (tmp_path / BEST_CHECKPOINT).unlink()  # killed while 0.1.0 wrote it after last.pt
+    resumed = make_small_run(tmp_path, epochs=2)
+    with pytest.warns(UserWarning, match=r"best.pt was missing.*rewrote"):
+        resumed.fit(resume=tmp_path / LAST_CHECKPOINT)
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
+    assert (
+        best["epoch"] == 2
+        and best[WEIGHTS_CHECKSUM] == load_checkpoint(tmp_path / LAST_CHECKPOINT)[WEIGHTS_CHECKSUM]
+    )
+
+
+def test_resume_refuses_a_best_checkpoint_lost_for_good(tmp_path: Path) -> None:
+    model = TinyNet()
+    frozen = {"optimizer": torch.optim.SGD(model.parameters(), lr=0.0), "epochs": 3}
+    trainer = make_trainer(
+        model, StopAtEpoch(squares(4), stop_at=2), squares(2, seed=1), tmp_path, **frozen
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()  # epoch 1 is the best, epoch 2 is not better
+    assert load_checkpoint(tmp_path / LAST_CHECKPOINT)["best_epoch"] == 1
+    (tmp_path / BEST_CHECKPOINT).unlink()
+    model = TinyNet()
+    frozen["optimizer"] = torch.optim.SGD(model.parameters(), lr=0.0)
+    again = make_trainer(model, squares(4), squares(2, seed=1), tmp_path, **frozen)
+    with pytest.raises(ValueError, match=r"best.pt is missing.*at epoch 1.*is lost"):
+        again.fit(resume=tmp_path / LAST_CHECKPOINT)
+
+
+def test_resume_refuses_other_data_settings(tmp_path: Path) -> None:
+    older = {"root": "/data/a", "fold": 0}  # as a version that stored no "augment" wrote it
+    make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1, data_config=older).fit()
+    for changed in ({"fold": 1}, {"root": "/data/b"}):
+        other = make_trainer(
+            TinyNet(), squares(4), None, tmp_path, epochs=1, data_config={**older, **changed}
+        )
+        ((key, value),) = changed.items()
+        stored = older[key]
+        with pytest.raises(ValueError, match=rf"data\['{key}'\]={stored!r} there, {value!r} here"):
+            other.fit(resume=tmp_path / LAST_CHECKPOINT)
+    newer = {**older, "augment": True}  # a setting the checkpoint lacks is not compared
+    same = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1, data_config=newer)
+    same.fit(resume=tmp_path / LAST_CHECKPOINT)
+    assert same.config["data"] == newer
+
+
+def test_a_nan_validation_image_is_named_with_its_epoch(tmp_path: Path) -> None:
+    val = [dict(item, name=f"frame{k}") for k, item in enumerate(squares(5, seed=1))]
+    val[3]["image"] = val[3]["image"].clone()
+    val[3]["image"][0, 2, 2] = math.nan
+    trainer = make_trainer(TinyNet(), squares(4), val, tmp_path, batch_size=2)
+    with pytest.raises(NonFiniteOutputError, match=r"item 3 \(frame3\) at epoch 1") as raised:
+        trainer.fit()
+    assert (raised.value.epoch, raised.value.index, raised.value.image_finite) == (1, 3, False)
+    assert "input image itself holds NaN" in str(raised.value)
+    assert not (tmp_path / LAST_CHECKPOINT).exists()  # the failing epoch saved nothing
+
+
+def test_a_non_finite_model_output_in_evaluate_is_named() -> None:
+    items = [{"image": s["mask"][None].float(), "mask": s["mask"]} for s in squares(3)]
+    model = Threshold()
+    trainer = make_trainer(model, items, None, None)
+    with torch.no_grad():
+        model.scale.fill_(math.inf)  # logits of +-inf for the 0/1 images
+    with pytest.raises(NonFiniteOutputError, match="validation item 0: its image is finite"):
+        trainer.evaluate(items)

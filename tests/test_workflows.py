@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
 
+import thyroidseg.workflows
 from thyroidseg._io import read_binary_mask
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.losses import DiceCELoss
+from thyroidseg.model import UNet
 from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.workflows import (
     OPTIMIZER_NAMES,
@@ -120,3 +123,129 @@ def test_demo_command_runs_the_whole_pipeline(
     assert cv2.imread(str(overlays[0])).shape[:2] == truth.shape  # at the original size
     assert main([*args, "--quiet"]) == 2  # a second run would overwrite the first
     assert "previous run" in capsys.readouterr().err
+
+
+SMALL = ["--size", "32", "32", "--batch-size", "4", "--quiet", "--base-channels", "4"]
+SMALL += ["--amp", "off", "--epochs", "1"]
+
+
+@pytest.fixture
+def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make reading a dataset fail the test: what is checked must be checked before."""
+
+    def read(*args, **kwargs):
+        raise AssertionError("the dataset was read before the settings were checked")
+
+    monkeypatch.setattr(thyroidseg.workflows, "ThyroidDataset", read)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+        (["--lr", "nan"], "lr must be a positive finite number, got nan"),
+        (["--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+        (["--workers", "-1"], "num_workers must be an integer >= 0"),
+        (["--early-stopping", "0"], "early_stopping must be a positive integer"),
+        (["--fold", "5"], r"fold must be None or an integer in \[0, 5\)"),
+        (["--device", "gpu"], "device 'gpu' is not a device name"),
+        (["--all", "--fold", "1"], "--all trains on every frame"),
+        (["--all", "--early-stopping", "3"], "early_stopping needs val_data"),
+    ],
+)
+def test_train_settings_are_checked_before_the_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_reading, arguments, message
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "data"), "--out", str(run), *SMALL, *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("thyroidseg train: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+
+
+def test_train_on_a_missing_cuda_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_reading, monkeypatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), *SMALL, "--device", "cuda"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda' is not available" in err and err.count("\n") == 1
+
+
+def test_train_folder_reports_a_bad_output_path_before_reading(tmp_path: Path, no_reading) -> None:
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match=r"taken is a file, not a folder \(the output folder\)"):
+        train_folder(tmp_path, tmp_path / "taken", epochs=1)
+    with pytest.raises(ValueError, match="unknown Trainer option\\(s\\) 'batchsize'"):
+        train_folder(tmp_path, tmp_path / "run", batchsize=4)
+
+
+def test_train_resume_refuses_other_data_settings_before_reading(
+    tmp_path: Path, monkeypatch
+) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
+    other = write_synthetic_dataset(tmp_path / "other", 8, size=(64, 80), seed=1)
+    run = tmp_path / "run"
+    options = dict(size=(32, 32), base_channels=4, epochs=1, batch_size=4, amp="off")
+    train_folder(data, run, folds=2, progress=False, **options)
+    written = (run / LAST_CHECKPOINT).read_bytes()
+    stored = load_checkpoint(run / LAST_CHECKPOINT)["config"]["data"]
+    assert stored["root"] == str(data.resolve()) and stored["augment"] is True
+
+    def read(*args, **kwargs):
+        raise AssertionError("the dataset was read before the resume was checked")
+
+    monkeypatch.setattr(thyroidseg.workflows, "ThyroidDataset", read)
+    changes = [
+        ({"fold": 1}, "fold=0 there, 1 here"),
+        ({"folds": 3}, "folds=2 there, 3 here"),
+        ({"size": (48, 48)}, r"size=\[32, 32\] there, \[48, 48\] here"),
+        ({"augment": False}, "augment=True there, False here"),
+        ({"data_dir": other}, rf"data_dir='{re.escape(str(data.resolve()))}' there"),
+        ({"fold": None}, "fold=0 there, None here; folds=2 there, None here"),
+    ]
+    for change, message in changes:
+        settings = {"data_dir": data, "folds": 2, **options, **change}
+        with pytest.raises(ValueError, match=rf"cannot resume on other data.*{message}"):
+            train_folder(settings.pop("data_dir"), run, resume=True, progress=False, **settings)
+    assert (run / LAST_CHECKPOINT).read_bytes() == written  # the stored config is untouched
+    with pytest.raises(ValueError, match="fold=0 there, 1 here; size="):  # every change named
+        train_folder(data, run, folds=2, resume=True, fold=1, **{**options, "size": (48, 48)})
+
+
+def test_train_all_trains_on_every_frame_without_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(64, 80), seed=0)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--all", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "trained on all 6 frames for 1 epochs" in printed
+    assert f"checkpoints: {run / LAST_CHECKPOINT}\n" in printed
+    assert not (run / BEST_CHECKPOINT).exists()
+    last = load_checkpoint(run / LAST_CHECKPOINT)
+    assert last["config"]["data"]["fold"] is None and last["config"]["data"]["folds"] is None
+    assert "val_iou" not in last["history"][0]
+    assert main(["train", str(data), "--out", str(run), "--resume", *SMALL]) == 2
+    assert "fold=None there, 0 here" in capsys.readouterr().err  # --all is not a fold run
+
+
+def test_predict_on_a_checkpoint_of_another_version_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = UNet(base_channels=4, depth=2, seed=0)
+    config = {
+        "model_class": "thyroidseg.model.UNet",
+        "model": {**model.config, "attention": True},
+        "data": {"preprocess": "default", "preprocess_options": {"size": [32, 32]}},
+    }
+    checkpoint = {"format": "thyroidseg-checkpoint/1", "config": config}
+    checkpoint |= {"model": model.state_dict(), "thyroidseg_version": "9.1"}
+    torch.save(checkpoint, tmp_path / "future.pt")
+    frames = write_synthetic_dataset(tmp_path / "data", 2, size=(64, 80), seed=0) / "images"
+    args = ["predict", str(frames), str(tmp_path / "out"), "--model", str(tmp_path / "future.pt")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "future.pt" in err and "'attention'" in err and "written by thyroidseg 9.1" in err

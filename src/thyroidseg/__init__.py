@@ -54,7 +54,7 @@ from thyroidseg.preprocessing import Preprocessed, preprocess, preprocess_folder
 from thyroidseg.scan_region import find_scan_region, find_views
 from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
-from thyroidseg.training import NonFiniteLossError, Trainer
+from thyroidseg.training import NonFiniteLossError, NonFiniteOutputError, Trainer
 from thyroidseg.workflows import DemoResult, run_demo, train_folder
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "Ensemble",
     "FolderPrediction",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "Nodule",
     "Preprocessed",
     "Segmenter",

@@ -10,9 +10,12 @@ parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect aroun
   `thyroidseg.workflows.train_folder` and the command line, not here;
 * validation after every epoch, reporting the **per-image** nodule IoU and Dice (mean over
   validation images); the IoU selects the ``best`` checkpoint and drives early stopping;
-* ``last.pt`` after every epoch and ``best.pt`` on improvement (`thyroidseg.checkpoint`),
-  holding everything needed to resume bit-exactly on the CPU;
-* a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named);
+* ``best.pt`` on improvement, then ``last.pt`` after every epoch (`thyroidseg.checkpoint`),
+  holding everything needed to resume bit-exactly on the CPU; the order keeps the two
+  consistent under a kill at any moment (``last.pt`` never claims a ``best.pt`` that is not
+  on disk), and a resumed run checks it;
+* a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named), a
+  non-finite validation output with `NonFiniteOutputError` (epoch and item named);
 * ``history.csv`` and ``history.png`` in ``out_dir`` (`thyroidseg.history`);
 * the device, autocast and CPU settings of `thyroidseg.runtime`, and DistributedDataParallel
   when launched with ``torchrun``.
@@ -33,19 +36,16 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
@@ -57,16 +57,27 @@ from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
+    check_best_checkpoint,
     load_checkpoint,
+    prepare_run_folder,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
-from thyroidseg.history import write_history
+from thyroidseg.distributed import DistContext, join_process_group
+from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device, tune_cpu_allocator
+from thyroidseg.trainer_config import (
+    check_components,
+    check_settings,
+    describe,
+    ignore_index_of,
+    qualified_name,
+    resume_conflicts,
+)
 
-__all__ = ["NonFiniteLossError", "Trainer"]
+__all__ = ["NonFiniteLossError", "NonFiniteOutputError", "Trainer"]
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
@@ -98,49 +109,49 @@ class NonFiniteLossError(RuntimeError):
         self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
 
 
-# --------------------------------------------------------------------------- distributed
+class NonFiniteOutputError(RuntimeError):
+    """The model's output for a validation item holds NaN or infinite values.
 
-
-@dataclass(frozen=True)
-class _Dist:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
-        """Sum ``values`` over processes (identity when not distributed)."""
-        if self.world_size == 1:
-            return list(values)
-        total = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(total)
-        return total.tolist()
-
-
-@contextlib.contextmanager
-def _distributed(device: torch.device) -> Iterator[_Dist]:
-    """Join the ``torchrun`` process group for the ``with`` block (if ``WORLD_SIZE > 1``).
-
-    Uses NCCL for CUDA devices and gloo otherwise; a group that already exists is reused
-    and left alone, one created here is destroyed on exit.
+    Attributes
+    ----------
+    epoch
+        The 1-based epoch whose validation failed (``None`` from `Trainer.evaluate`).
+    index
+        The item's index in the validation data.
+    name
+        The item's ``"name"`` entry, or ``None`` when it has none.
+    image_finite
+        Whether the item's input image was finite (if not, the data is at fault).
+    checkpoint
+        The last good checkpoint (``last.pt`` of the previous epoch), or ``None``.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        yield _Dist()
-        return
-    created = not dist.is_initialized()
-    if created:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield _Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
-    finally:
-        if created:
-            dist.destroy_process_group()
+
+    def __init__(
+        self,
+        epoch: int | None,
+        index: int,
+        name: str | None,
+        image_finite: bool,
+        checkpoint: Path | None,
+    ) -> None:
+        item = f"validation item {index}" + (f" ({name})" if name is not None else "")
+        when = f" at epoch {epoch}" if epoch is not None else ""
+        cause = (
+            "its image is finite, so the model produced them (lower the learning rate, set "
+            "grad_clip, or use amp='off' to find the cause)"
+            if image_finite
+            else "its input image itself holds NaN or infinite values: check that file"
+        )
+        kept = (
+            f"; the last good checkpoint is {checkpoint}"
+            if checkpoint is not None
+            else "; no checkpoint had been written yet"
+            if epoch is not None
+            else ""
+        )
+        super().__init__(f"the model's output is NaN or infinite for {item}{when}: {cause}{kept}")
+        self.epoch, self.index, self.name = epoch, index, name
+        self.image_finite, self.checkpoint = image_finite, checkpoint
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -260,22 +271,17 @@ class Trainer:
         progress: bool | None = None,
         data_config: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_arguments(model, train_data, val_data, loss, optimizer, scheduler, prepare_batch)
-        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if grad_clip is not None and not grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-        if early_stopping is not None:
-            if val_data is None:
-                raise ValueError("early_stopping needs val_data (it watches the validation IoU)")
-            if not isinstance(early_stopping, int) or early_stopping < 1:
-                raise ValueError(
-                    f"early_stopping must be a positive integer, got {early_stopping!r}"
-                )
-
+        check_components(model, train_data, val_data, loss, optimizer, scheduler, prepare_batch)
+        check_settings(
+            epochs=epochs,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            grad_clip=grad_clip,
+            early_stopping=early_stopping,
+            validation=val_data is not None,
+            device=device,
+            amp=amp,
+        )
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         if tune_allocator and self.device.type == "cpu":
@@ -290,7 +296,7 @@ class Trainer:
         )
         self.scheduler = scheduler
         self.prepare_batch: PrepareBatch = prepare_batch or default_prepare_batch
-        self.ignore_index = _ignore_index(loss, train_data, val_data)
+        self.ignore_index = ignore_index_of(loss, train_data, val_data)
         """Target value left out of the validation counts (the loss's or datasets')."""
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -301,13 +307,13 @@ class Trainer:
         self.progress = progress
         data_config = {**(getattr(train_data, "config", None) or {}), **(data_config or {})}
         self.config: dict[str, Any] = {
-            "model_class": _qualified_name(type(model)),
+            "model_class": qualified_name(type(model)),
             "model": dict(getattr(model, "config", None) or {}),
             "data": data_config,
-            "loss": _describe(loss),
-            "optimizer": _describe(self.optimizer),
-            "scheduler": _describe(scheduler) if scheduler is not None else "constant",
-            "prepare_batch": _describe(self.prepare_batch),
+            "loss": describe(loss),
+            "optimizer": describe(self.optimizer),
+            "scheduler": describe(scheduler) if scheduler is not None else "constant",
+            "prepare_batch": describe(self.prepare_batch),
             "epochs": epochs,
             "batch_size": batch_size,
             "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "off",
@@ -324,7 +330,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.history: list[dict[str, float]] = []
-        self._dist = _Dist()
+        self._dist = DistContext()
         self._last_saved: Path | None = None
 
     # -- public API -------------------------------------------------------------------
@@ -332,30 +338,39 @@ class Trainer:
     def fit(self, resume: PathLike | None = None) -> list[dict[str, float]]:
         """Train until ``epochs`` (or early stopping); returns the history, one dict per epoch.
 
+        First `thyroidseg.checkpoint.prepare_run_folder` checks that ``out_dir`` can be
+        written and removes the temporary files a killed run left there.
+
         Parameters
         ----------
         resume
             A checkpoint to continue from (usually ``out_dir / "last.pt"``): restores the model,
             optimizer, scheduler, gradient scaler, epoch, best score, early-stopping counter,
             history and random states. On the CPU the result is bit-identical to a run that
-            was never interrupted.
+            was never interrupted. When it lies in ``out_dir``, that folder's ``best.pt`` is
+            checked against it (`thyroidseg.checkpoint.check_best_checkpoint`).
 
         Raises
         ------
         NonFiniteLossError
             The loss became NaN or infinite; the last good checkpoint is kept.
+        NonFiniteOutputError
+            The model's output for a validation item was NaN or infinite.
         ValueError
-            ``resume`` was written by a run set up differently (see the class notes).
+            ``out_dir`` cannot be written; ``resume`` was written by a run set up differently
+            (see the class notes), or its ``best.pt`` is lost.
         """
-        if resume is not None:
-            self._restore(resume)
-        else:
-            _seed_everything(self.seed)
-        with _distributed(self.device) as self._dist:
+        with join_process_group(self.device) as self._dist:
             try:
+                if self._dist.is_main and self.out_dir is not None:
+                    self._prepare_out_dir()
+                if resume is not None:
+                    self._restore(resume)
+                else:
+                    _seed_everything(self.seed)
                 self._fit()
             finally:
-                self._dist = _Dist()
+                self._dist = DistContext()
         return self.history
 
     def evaluate(self, data: Dataset | Sequence[Mapping[str, Any]]) -> ConfusionMatrix:
@@ -365,25 +380,53 @@ class Trainer:
         `ConfusionMatrix` with one matrix per image, in the order of ``data``, leaving out
         target pixels equal to `ignore_index`. Within `fit` under ``torchrun`` each process
         counts its share and the matrices are gathered.
+
+        Raises
+        ------
+        NonFiniteOutputError
+            The model's output for an item holds NaN or infinite values (its index named).
         """
+        return self._evaluate(data, epoch=None)
+
+    def _evaluate(
+        self, data: Dataset | Sequence[Mapping[str, Any]], epoch: int | None
+    ) -> ConfusionMatrix:
         num_classes = int((getattr(self.model, "config", None) or {}).get("num_classes", 2))
         matrix = ConfusionMatrix(num_classes, ignore_index=self.ignore_index)
+        share = data
         if self._dist.world_size > 1:  # every process takes every world_size-th item, no padding
-            data = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
+            share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
         loader = DataLoader(
-            data,
+            share,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
         )
         self.model.eval()
+        first_bad = None  # 2 * (index in data) + (1 if that item's input was finite)
+        seen = 0
         with torch.inference_mode():
             for batch in loader:
                 inputs, target, _ = self.prepare_batch(batch, self.device, self.memory_format)
                 with autocast(self.device, self.amp_dtype):
                     logits = self.model(inputs)
+                finite = torch.isfinite(logits).flatten(1).all(dim=1)
+                if first_bad is None and not bool(finite.all()):
+                    k = int(torch.nonzero(~finite)[0])
+                    index = self._dist.rank + (seen + k) * self._dist.world_size
+                    first_bad = 2 * index + int(bool(torch.isfinite(inputs[k]).all()))
                 matrix.update(logits.argmax(dim=1), target)
+                seen += inputs.shape[0]
+        first_bad = self._dist.smallest(first_bad, self.device)  # every process stops together
+        if first_bad is not None:
+            index = first_bad // 2
+            item = data[index]
+            name = item.get("name") if isinstance(item, Mapping) else None
+            raise NonFiniteOutputError(
+                epoch, index, None if name is None else str(name), bool(first_bad % 2),
+                self._last_saved if epoch is not None else None,
+            )  # fmt: skip
         return matrix.sync()
 
     @property
@@ -440,12 +483,10 @@ class Trainer:
             }
             if self.scheduler is not None:
                 self.scheduler.step()
-            if self._dist.world_size > 1:  # one set of BatchNorm statistics for every process
-                for buffer in self.model.buffers():
-                    dist.broadcast(buffer, src=0)
+            self._dist.broadcast_buffers(self.model)  # one set of BatchNorm statistics
             improved = False
             if self.val_data is not None:
-                matrix = self.evaluate(self.val_data)
+                matrix = self._evaluate(self.val_data, epoch + 1)
                 row["val_iou"] = _nanmean(matrix.per_image("iou", cls=1))
                 row["val_dice"] = _nanmean(matrix.per_image("dice", cls=1))
                 improved = row["val_iou"] > self.best_score
@@ -521,22 +562,28 @@ class Trainer:
             "rng": rng_state(),
         }
 
+    def _prepare_out_dir(self) -> None:
+        assert self.out_dir is not None
+        run_files = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
+        removed = prepare_run_folder(self.out_dir, run_files)
+        if removed:
+            warnings.warn(
+                f"{self.out_dir}: removed {len(removed)} temporary file(s) left by an "
+                f"interrupted run: {', '.join(p.name for p in removed)}",
+                stacklevel=4,
+            )
+
     def _write_outputs(self, improved: bool) -> None:
         assert self.out_dir is not None
         checkpoint = self._checkpoint()
-        self._last_saved = save_checkpoint(self.out_dir / LAST_CHECKPOINT, checkpoint)
-        if improved:
+        if improved:  # first, so last.pt never records a best epoch that best.pt lacks
             save_checkpoint(self.out_dir / BEST_CHECKPOINT, checkpoint)
+        self._last_saved = save_checkpoint(self.out_dir / LAST_CHECKPOINT, checkpoint)
         write_history(self.out_dir, self.history)
 
     def _restore(self, path: PathLike) -> None:
         checkpoint = load_checkpoint(path, map_location=self.device)
-        stored = checkpoint.get("config", {})
-        changed = [
-            f"{key}={stored.get(key)!r} there, {self.config[key]!r} here"
-            for key in _RESUME_MUST_MATCH
-            if stored.get(key) != self.config[key]
-        ]
+        changed = resume_conflicts(checkpoint["config"], self.config)
         if changed:
             raise ValueError(
                 f"{path}: cannot resume with other settings than the run that wrote it "
@@ -558,99 +605,15 @@ class Trainer:
             restore_rng_state(checkpoint["rng"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise ValueError(f"{path}: cannot resume from this checkpoint: {error}") from error
-        self._last_saved = Path(path)
-
-
-_RESUME_MUST_MATCH = (
-    "model_class", "model", "loss", "optimizer", "scheduler", "prepare_batch", "epochs",
-    "batch_size", "seed",
-)  # fmt: skip
-"""Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
+        stored_data = checkpoint["config"].get("data") or {}
+        self.config["data"] = {**self.config["data"], **stored_data}  # the run's, as written
+        path = Path(path)
+        if self._dist.is_main and self.out_dir is not None and path.parent.samefile(self.out_dir):
+            check_best_checkpoint(path, checkpoint)  # another folder gets best.pt on improvement
+        self._last_saved = path
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_arguments(
-    model: nn.Module,
-    train_data: Any,
-    val_data: Any,
-    loss: Any,
-    optimizer: Any,
-    scheduler: Any,
-    prepare_batch: Any,
-) -> None:
-    """Raise ``ValueError`` for objects the trainer cannot use, saying what it needs instead."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if len(train_data) == 0:
-        raise ValueError("train_data is empty")
-    if val_data is not None and len(val_data) == 0:
-        raise ValueError("val_data is empty (pass val_data=None to train without validation)")
-    if isinstance(loss, str):
-        raise ValueError(
-            f"loss must be a loss object or callable, got the name {loss!r}: build it with "
-            f"thyroidseg.losses.make_loss({loss!r}) (train_folder and the command line take names)"
-        )
-    if not callable(loss):
-        raise ValueError(f"loss must be callable (logits, target) -> loss, got {loss!r}")
-    if prepare_batch is not None and not callable(prepare_batch):
-        raise ValueError(f"prepare_batch must be callable or None, got {prepare_batch!r}")
-    if optimizer is not None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError(
-                f"optimizer must be a torch.optim.Optimizer or None, got {optimizer!r} "
-                "(train_folder and the command line take names such as 'adamw')"
-            )
-        own = {id(p) for p in model.parameters()}
-        if not any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
-            raise ValueError("the optimizer holds none of the model's parameters")
-    if scheduler is not None:
-        if optimizer is None:
-            raise ValueError(
-                "a scheduler needs the optimizer it was built on: pass optimizer=... as well"
-            )
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            raise ValueError("ReduceLROnPlateau needs a metric in step(); use an epoch schedule")
-        if not hasattr(scheduler, "step") or getattr(scheduler, "optimizer", None) is not optimizer:
-            raise ValueError(
-                "scheduler must be a learning-rate scheduler of the optimizer passed with it"
-            )
-
-
-def _ignore_index(loss: Any, *datasets: Any) -> int | None:
-    """The target value to leave out of validation: the loss's or the datasets' ``ignore_index``."""
-    found = {
-        int(value)
-        for source in (loss, *datasets)
-        if (value := getattr(source, "ignore_index", None)) is not None
-    }
-    if len(found) > 1:
-        raise ValueError(
-            f"the loss and the datasets disagree on ignore_index ({sorted(found)}): the "
-            "pixels the loss leaves out must be those validation leaves out"
-        )
-    return found.pop() if found else None
-
-
-def _describe(thing: object) -> str:
-    """A text equal for equally set-up losses, optimizers or schedulers of two runs."""
-    if isinstance(thing, torch.optim.lr_scheduler.LRScheduler):
-        settings = {
-            key: value
-            for key, value in thing.state_dict().items()
-            if not key.startswith("_") and key != "last_epoch"
-        }
-        listed = ", ".join(f"{key}={value!r}" for key, value in sorted(settings.items()))
-        return f"{_qualified_name(type(thing))}({listed})"
-    text = repr(thing)
-    if " at 0x" in text:  # a default repr: its memory address differs in every run
-        return _qualified_name(thing if hasattr(thing, "__qualname__") else type(thing))
-    return text
-
-
-def _qualified_name(thing: Any) -> str:
-    return f"{thing.__module__}.{thing.__qualname__}"
 
 
 def _seed_everything(seed: int) -> None:

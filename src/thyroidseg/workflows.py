@@ -9,8 +9,12 @@ split it by leak group, build a `UNet`, resolve the string shortcuts of a recipe
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
-from collections.abc import Callable, Iterable
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -21,14 +25,21 @@ from torch import nn
 
 from thyroidseg._io import PathLike, atomic_write_bytes, write_image
 from thyroidseg.augment import Augment
-from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
+from thyroidseg.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    prepare_run_folder,
+)
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.inference import Segmenter, overlay
 from thyroidseg.losses import make_loss
 from thyroidseg.metrics import ConfusionMatrix
 from thyroidseg.model import UNet
+from thyroidseg.runtime import autocast, cpu_info
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.trainer_config import check_settings
 from thyroidseg.training import Trainer
 
 __all__ = [
@@ -90,6 +101,8 @@ def make_scheduler(
     """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"schedule must be one of {SCHEDULE_NAMES}, got {name!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if name == "poly":
@@ -126,6 +139,10 @@ def train_folder(
     ``seed``), train on the other folds with `Augment` and
     validate on fold ``fold``.
 
+    Every setting is checked before the dataset is read (a bad ``epochs``, ``lr``,
+    ``batch_size``, name or device, an output path that is a file or cannot be written, a
+    resume that would change the run), so a mistake is reported at once.
+
     Parameters
     ----------
     data_dir, out_dir
@@ -152,7 +169,9 @@ def train_folder(
     epochs, seed
         Epochs in total, and the seed of the split, the weights, augmentation and training.
     resume
-        Continue from ``out_dir/last.pt`` (an error if there is none).
+        Continue from ``out_dir/last.pt`` (an error if there is none). Refused when the
+        data folder, ``fold``, ``folds``, ``size`` or ``augment`` differ from the run that
+        wrote it (each difference is named), as the `Trainer` refuses another schedule.
     **trainer_options
         More `Trainer` options (``batch_size``, ``amp``, ``device``, ``early_stopping``,
         ``num_workers``, ``grad_clip``, ``progress``...).
@@ -161,16 +180,54 @@ def train_folder(
     -------
     Trainer
         After `Trainer.fit`; ``trainer.history`` holds the epochs.
+
+    Raises
+    ------
+    ValueError
+        A setting is invalid, ``out_dir`` is a file or cannot be written, or ``resume``
+        would change the run.
+    FileExistsError, FileNotFoundError
+        ``out_dir/last.pt`` exists without ``resume``, or is missing with it.
     """
-    if fold is not None and (not isinstance(fold, int) or not 0 <= fold < folds):
-        raise ValueError(f"fold must be None or in [0, {folds}), got {fold!r}")
+    if fold is not None:
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+            raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
+    unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown Trainer option(s) {', '.join(map(repr, unknown))}; train_folder passes "
+            f"on only {', '.join(sorted(_TRAINER_OPTIONS))}"
+        )
+    checked = inspect.signature(check_settings).parameters
+    check_settings(
+        epochs=epochs,
+        validation=fold is not None,
+        **{key: value for key, value in trainer_options.items() if key in checked},
+    )
+    size = (int(size[0]), int(size[1]))
+    loss_fn = make_loss(loss) if isinstance(loss, str) else loss
+    model = model if model is not None else UNet(base_channels=base_channels, seed=seed)
+    built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = make_scheduler(schedule, built, epochs)
+
     out_dir = Path(out_dir)
+    prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
     last = out_dir / LAST_CHECKPOINT
     if resume and not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
     if not resume and last.exists():
         raise FileExistsError(f"{last} exists: pass resume (--resume) or choose another folder")
-    size = (int(size[0]), int(size[1]))
+    data_config = {
+        "root": str(Path(data_dir).resolve()),
+        "fold": fold,
+        "folds": folds if fold is not None else None,
+        "augment": bool(augment),
+    }
+    if resume:
+        data_config = _resumed_data_config(last, data_config, size)
+
     dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
     if fold is None:
         train_idx, val = np.arange(len(dataset)), None
@@ -178,23 +235,60 @@ def train_folder(
         train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
         val = dataset.subset(val_idx)
     train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
-    model = model if model is not None else UNet(base_channels=base_channels, seed=seed)
-    built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     trainer = Trainer(
         model,
         train,
         val,
-        loss=make_loss(loss) if isinstance(loss, str) else loss,
+        loss=loss_fn,
         optimizer=built,
-        scheduler=make_scheduler(schedule, built, epochs),
+        scheduler=scheduler,
         epochs=epochs,
         seed=seed,
         out_dir=out_dir,
-        data_config={"root": str(data_dir), "fold": fold, "folds": folds},
+        data_config=data_config,
         **trainer_options,
     )
     trainer.fit(resume=last if resume else None)
     return trainer
+
+
+_TRAINER_OPTIONS = set(inspect.signature(Trainer).parameters) - {
+    "model", "train_data", "val_data", "loss", "optimizer", "scheduler", "epochs", "seed",
+    "out_dir", "data_config",
+}  # fmt: skip
+"""The `Trainer` arguments `train_folder` passes on from ``**trainer_options``."""
+
+
+def _resumed_data_config(
+    last: Path, data_config: Mapping[str, Any], size: tuple[int, int]
+) -> dict[str, Any]:
+    """``data_config`` checked against the data settings ``last`` was trained with.
+
+    Refuses another data folder, fold, number of folds, size or augmentation setting, naming
+    each, before the dataset is read; a setting older checkpoints lack is not compared. The
+    stored folder name is kept when it is the same folder, so the checkpoint's data config
+    is never rewritten.
+    """
+    stored = load_checkpoint(last)["config"].get("data") or {}
+    here = {**data_config, "size": list(size)}
+    changed = []
+    for key, name in (("root", "data_dir"), ("fold", "fold"), ("folds", "folds"),
+                      ("size", "size"), ("augment", "augment")):  # fmt: skip
+        if key not in stored:
+            continue
+        if key == "root":
+            same = Path(stored[key]).resolve() == Path(here[key])
+        else:
+            same = stored[key] == here[key]
+        if not same:
+            changed.append(f"{name}={stored[key]!r} there, {here[key]!r} here")
+    if changed:
+        raise ValueError(
+            f"{last}: cannot resume on other data than the run that wrote it "
+            f"({'; '.join(changed)}): a resumed run must validate on the same frames. Start "
+            "a new run in another folder"
+        )
+    return {**data_config, "root": stored.get("root", data_config["root"])}
 
 
 # --------------------------------------------------------------------------- demo
@@ -234,7 +328,8 @@ def run_demo(
     (`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
     The frames are read with `ThyroidDataset` and preprocessed at
     ``size``, split 70/15/15 by leak group (`train_val_test_split`),
-    a `UNet` is trained with augmentation and `train_folder`'s default recipe (Dice +
+    a `UNet` with a half-resolution stage 0 (``stem_stride=2``, the cheapest to train on a
+    CPU) is trained with augmentation and `train_folder`'s default recipe (Dice +
     cross-entropy, AdamW at 1e-3, cosine schedule) in ``out_dir/run``, the ``best.pt``
     checkpoint segments the test frames through `Segmenter` at their original size, and
     the test metrics are counted against the original masks.
@@ -272,7 +367,7 @@ def run_demo(
     train_idx, val_idx, test_idx = train_val_test_split(
         dataset.groups, (0.7, 0.15, 0.15), seed=seed
     )
-    model = UNet(seed=seed)
+    model = UNet(stem_stride=2, seed=seed)
     optimizer = make_optimizer("adamw", model.parameters())
     trainer = Trainer(
         model,
@@ -288,6 +383,16 @@ def run_demo(
         data_config={"root": str(data_dir)},
         **trainer_options,
     )
+    if progress is not False:
+        steps = -(-len(train_idx) // trainer.batch_size) * epochs
+        seconds = steps * _seconds_per_step(trainer, size) * _EPOCH_OVERHEAD
+        print(
+            f"demo: {epochs} epochs of {len(train_idx)} frames; about {_duration(seconds)} "
+            f"of training on this machine ({cpu_info().model or 'unknown CPU'}, "
+            f"{'bf16' if trainer.amp_dtype == torch.bfloat16 else 'float32'})",
+            file=sys.stderr,
+            flush=True,
+        )
     history = trainer.fit()
     segmenter = Segmenter.from_checkpoint(
         run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
@@ -305,3 +410,28 @@ def run_demo(
     report = json.dumps(metrics.to_dict(), indent=2)
     atomic_write_bytes(out_dir / "metrics.json", report.encode())
     return DemoResult(data_dir, run_dir, metrics, overlays, history)
+
+
+_EPOCH_OVERHEAD = 1.3
+"""Validation, augmentation and checkpoints on top of the training steps (measured on the demo:
+an epoch takes 1.2-1.4x its steps' time)."""
+
+
+def _seconds_per_step(trainer: Trainer, size: tuple[int, int]) -> float:
+    """Time one training step (forward, backward, no update) of a copy of the model, best of 2."""
+    model = copy.deepcopy(trainer.model).train()
+    images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
+    images = images.contiguous(memory_format=trainer.memory_format)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with autocast(trainer.device, trainer.amp_dtype):
+            loss = model(images).float().square().mean()
+        loss.backward()
+        times.append(time.perf_counter() - start)
+    return min(times[1:])  # the first pass also pays for one-off allocations
+
+
+def _duration(seconds: float) -> str:
+    """``"45 s"`` or ``"3 min"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

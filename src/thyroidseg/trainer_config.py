@@ -1,0 +1,180 @@
+"""How a `thyroidseg.training.Trainer` run is set up: checked arguments, recorded settings.
+
+* `check_components` and `check_settings` refuse what the trainer cannot use, with a message
+  saying what it needs instead (`thyroidseg.workflows.train_folder` calls `check_settings`
+  before it reads any data);
+* `describe` and `qualified_name` turn the loss, optimizer, scheduler and model class into
+  the texts stored in a checkpoint's ``config``;
+* `resume_conflicts` lists the settings in which a checkpoint's run differs from this one
+  (`RESUME_MUST_MATCH` and every entry of the stored ``config["data"]``): a resumed run
+  must follow the same schedule on the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
+
+__all__ = [
+    "RESUME_MUST_MATCH",
+    "check_components",
+    "check_settings",
+    "describe",
+    "ignore_index_of",
+    "qualified_name",
+    "resume_conflicts",
+]
+
+RESUME_MUST_MATCH = (
+    "model_class", "model", "loss", "optimizer", "scheduler", "prepare_batch", "epochs",
+    "batch_size", "seed",
+)  # fmt: skip
+"""Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
+
+
+def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The settings in which a checkpoint's ``config`` (``stored``) differs from ``current``.
+
+    Compares the `RESUME_MUST_MATCH` keys and every entry of ``stored["data"]`` (the data
+    folder, fold, size, augmentation, preprocessing...); an entry older checkpoints lack is
+    not compared. Each difference reads ``"<setting>=<stored> there, <current> here"``.
+    """
+    changed = [
+        f"{key}={stored.get(key)!r} there, {current.get(key)!r} here"
+        for key in RESUME_MUST_MATCH
+        if stored.get(key) != current.get(key)
+    ]
+    here = current.get("data") or {}
+    return changed + [
+        f"data[{key!r}]={value!r} there, {here.get(key)!r} here"
+        for key, value in (stored.get("data") or {}).items()
+        if here.get(key) != value
+    ]
+
+
+def check_components(
+    model: nn.Module,
+    train_data: Any,
+    val_data: Any,
+    loss: Any,
+    optimizer: Any,
+    scheduler: Any,
+    prepare_batch: Any,
+) -> None:
+    """Raise ``ValueError`` for objects the trainer cannot use, saying what it needs instead."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if len(train_data) == 0:
+        raise ValueError("train_data is empty")
+    if val_data is not None and len(val_data) == 0:
+        raise ValueError("val_data is empty (pass val_data=None to train without validation)")
+    if isinstance(loss, str):
+        raise ValueError(
+            f"loss must be a loss object or callable, got the name {loss!r}: build it with "
+            f"thyroidseg.losses.make_loss({loss!r}) (train_folder and the command line take names)"
+        )
+    if not callable(loss):
+        raise ValueError(f"loss must be callable (logits, target) -> loss, got {loss!r}")
+    if prepare_batch is not None and not callable(prepare_batch):
+        raise ValueError(f"prepare_batch must be callable or None, got {prepare_batch!r}")
+    if optimizer is not None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                f"optimizer must be a torch.optim.Optimizer or None, got {optimizer!r} "
+                "(train_folder and the command line take names such as 'adamw')"
+            )
+        own = {id(p) for p in model.parameters()}
+        if not any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+            raise ValueError("the optimizer holds none of the model's parameters")
+    if scheduler is not None:
+        if optimizer is None:
+            raise ValueError(
+                "a scheduler needs the optimizer it was built on: pass optimizer=... as well"
+            )
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise ValueError("ReduceLROnPlateau needs a metric in step(); use an epoch schedule")
+        if not hasattr(scheduler, "step") or getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError(
+                "scheduler must be a learning-rate scheduler of the optimizer passed with it"
+            )
+
+
+def ignore_index_of(loss: Any, *datasets: Any) -> int | None:
+    """The target value to leave out of validation: the loss's or the datasets' ``ignore_index``."""
+    found = {
+        int(value)
+        for source in (loss, *datasets)
+        if (value := getattr(source, "ignore_index", None)) is not None
+    }
+    if len(found) > 1:
+        raise ValueError(
+            f"the loss and the datasets disagree on ignore_index ({sorted(found)}): the "
+            "pixels the loss leaves out must be those validation leaves out"
+        )
+    return found.pop() if found else None
+
+
+def describe(thing: object) -> str:
+    """A text equal for equally set-up losses, optimizers or schedulers of two runs."""
+    if isinstance(thing, torch.optim.lr_scheduler.LRScheduler):
+        settings = {
+            key: value
+            for key, value in thing.state_dict().items()
+            if not key.startswith("_") and key != "last_epoch"
+        }
+        listed = ", ".join(f"{key}={value!r}" for key, value in sorted(settings.items()))
+        return f"{qualified_name(type(thing))}({listed})"
+    text = repr(thing)
+    if " at 0x" in text:  # a default repr: its memory address differs in every run
+        return qualified_name(thing if hasattr(thing, "__qualname__") else type(thing))
+    return text
+
+
+def qualified_name(thing: Any) -> str:
+    """``module.QualifiedName`` of a class or function."""
+    return f"{thing.__module__}.{thing.__qualname__}"
+
+
+def check_settings(
+    *,
+    epochs: int = 50,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    grad_clip: float | None = None,
+    early_stopping: int | None = None,
+    validation: bool = True,
+    device: str | torch.device = "auto",
+    amp: AmpMode = "auto",
+) -> None:
+    """Raise ``ValueError`` for settings the trainer refuses, before any data is read.
+
+    The arguments are those of `thyroidseg.training.Trainer`, which calls this;
+    ``validation`` says whether ``val_data`` is given. `thyroidseg.workflows.train_folder`
+    calls it before reading the dataset, so ``epochs=0``, ``batch_size=0`` or an unavailable
+    ``device="cuda"`` is reported at once.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    if grad_clip is not None and not (
+        isinstance(grad_clip, int | float) and math.isfinite(grad_clip) and grad_clip > 0
+    ):
+        raise ValueError(f"grad_clip must be a positive finite number, got {grad_clip!r}")
+    if early_stopping is not None:
+        if not validation:
+            raise ValueError("early_stopping needs val_data (it watches the validation IoU)")
+        if (
+            isinstance(early_stopping, bool)
+            or not isinstance(early_stopping, int)
+            or early_stopping < 1
+        ):
+            raise ValueError(f"early_stopping must be a positive integer, got {early_stopping!r}")
+    resolve_amp(amp, resolve_device(device))

@@ -118,6 +118,7 @@ def train_folder(
     folds: int = 5,
     size: tuple[int, int] = (256, 256),
     base_channels: int = 16,
+    stem_stride: Literal[1, 2] = 1,
     model: nn.Module | None = None,
     augment: bool = True,
     loss: str | Callable[..., torch.Tensor] = "dice_ce",
@@ -153,11 +154,13 @@ def train_folder(
         (how the shipped model is trained; ``folds`` is then unused).
     size
         Network input ``(H, W)`` (default 256 x 256).
-    base_channels
-        Width of the U-Net's first stage (default 16).
+    base_channels, stem_stride
+        Width of the U-Net's first stage (default 16) and its stride (default 1; 2 runs it at
+        half resolution, see `thyroidseg.model.UNet`).
     model
-        The network to train instead of ``UNet(base_channels=base_channels, seed=seed)``
-        (any `nn.Module` mapping ``(N, 1, H, W)`` to logits ``(N, 2, H, W)``).
+        The network to train instead of ``UNet(base_channels=base_channels,
+        stem_stride=stem_stride, seed=seed)`` (any `nn.Module` mapping ``(N, 1, H, W)`` to
+        logits ``(N, 2, H, W)``).
     augment
         Random flips, affine warps and intensity changes on the training images (default on).
     loss
@@ -208,7 +211,11 @@ def train_folder(
     )
     size = (int(size[0]), int(size[1]))
     loss_fn = make_loss(loss) if isinstance(loss, str) else loss
-    model = model if model is not None else UNet(base_channels=base_channels, seed=seed)
+    model = (
+        model
+        if model is not None
+        else UNet(base_channels=base_channels, stem_stride=stem_stride, seed=seed)
+    )
     built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(schedule, built, epochs)
 

@@ -1,0 +1,49 @@
+"""Turn a training run's ``last.pt`` into the model shipped inside the package.
+
+Keeps what inference needs (format, ``config`` with the model and preprocessing, the
+weights) and drops what only resuming needs (optimizer, scheduler, RNG state, history), so
+the file is a third of the size. Adds ``config["inference"]``, the inference settings chosen
+by cross-validation, which `Segmenter.pretrained` uses, and ``config["provenance"]``: the
+command and the CV result behind the model. Written with `save_checkpoint` (weights
+SHA-256 and library version included).
+
+    python scripts/package_model.py runs/shipped/last.pt --tta \\
+        --command "thyroidseg train ../shared/data/ddti --all --out runs/shipped ..." \\
+        --cv benchmarks/results/cv-stem2-128-tta.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
+from thyroidseg.model_loading import shipped_weights
+
+KEEP = ("format", "config", "model")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="last.pt of a `thyroidseg train --all` run")
+    parser.add_argument("--tta", action="store_true", help="recommend flip TTA")
+    parser.add_argument("--fill-holes", action="store_true")
+    parser.add_argument("--min-area", type=int, default=0)
+    parser.add_argument("--command", required=True, help="the command that trained it")
+    parser.add_argument("--cv", required=True, help="the CV result file that chose the recipe")
+    parser.add_argument("--out", type=Path, default=None, help="default: the package's file")
+    args = parser.parse_args()
+    checkpoint = load_checkpoint(args.checkpoint)
+    shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
+    shipped["config"] = {
+        **checkpoint["config"],
+        "inference": {"tta": args.tta, "fill_holes": args.fill_holes, "min_area": args.min_area},
+        "provenance": {"command": args.command, "cross_validation": args.cv},
+    }
+    out = args.out if args.out is not None else Path(str(shipped_weights()))
+    save_checkpoint(out, shipped)
+    print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The model shipped inside the package: present, intact, installed, and segmenting real scans."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from thyroidseg import ConfusionMatrix, Segmenter
+from thyroidseg._io import read_binary_mask, read_image
+from thyroidseg.checkpoint import load_checkpoint
+from thyroidseg.model import UNet
+from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+DDTI = ROOT.parent / "shared" / "data" / "ddti"
+MAX_BYTES = 25 * 10**6
+"""The issue's budget for weights in the wheel."""
+
+REAL_FRAMES = ("100_1", "143_1", "190_1", "234_1", "281_1", "323_1", "368_1", "58_2", "97_2")
+"""Every 45th DDTI development frame in name order (a fixed, unpicked sample)."""
+
+IOU_FLOOR = 0.6
+"""Floor for the mean per-image nodule IoU on `REAL_FRAMES`.
+
+These frames are among the 365 the shipped model was trained on; there it reaches 0.745 on
+them (0.709 on all 365), while grouped cross-validation of the same recipe gives 0.535 on
+unseen frames (``docs/model-card.md``). An untrained network, weights that do not fit, or
+frames prepared otherwise than in training (another size, no cropping, no equalisation) fall
+far below 0.6; the margin covers bf16 vs float32 and CPU-kernel differences."""
+
+
+def test_the_shipped_weights_are_package_data_within_budget() -> None:
+    path = Path(str(shipped_weights()))
+    assert path.name == SHIPPED_WEIGHTS and path.is_file()
+    assert path.stat().st_size <= MAX_BYTES
+    checkpoint = load_checkpoint(path)  # verifies CRCs and the weight SHA-256
+    config = checkpoint["config"]
+    assert set(checkpoint) >= {"config", "model"} and "optimizer" not in checkpoint
+    assert config["inference"] == {"tta": True, "fill_holes": True, "min_area": 0}
+    assert "thyroidseg train" in config["provenance"]["command"]
+    UNet(**config["model"]).load_state_dict(checkpoint["model"])
+
+
+def test_the_wheel_carries_the_weights(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", minversion="70.1")  # bdist_wheel built in
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation"]
+        + ["-q", "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("thyroidseg-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        sizes = {info.filename: info.file_size for info in archive.infolist()}
+    shipped = Path(str(shipped_weights()))
+    assert sizes[f"thyroidseg/weights/{SHIPPED_WEIGHTS}"] == shipped.stat().st_size
+    assert sum(size for name, size in sizes.items() if name.endswith(".pt")) <= MAX_BYTES
+
+
+def test_pretrained_returns_the_recommended_segmenter() -> None:
+    segmenter = Segmenter.pretrained(device="cpu")
+    assert segmenter.tta and segmenter.fill_holes
+    assert not Segmenter.pretrained(device="cpu", tta=False).tta  # options override
+    logits = segmenter.model(torch.zeros(1, 1, 128, 128))
+    assert logits.shape == (1, 2, 128, 128)
+
+
+@pytest.mark.ddti
+@pytest.mark.skipif(not DDTI.is_dir(), reason="../shared/data/ddti is absent")
+def test_the_shipped_model_segments_real_ddti_frames() -> None:
+    segmenter = Segmenter.pretrained(device="cpu")
+    images = [read_image(DDTI / "images" / f"{stem}.png", grayscale=True) for stem in REAL_FRAMES]
+    masks = segmenter.predict_many(images)
+    matrix = ConfusionMatrix(2)
+    for stem, mask in zip(REAL_FRAMES, masks, strict=True):
+        truth = read_binary_mask(DDTI / "masks" / f"{stem}.png")
+        assert mask.shape == truth.shape
+        matrix.update(mask, truth)
+    iou = matrix.per_image("iou", cls=1)
+    assert np.isfinite(iou).all()
+    assert iou.mean() >= IOU_FLOOR, dict(zip(REAL_FRAMES, iou.round(3), strict=True))

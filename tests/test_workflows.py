@@ -112,7 +112,7 @@ def test_demo_command_runs_the_whole_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--images", "12", "--epochs", "1", "--size", "32", "32"]
+    args = ["demo", "--out", str(out), "--images", "12", "--epochs", "1", "--size", "64", "64"]
     assert main([*args, "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "Confusion matrix over" in printed and "Per image, class 1" in printed
@@ -249,3 +249,11 @@ def test_predict_on_a_checkpoint_of_another_version_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "future.pt" in err and "'attention'" in err and "written by thyroidseg 9.1" in err
+
+
+def test_demo_refuses_a_size_its_network_cannot_take(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 64 x 64"):
+        thyroidseg.workflows.run_demo(
+            tmp_path / "demo", n_images=4, size=(32, 64), epochs=1, progress=False
+        )
+    assert not (tmp_path / "demo" / "phantoms").exists()  # refused before anything is written

@@ -365,6 +365,12 @@ def run_demo(
     """
     out_dir = Path(out_dir)
     run_dir = out_dir / "run"
+    if min(size) < _DEMO_MIN_SIZE:
+        raise ValueError(
+            f"size must be at least {_DEMO_MIN_SIZE} x {_DEMO_MIN_SIZE}, got {size[0]} x "
+            f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
+            "value per channel at the bottom"
+        )
     if (run_dir / LAST_CHECKPOINT).exists():
         raise FileExistsError(f"{run_dir} holds a previous run; choose another --out folder")
     data_dir = Path(data) if data is not None else out_dir / "phantoms"
@@ -418,6 +424,9 @@ def run_demo(
     atomic_write_bytes(out_dir / "metrics.json", report.encode())
     return DemoResult(data_dir, run_dir, metrics, overlays, history)
 
+
+_DEMO_MIN_SIZE = 64
+"""Smallest network input of the demo: 64 / 2**5 = 2 x 2 at the bottleneck."""
 
 _EPOCH_OVERHEAD = 1.3
 """Validation, augmentation and checkpoints on top of the training steps (measured on the demo:

@@ -23,7 +23,23 @@ The pipeline, one module per step:
   `thyroidseg.evaluation`: confusion matrices, `ConfusionMatrix`, HD95 / NSD, and
   `evaluate_folders`.
 
-Every name above is importable from the top level: ``from thyroidseg import UNet``.
+Three tiers of names, one rule:
+
+- **Top level** (``from thyroidseg import UNet``): the user's API, the classes and functions
+  the README and the guides in ``docs/`` call (`UNet`, `ThyroidDataset`, `preprocess`,
+  `Trainer`, `Segmenter`, `measure`, `ConfusionMatrix`, `export_onnx`, ...), with the types
+  they return and the errors they raise. Each is also in its module's ``__all__``.
+- **A module's ``__all__``** (``from thyroidseg.checkpoint import save_checkpoint``): the
+  full public API of that module, including the building blocks, constants, choice tuples
+  and type aliases that only someone extending the library needs. Every name in a module
+  without a leading underscore is in its ``__all__``.
+- **A leading underscore** (``thyroidseg._io``, ``geometry._check_size``): private, shared
+  between thyroidseg modules but free to change in any release.
+
+Every list of choices has one source: a ``Literal`` type alias and, beside it, its tuple
+``typing.get_args(Alias)`` (`thyroidseg.model.NORMS`, `thyroidseg.runtime.AMP_MODES`, ...),
+which the checks and the command line use. ``tests/test_api.py`` tests these rules, and
+``docs/architecture.md`` draws the modules and what each imports.
 """
 
 from thyroidseg._version import __version__
@@ -39,7 +55,7 @@ from thyroidseg.geometry import Box, fit_box, resize, resize_mask
 from thyroidseg.inference import FolderPrediction, Segmenter
 from thyroidseg.inpainting import find_annotations, inpaint_annotations
 from thyroidseg.intensity import equalize, smooth, to_gray_uint8
-from thyroidseg.layouts import LAYOUTS, detect_layout
+from thyroidseg.layouts import detect_layout
 from thyroidseg.losses import (
     DiceCELoss,
     SoftDiceLoss,
@@ -60,16 +76,15 @@ from thyroidseg.workflows import DemoResult, run_demo, train_folder
 __all__ = [
     "Augment",
     "Box",
-    "LAYOUTS",
     "ConfusionMatrix",
-    "FolderEvaluation",
-    "DiceCELoss",
     "DemoResult",
+    "DiceCELoss",
     "Ensemble",
+    "FolderEvaluation",
     "FolderPrediction",
+    "Nodule",
     "NonFiniteLossError",
     "NonFiniteOutputError",
-    "Nodule",
     "Preprocessed",
     "Segmenter",
     "SoftDiceLoss",
@@ -81,16 +96,16 @@ __all__ = [
     "__version__",
     "detect_layout",
     "equalize",
+    "evaluate_folders",
+    "export_onnx",
+    "export_torchscript",
     "find_annotations",
     "find_scan_region",
     "find_views",
     "fit_box",
-    "inpaint_annotations",
-    "evaluate_folders",
-    "export_onnx",
-    "export_torchscript",
     "group_kfold",
     "hausdorff_distance_95",
+    "inpaint_annotations",
     "load_checkpoint",
     "make_loss",
     "measure",
@@ -102,10 +117,10 @@ __all__ = [
     "resize",
     "resize_mask",
     "run_demo",
-    "system_info",
     "size_tertiles",
     "smooth",
     "synthetic_phantoms",
+    "system_info",
     "to_gray_uint8",
     "train_folder",
     "train_val_test_split",

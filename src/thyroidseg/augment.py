@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["Augment"]
+__all__ = ["Augment", "Range"]
 
 Range = tuple[float, float]
 

@@ -233,17 +233,24 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a U-Net on a dataset folder (one cross-validation fold)",
+        help="train a U-Net on a dataset folder (one cross-validation fold, or --all)",
         description="Read DATA_DIR (any layout ThyroidDataset detects), split it into --folds "
         "folds by leak group, train a U-Net on all folds but --fold and validate on --fold "
         "every epoch. RUN_DIR receives last.pt, best.pt (by per-image validation nodule "
-        "IoU), history.csv and history.png. Under torchrun, trains with "
-        "DistributedDataParallel.",
+        "IoU), history.csv and history.png. With --all, train on every frame for the whole "
+        "schedule without validation (how the shipped model is made; only last.pt). Every "
+        "setting is checked before the data is read; --resume refuses settings that would "
+        "change the run. Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created)")
-    parser.add_argument("--fold", type=int, default=0, help="validation fold (default: 0)")
-    parser.add_argument("--folds", type=int, default=5, help="number of folds (default: 5)")
+    parser.add_argument("--fold", type=int, default=None, help="validation fold (default: 0)")
+    parser.add_argument("--folds", type=int, default=None, help="number of folds (default: 5)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="train on every frame, no validation (not with --fold or --folds)",
+    )
     parser.add_argument(
         "--size",
         type=int,
@@ -268,6 +275,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="learning-rate schedule (default: cosine)",
     )
     parser.add_argument("--base-channels", type=int, default=16, help="U-Net width (default: 16)")
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the U-Net's first stage at half resolution, ~3x cheaper (the shipped model's "
+        "choice; default: 1)",
+    )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument(
         "--early-stopping",
@@ -285,13 +300,16 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.all and (args.fold is not None or args.folds is not None):
+        raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
     trainer = train_folder(
         args.data_dir,
         args.out,
-        fold=args.fold,
-        folds=args.folds,
+        fold=None if args.all else 0 if args.fold is None else args.fold,
+        folds=5 if args.folds is None else args.folds,
         size=tuple(args.size),
         base_channels=args.base_channels,
+        stem_stride=args.stem_stride,
         augment=not args.no_augment,
         resume=args.resume,
         epochs=args.epochs,
@@ -308,8 +326,16 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
         out = Path(args.out)
-        print(f"best validation nodule IoU {trainer.best_score:.4f} (epoch {trainer.best_epoch})")
-        print(f"checkpoints: {trainer.last_checkpoint}, {out / BEST_CHECKPOINT}")
+        best = out / BEST_CHECKPOINT
+        if args.all:
+            print(f"trained on all {len(trainer.train_data)} frames for {trainer.epoch} epochs")
+        elif trainer.best_epoch > 0:
+            score, epoch = trainer.best_score, trainer.best_epoch
+            print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")
+        else:
+            print("no epoch had a finite validation nodule IoU, so there is no best.pt")
+        listed = [trainer.last_checkpoint] + ([best] if trainer.best_epoch > 0 else [])
+        print(f"checkpoints: {', '.join(map(str, listed))}")
         print(f"history: {out / HISTORY_CSV} and {out / HISTORY_PNG}")
     return 0
 
@@ -317,46 +343,113 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment a folder of scanner frames with a trained checkpoint",
+        help="segment a folder of scanner frames (the shipped model, or --model)",
         description="Preprocess every image of IN_DIR as in training, segment it with the "
-        "model of CHECKPOINT (loaded with weights_only=True) and write OUT_DIR/<stem>.png: "
-        "a {0, 255} mask of the frame's original size. Existing masks are not overwritten "
-        "unless --overwrite.",
+        "model shipped in the package, or with --model CHECKPOINT (several --model: an "
+        "ensemble averaging their probabilities; checkpoints are loaded with "
+        "weights_only=True), and write OUT_DIR/<stem>.png: a {0, 255} mask of the frame's "
+        "original size. On request also OUT_DIR/overlays/<stem>.png, "
+        "OUT_DIR/probabilities/<stem>.png and OUT_DIR/measurements.csv (one row per nodule). "
+        "Existing outputs are an error unless --overwrite; a bad frame does not stop the "
+        "others, and every one is listed at the end (exit status 2).",
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="best.pt or last.pt of a run")
     parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the masks (created)")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+    parser.add_argument("legacy", nargs="?", help=argparse.SUPPRESS)  # 0.1.0 form: a message
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="CHECKPOINT",
+        help="best.pt or last.pt of a run instead of the shipped model; give it several "
+        "times for an ensemble (same preprocessing required)",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation, twice the network time (default: the model's "
+        "recommendation, off for a checkpoint without one)",
+    )
+    parser.add_argument(
+        "--overlay", action="store_true", help="write OUT_DIR/overlays/<stem>.png pictures"
+    )
+    parser.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="write OUT_DIR/probabilities/<stem>.png, the nodule probability as 0-255",
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="write OUT_DIR/measurements.csv, one row per nodule (size, box, diameter, "
+        "taller-than-wide, mean probability)",
+    )
+    parser.add_argument(
+        "--pixel-spacing",
+        type=float,
+        metavar="MM",
+        help="millimetres per pixel: adds the _mm columns to measurements.csv (needs --measure)",
+    )
     parser.add_argument(
         "--keep-largest",
-        action="store_true",
-        help="keep only the largest nodule in each view (split-screen frames have two views)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep only the largest nodule in each view (split-screen frames have two views; "
+        "default: the model's recommendation, else off)",
+    )
+    parser.add_argument(
+        "--fill-holes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fill holes in predicted nodules (default: the model's recommendation, else off)",
     )
     parser.add_argument(
         "--min-area",
         type=int,
-        default=0,
-        help="remove predicted components smaller than this many pixels (default: 0)",
+        default=None,
+        metavar="PX",
+        help="remove predicted components smaller than this many pixels (default: the "
+        "model's recommendation, else 0)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_speed_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint,
-        device=args.device,
-        amp=args.amp,
-        keep_largest=args.keep_largest,
-        min_area=args.min_area,
-        batch_size=args.batch_size,
+    if args.legacy is not None:
+        if args.in_dir.endswith(".pt"):
+            raise ValueError(
+                "the 0.1.0 form `predict CHECKPOINT IN_DIR OUT_DIR` is gone: use "
+                f"`thyroidseg predict {args.out_dir} {args.legacy} --model {args.in_dir}`"
+            )
+        raise ValueError(f"predict takes IN_DIR OUT_DIR; unexpected third argument {args.legacy!r}")
+    options = {
+        "device": args.device,
+        "amp": args.amp,
+        "keep_largest": args.keep_largest,
+        "min_area": args.min_area,
+        "fill_holes": args.fill_holes,
+        "tta": args.tta,
+        "batch_size": args.batch_size,
+    }
+    if args.model:
+        segmenter = Segmenter.from_checkpoint(args.model, **options)
+    else:
+        segmenter = Segmenter.pretrained(**options)
+    result = segmenter.predict_folder(
+        args.in_dir,
+        args.out_dir,
+        overlays=args.overlay,
+        probabilities=args.probabilities,
+        measurements=args.measure,
+        pixel_spacing=args.pixel_spacing,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
     )
-    written = segmenter.predict_folder(
-        args.in_dir, args.out_dir, overwrite=args.overwrite, progress=False if args.quiet else None
-    )
-    print(f"wrote {len(written)} masks to {args.out_dir}")
+    print(result.summary())
     return 0
 
 

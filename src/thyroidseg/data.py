@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from typing_extensions import Self
 
 from thyroidseg._io import PathLike, read_binary_mask, read_image
 from thyroidseg._progress import Progress
@@ -32,7 +33,14 @@ from thyroidseg.intensity import to_gray_uint8
 from thyroidseg.layouts import LAYOUTS, _Item, _rasterise, _scan, detect_layout
 from thyroidseg.preprocessing import preprocess as preprocess_frame
 
-__all__ = ["ThyroidDataset", "read_binary_mask"]
+__all__ = [
+    "GroupBy",
+    "PreprocessFn",
+    "PreprocessedLike",
+    "ThyroidDataset",
+    "Transform",
+    "read_binary_mask",
+]
 
 _MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 
@@ -283,7 +291,7 @@ class ThyroidDataset(Dataset):
         self._indices = indices
         self.transform = transform
 
-    def _view(self, indices: np.ndarray, transform: Transform | None) -> ThyroidDataset:
+    def _view(self, indices: np.ndarray, transform: Transform | None) -> Self:
         view = object.__new__(type(self))
         view._init_view(self._store, indices, transform)
         return view
@@ -336,14 +344,17 @@ class ThyroidDataset(Dataset):
         """Whether frames are held in memory."""
         return self._store.images is not None
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> ThyroidDataset:
-        """A view of the items at ``indices`` (sharing the cache and the transform)."""
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Self:
+        """A view of the items at ``indices`` (sharing the cache and the transform).
+
+        The view has the type of ``self``: a subclass of `ThyroidDataset` gets its own class.
+        """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"subset indices out of range for a dataset of {len(self)} items")
         return self._view(self._indices[indices], self.transform)
 
-    def with_transform(self, transform: Transform | None) -> ThyroidDataset:
+    def with_transform(self, transform: Transform | None) -> Self:
         """The same items with another transform, sharing the cache (train vs. val)."""
         return self._view(self._indices, transform)
 

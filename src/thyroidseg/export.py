@@ -46,7 +46,7 @@ ONNX_INPUT = "image"
 ONNX_OUTPUT = "logits"
 """Name of the ONNX graph's output: ``(batch, num_classes, out_height, out_width)``."""
 
-Writer = Callable[[nn.Module, BinaryIO], None]
+_Writer = Callable[[nn.Module, BinaryIO], None]
 
 
 def export_torchscript(model: nn.Module, path: PathLike) -> Path:
@@ -139,7 +139,7 @@ def export_onnx(
     return _export(model, path, write)
 
 
-def _export(model: nn.Module, path: PathLike, write: Writer) -> Path:
+def _export(model: nn.Module, path: PathLike, write: _Writer) -> Path:
     """Run ``write(model, buffer)`` in eval mode, restore the mode, write ``path`` atomically."""
     was_training = model.training
     model.eval()

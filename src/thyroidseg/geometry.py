@@ -12,14 +12,15 @@ Conventions (one for the whole library, see docs/preprocess.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import cv2
 import numpy as np
 
-__all__ = ["Box", "ResizeMode", "fit_box", "resize", "resize_mask"]
+__all__ = ["RESIZE_MODES", "Box", "ResizeMode", "fit_box", "resize", "resize_mask"]
 
 ResizeMode = Literal["letterbox", "stretch"]
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 
 
 class Box(NamedTuple):

@@ -53,6 +53,8 @@ __all__ = [
     "OVERLAYS_DIR",
     "PROBABILITIES_DIR",
     "FolderPrediction",
+    "Frame",
+    "Prediction",
     "Segmenter",
     "overlay",
     "postprocess_views",

@@ -7,17 +7,27 @@ and rejects empty, constant and wrongly shaped images with a message that names 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike, read_image
 
-__all__ = ["EqualizeMethod", "SmoothMethod", "equalize", "smooth", "to_gray_uint8"]
+__all__ = [
+    "EQUALIZE_METHODS",
+    "SMOOTH_METHODS",
+    "EqualizeMethod",
+    "SmoothMethod",
+    "equalize",
+    "smooth",
+    "to_gray_uint8",
+]
 
 EqualizeMethod = Literal["clahe", "global"]
 SmoothMethod = Literal["median", "gaussian", "bilateral"]
+EQUALIZE_METHODS: tuple[str, ...] = get_args(EqualizeMethod)
+SMOOTH_METHODS: tuple[str, ...] = get_args(SmoothMethod)
 
 
 def to_gray_uint8(image: np.ndarray | PathLike) -> np.ndarray:

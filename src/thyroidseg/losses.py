@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "LOSS_NAMES",
+    "ClassWeights",
     "DiceCELoss",
     "SoftDiceLoss",
     "WeightedCrossEntropyLoss",

@@ -41,6 +41,8 @@ __all__ = [
     "MEASUREMENT_COLUMNS",
     "MM_COLUMNS",
     "Nodule",
+    "PixelSpacing",
+    "ViewBox",
     "measure",
     "measure_many",
     "write_measurements_csv",

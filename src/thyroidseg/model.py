@@ -34,15 +34,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DOWNSAMPLES",
+    "GROUP_NORM_GROUPS",
+    "NORMS",
+    "PADDINGS",
+    "UPSAMPLES",
     "ConvBlock",
+    "Downsample",
+    "Norm",
+    "Padding",
     "UNet",
+    "Upsample",
     "valid_output_size",
 ]
 
@@ -51,10 +60,10 @@ Downsample = Literal["strided", "maxpool"]
 Upsample = Literal["transpose", "bilinear"]
 Padding = Literal["same", "valid"]
 
-_NORMS = ("batch", "instance", "group", "none")
-_DOWNSAMPLES = ("strided", "maxpool")
-_UPSAMPLES = ("transpose", "bilinear")
-_PADDINGS = ("same", "valid")
+NORMS: tuple[str, ...] = get_args(Norm)
+DOWNSAMPLES: tuple[str, ...] = get_args(Downsample)
+UPSAMPLES: tuple[str, ...] = get_args(Upsample)
+PADDINGS: tuple[str, ...] = get_args(Padding)
 
 GROUP_NORM_GROUPS = 8
 """Groups for ``norm="group"``; a layer whose width it does not divide uses ``gcd(8, width)``."""
@@ -350,10 +359,10 @@ class UNet(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, value, allowed in (
-            ("norm", norm, _NORMS),
-            ("downsample", downsample, _DOWNSAMPLES),
-            ("upsample", upsample, _UPSAMPLES),
-            ("padding", padding, _PADDINGS),
+            ("norm", norm, NORMS),
+            ("downsample", downsample, DOWNSAMPLES),
+            ("upsample", upsample, UPSAMPLES),
+            ("padding", padding, PADDINGS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -57,14 +57,24 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 
 from thyroidseg._io import PathLike, map_folder, write_image
-from thyroidseg.geometry import Box, ResizeMode, _check_size, _nearest, _resize_to, _union, fit_box
+from thyroidseg.geometry import (
+    RESIZE_MODES,
+    Box,
+    ResizeMode,
+    _check_size,
+    _nearest,
+    _resize_to,
+    _union,
+    fit_box,
+)
 from thyroidseg.inpainting import _inpaint_marks
 from thyroidseg.intensity import (
+    EQUALIZE_METHODS,
+    SMOOTH_METHODS,
     EqualizeMethod,
     SmoothMethod,
     _load_frame,
@@ -314,9 +324,9 @@ def _checked_settings(**settings: object) -> dict[str, object]:
     checked["size"] = list(_check_size(checked["size"]))  # type: ignore[arg-type]
     if not isinstance(checked["margin"], int) or checked["margin"] < 0:
         raise ValueError(f"margin must be an integer >= 0, got {checked['margin']!r}")
-    _check_choice("equalization", checked["equalization"], (*get_args(EqualizeMethod), None))
-    _check_choice("smoothing", checked["smoothing"], (*get_args(SmoothMethod), None))
-    _check_choice("resize_mode", checked["resize_mode"], get_args(ResizeMode))
+    _check_choice("equalization", checked["equalization"], (*EQUALIZE_METHODS, None))
+    _check_choice("smoothing", checked["smoothing"], (*SMOOTH_METHODS, None))
+    _check_choice("resize_mode", checked["resize_mode"], RESIZE_MODES)
     return checked
 
 

@@ -77,7 +77,7 @@ from thyroidseg.trainer_config import (
     resume_conflicts,
 )
 
-__all__ = ["NonFiniteLossError", "NonFiniteOutputError", "Trainer"]
+__all__ = ["LossFn", "NonFiniteLossError", "NonFiniteOutputError", "Trainer"]
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""

@@ -9,15 +9,25 @@ the docs list the thyroidseg modules each module really imports.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
+import inspect
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import thyroidseg
+from thyroidseg.cli import build_parser
+from thyroidseg.geometry import RESIZE_MODES
+from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
+from thyroidseg.losses import LOSS_NAMES
+from thyroidseg.preprocessing import preprocess
+from thyroidseg.runtime import AMP_MODES
+from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 PACKAGE = Path(thyroidseg.__file__).parent
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -161,6 +171,45 @@ def test_choice_tuples_are_the_literals():
         assert getattr(module, constant) == typing.get_args(getattr(module, alias))
 
 
+def _cli_option(command: str, flag: str) -> argparse.Action:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return next(a for a in commands.choices[command]._actions if flag in a.option_strings)
+
+
+def _default(function: Callable[..., object], parameter: str) -> object:
+    return inspect.signature(function).parameters[parameter].default
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "choices", "function", "parameter"),
+    [
+        ("preprocess", "--equalization", (*EQUALIZE_METHODS, "none"), preprocess, "equalization"),
+        ("preprocess", "--smoothing", (*SMOOTH_METHODS, "none"), preprocess, "smoothing"),
+        ("preprocess", "--resize-mode", RESIZE_MODES, preprocess, "resize_mode"),
+        ("train", "--loss", LOSS_NAMES, train_folder, "loss"),
+        ("train", "--schedule", SCHEDULE_NAMES, train_folder, "schedule"),
+    ],
+)
+def test_cli_choices_and_defaults_are_the_librarys(command, flag, choices, function, parameter):
+    option = _cli_option(command, flag)
+    assert tuple(option.choices) == choices
+    assert option.default == _default(function, parameter)
+
+
+@pytest.mark.parametrize(
+    ("command", "function"),
+    [("preprocess", preprocess), ("train", train_folder), ("demo", run_demo)],
+)
+def test_cli_size_defaults_to_the_library_call_it_feeds(command, function):
+    assert tuple(_cli_option(command, "--size").default) == _default(function, "size")
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "predict"])
+def test_cli_amp_choices_are_the_amp_modes(command):
+    assert tuple(_cli_option(command, "--amp").choices) == AMP_MODES
+
+
 # -- docs ----------------------------------------------------------------------------
 
 
@@ -214,7 +263,8 @@ def test_module_tables_match_the_imports():
         for module, imports in rows.items():
             actual = _thyroidseg_imports(_tree(module))
             if imports != actual:
-                wrong.append(f"{page.name} {module}: table {sorted(imports)}, code {sorted(actual)}")
+                table, code = sorted(imports), sorted(actual)
+                wrong.append(f"{page.name} {module}: table {table}, code {code}")
     assert not wrong, "\n".join(wrong)
 
 

@@ -9,11 +9,12 @@ bad input (missing or unreadable files, size mismatches, ...) are printed as one
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import get_args
+from typing import Any
 
 from torch import nn
 
@@ -23,16 +24,18 @@ from thyroidseg.checkpoint import BEST_CHECKPOINT
 from thyroidseg.diagnostics import format_system_info, system_info
 from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.export import export_onnx, export_torchscript
-from thyroidseg.geometry import ResizeMode
+from thyroidseg.geometry import RESIZE_MODES
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.inference import Segmenter
-from thyroidseg.intensity import EqualizeMethod, SmoothMethod
+from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.losses import LOSS_NAMES
-from thyroidseg.preprocessing import preprocess_folder
+from thyroidseg.preprocessing import preprocess, preprocess_folder
 from thyroidseg.runtime import AMP_MODES
 from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
-Runner = Callable[[argparse.Namespace], int]
+__all__ = ["build_parser", "main"]
+
+_Runner = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    run: Runner = args.run
+    run: _Runner = args.run
     try:
         return run(args)
     except (OSError, ValueError, RuntimeError) as error:
@@ -148,41 +151,35 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=(256, 256),
-        metavar=("H", "W"),
-        help="network height and width (default: 256 256)",
-    )
+    _add_size_option(parser, preprocess)
     parser.add_argument("--no-crop", action="store_true", help="keep the whole frame")
     parser.add_argument(
         "--margin",
         type=int,
-        default=None,
-        help="pixels kept around the scan region (default: the library's, 6)",
+        default=_default(preprocess, "margin"),
+        help=f"pixels kept around the scan region (default: {_default(preprocess, 'margin')})",
     )
     parser.add_argument(
         "--no-inpaint", action="store_true", help="keep text and caliper marks in the image"
     )
     parser.add_argument(
         "--equalization",
-        choices=[*get_args(EqualizeMethod), "none"],
-        default="clahe",
-        help="histogram equalisation (default: clahe)",
+        choices=[*EQUALIZE_METHODS, "none"],
+        default=_default(preprocess, "equalization"),
+        help=f"histogram equalisation (default: {_default(preprocess, 'equalization')})",
     )
     parser.add_argument(
         "--smoothing",
-        choices=[*get_args(SmoothMethod), "none"],
-        default="median",
-        help="speckle smoothing (default: median)",
+        choices=[*SMOOTH_METHODS, "none"],
+        default=_default(preprocess, "smoothing"),
+        help=f"speckle smoothing (default: {_default(preprocess, 'smoothing')})",
     )
     parser.add_argument(
         "--resize-mode",
-        choices=get_args(ResizeMode),
-        default="letterbox",
-        help="keep the aspect ratio and pad (letterbox, default) or stretch",
+        choices=RESIZE_MODES,
+        default=_default(preprocess, "resize_mode"),
+        help="letterbox: keep the aspect ratio and pad; stretch: fill the frame (default: "
+        f"{_default(preprocess, 'resize_mode')})",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="JSON path (default: OUT_DIR/preprocess.json)"
@@ -190,7 +187,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing images and JSON in OUT_DIR"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet_option(parser)
     parser.set_defaults(run=_run_preprocess)
 
 
@@ -202,19 +199,46 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         "equalization": None if args.equalization == "none" else args.equalization,
         "smoothing": None if args.smoothing == "none" else args.smoothing,
         "resize_mode": args.resize_mode,
+        "margin": args.margin,
     }
-    if args.margin is not None:
-        options["margin"] = args.margin
     summary = preprocess_folder(
         args.in_dir,
         args.out_dir,
         json_path=args.json,
         overwrite=args.overwrite,
-        progress=False if args.quiet else None,
+        progress=_progress(args),
         **options,
     )
     print(f"preprocessed {len(summary['images'])} images into {args.out_dir}")
     return 0
+
+
+def _default(function: Callable[..., Any], parameter: str) -> Any:
+    """The library's default for ``parameter`` of ``function`` (the CLI repeats none)."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def _add_size_option(parser: argparse.ArgumentParser, function: Callable[..., Any]) -> None:
+    """``--size H W``, defaulting to the ``size`` of ``function`` (the library call it feeds)."""
+    height, width = _default(function, "size")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(height, width),
+        metavar=("H", "W"),
+        help=f"network height and width (default: {height} {width})",
+    )
+
+
+def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars (read back with `_progress`)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """The library's ``progress=``: off with ``--quiet``, else its default (on at a terminal)."""
+    return False if args.quiet else None
 
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -251,28 +275,22 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train on every frame, no validation (not with --fold or --folds)",
     )
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=(256, 256),
-        metavar=("H", "W"),
-        help="network height and width (default: 256 256)",
-    )
+    _add_size_option(parser, train_folder)
     parser.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
         choices=LOSS_NAMES,
-        default="dice_ce",
-        help="loss (default: dice_ce; weighted_ce is the paper's border-weighted CE)",
+        default=_default(train_folder, "loss"),
+        help=f"loss (default: {_default(train_folder, 'loss')}; weighted_ce is the paper's "
+        "border-weighted CE)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument(
         "--schedule",
         choices=SCHEDULE_NAMES,
-        default="cosine",
-        help="learning-rate schedule (default: cosine)",
+        default=_default(train_folder, "schedule"),
+        help=f"learning-rate schedule (default: {_default(train_folder, 'schedule')})",
     )
     parser.add_argument("--base-channels", type=int, default=16, help="U-Net width (default: 16)")
     parser.add_argument(
@@ -295,7 +313,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     _add_speed_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_option(parser)
     parser.set_defaults(run=_run_train)
 
 
@@ -322,7 +340,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=args.amp,
-        progress=False if args.quiet else None,
+        progress=_progress(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
         out = Path(args.out)
@@ -414,7 +432,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_speed_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet_option(parser)
     parser.set_defaults(run=_run_predict)
 
 
@@ -447,7 +465,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         measurements=args.measure,
         pixel_spacing=args.pixel_spacing,
         overwrite=args.overwrite,
-        progress=False if args.quiet else None,
+        progress=_progress(args),
     )
     print(result.summary())
     return 0
@@ -468,17 +486,10 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="DIR", help="dataset folder to use instead of phantoms")
     parser.add_argument("--images", type=int, default=96, help="phantoms to make (default: 96)")
     parser.add_argument("--epochs", type=int, default=25, help="epochs (default: 25)")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=(128, 128),
-        metavar=("H", "W"),
-        help="network height and width (default: 128 128)",
-    )
+    _add_size_option(parser, run_demo)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_speed_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_option(parser)
     parser.set_defaults(run=_run_demo)
 
 
@@ -492,7 +503,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=args.amp,
-        progress=False if args.quiet else None,
+        progress=_progress(args),
     )
     print(result.metrics.report())
     print()

@@ -73,13 +73,13 @@ def main() -> None:
     checkpoint = LAST_CHECKPOINT if args.checkpoint == "last" else BEST_CHECKPOINT
     trained = json.loads((out / "cv.json").read_text())["folds"] if args.score_only else []
     dataset = ThyroidDataset(args.data, size=tuple(args.size)) if args.score_only else None
+    splits = group_kfold(dataset.groups, n_splits=args.folds, seed=args.seed) if dataset else []
     total = ConfusionMatrix(2)
     rows = []
     for fold in args.only if args.only is not None else range(args.folds):
         start = time.perf_counter()
         if dataset is not None:
-            val_idx = group_kfold(dataset.groups, n_splits=args.folds, seed=args.seed)[fold][1]
-            val = dataset.subset(val_idx)
+            val = dataset.subset(splits[fold][1])
             train_seconds = next(r["train_seconds"] for r in trained if r["fold"] == fold)
         else:
             val = _train(args, out / f"fold{fold}", fold)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from thyroidseg import ConfusionMatrix
-from thyroidseg._io import atomic_write_bytes, list_images, read_binary_mask
+from thyroidseg._io import atomic_write_bytes
+from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.metrics import summarize
 
 
@@ -42,15 +43,12 @@ def _model_matrices(cv_json: Path) -> dict[str, np.ndarray]:
 
 def _reader_matrices(reader_dir: Path, truth_dir: Path) -> dict[str, np.ndarray]:
     """Per-image confusion matrices of one reader's masks against the DDTI masks."""
-    truths = list_images(truth_dir)
-    out = {}
-    for stem, path in sorted(list_images(reader_dir).items()):
-        if stem not in truths:
-            raise SystemExit(f"{path}: no DDTI mask {stem} in {truth_dir}")
-        matrix = ConfusionMatrix(2)
-        matrix.update(read_binary_mask(path), read_binary_mask(truths[stem]))
-        out[stem] = matrix.per_image_matrices[0]
-    return out
+    scored = evaluate_folders(reader_dir, truth_dir, common_only=True, progress=False)
+    if scored.unpaired_predictions:
+        raise SystemExit(
+            f"{reader_dir}: no DDTI mask in {truth_dir} for {scored.unpaired_predictions}"
+        )
+    return dict(zip(scored.stems, scored.confusion.per_image_matrices, strict=True))
 
 
 def main() -> None:

@@ -32,10 +32,7 @@ WIDTH = 360
 """Display width of one tile (pixels)."""
 
 
-def _tile(
-    run_dir: Path, ddti: Path, stem: str, fold: int, iou: float, settings: dict
-) -> np.ndarray:
-    segmenter = Segmenter.from_checkpoint(run_dir / f"fold{fold}" / "last.pt", **settings)
+def _tile(segmenter: Segmenter, ddti: Path, stem: str, iou: float) -> np.ndarray:
     image = read_image(ddti / "images" / f"{stem}.png", grayscale=True)
     truth = read_binary_mask(ddti / "masks" / f"{stem}.png")
     picture = overlay(image, segmenter.predict(image), truth)
@@ -74,10 +71,13 @@ def main() -> None:
     order = np.argsort(iou, kind="stable")
     run_dir = args.cv_json.parent
 
+    segmenters = {  # one per fold model, loaded once
+        fold: Segmenter.from_checkpoint(run_dir / f"fold{fold}" / "last.pt", **settings)
+        for fold in sorted({fold for fold, _ in folds})
+    }
+
     def tiles(indices: list[int]) -> list[np.ndarray]:
-        return [
-            _tile(run_dir, args.ddti, folds[i][1], folds[i][0], iou[i], settings) for i in indices
-        ]
+        return [_tile(segmenters[folds[i][0]], args.ddti, folds[i][1], iou[i]) for i in indices]
 
     best_worst = [int(i) for i in order[::-1][:3]] + [int(i) for i in order[:3]]
     write_image(args.out / "cv_best_worst.png", _grid(tiles(best_worst), 3))

@@ -36,7 +36,7 @@ from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from thyroidseg.splits import group_kfold
-from thyroidseg.workflows import train_folder
+from thyroidseg.workflows import SCHEDULE_NAMES, train_folder
 
 
 def main() -> None:
@@ -57,6 +57,8 @@ def main() -> None:
         '"downsample": "maxpool", "residual": false}\' (the plain U-Net)',
     )
     parser.add_argument("--loss", default="dice_ce")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=SCHEDULE_NAMES, default="cosine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last")
     parser.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation")
@@ -135,6 +137,8 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
         epochs=args.epochs,
         loss=args.loss,
+        lr=args.lr,
+        schedule=args.schedule,
         seed=args.seed,
         resume=args.resume and (run_dir / LAST_CHECKPOINT).is_file(),
     )

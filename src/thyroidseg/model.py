@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "ACTIVATIONS",
+    "Activation",
     "DOWNSAMPLES",
     "GROUP_NORM_GROUPS",
     "NORMS",
@@ -56,11 +58,13 @@ __all__ = [
 ]
 
 Norm = Literal["batch", "instance", "group", "none"]
+Activation = Literal["relu", "prelu"]
 Downsample = Literal["strided", "maxpool"]
 Upsample = Literal["transpose", "bilinear"]
 Padding = Literal["same", "valid"]
 
 NORMS: tuple[str, ...] = get_args(Norm)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 DOWNSAMPLES: tuple[str, ...] = get_args(Downsample)
 UPSAMPLES: tuple[str, ...] = get_args(Upsample)
 PADDINGS: tuple[str, ...] = get_args(Padding)
@@ -79,6 +83,12 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def _make_activation(kind: str, channels: int) -> nn.Module:
+    if kind == "prelu":
+        return nn.PReLU(channels)
+    return nn.ReLU(inplace=True)
+
+
 def _center_crop(x: Tensor, height: int, width: int) -> Tensor:
     """The central ``height x width`` window of ``x`` (offset rounded down when uneven)."""
     top = (x.shape[-2] - height) // 2
@@ -87,9 +97,9 @@ def _center_crop(x: Tensor, height: int, width: int) -> Tensor:
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by normalisation and ReLU, optionally residual.
+    """Two 3x3 convolutions, each followed by normalisation and activation, optionally residual.
 
-    ``conv(stride) -> norm -> ReLU -> dropout -> conv -> norm -> (+ shortcut) -> ReLU -> dropout``.
+    ``conv(stride) -> norm -> act -> dropout -> conv -> norm -> (+ shortcut) -> act -> dropout``.
     With ``residual=True`` the shortcut is the input itself, or a 1x1 convolution + norm when the
     channel count or the stride changes (He et al. 2016, "basic block"); in ``"valid"`` mode it is
     centre-cropped to the trimmed output. A strided shortcut takes every ``stride``-th pixel and
@@ -107,6 +117,9 @@ class ConvBlock(nn.Module):
     norm
         ``"batch"``, ``"instance"`` (affine), ``"group"`` (`GROUP_NORM_GROUPS` groups) or
         ``"none"``.
+    activation
+        ``"relu"`` or ``"prelu"`` (one learned negative slope per channel, initialised at
+        0.25, as MONAI's ``UNet``); each activation layer has its own parameters.
     dropout
         Probability of zeroing whole channels (`torch.nn.Dropout2d`) after each
         activation; 0 adds no layer.
@@ -124,6 +137,7 @@ class ConvBlock(nn.Module):
         *,
         stride: int = 1,
         norm: Norm = "batch",
+        activation: Activation = "relu",
         dropout: float = 0.0,
         residual: bool = True,
         padding: Padding = "same",
@@ -135,7 +149,8 @@ class ConvBlock(nn.Module):
         self.norm1 = _make_norm(norm, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, pad, bias=bias)
         self.norm2 = _make_norm(norm, out_channels)
-        self.act = nn.ReLU(inplace=True)
+        self.act1 = _make_activation(activation, out_channels)
+        self.act2 = _make_activation(activation, out_channels)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.residual = residual
         self.stride = stride
@@ -149,7 +164,7 @@ class ConvBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.drop(self.act(self.norm1(self.conv1(x))))
+        out = self.drop(self.act1(self.norm1(self.conv1(x))))
         out = self.norm2(self.conv2(out))
         if self.residual:
             # Subsample, then a 1x1 convolution, rather than a stride-2 1x1 convolution: the
@@ -157,7 +172,7 @@ class ConvBlock(nn.Module):
             # for fewer than 16 input channels, e.g. with base_channels=8.
             skip = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
             out = out + _center_crop(self.shortcut(skip), out.shape[-2], out.shape[-1])
-        return self.drop(self.act(out))
+        return self.drop(self.act2(out))
 
 
 class _UpBlock(nn.Module):
@@ -170,6 +185,7 @@ class _UpBlock(nn.Module):
         *,
         upsample: Upsample,
         norm: Norm,
+        activation: Activation,
         dropout: float,
         residual: bool,
         padding: Padding,
@@ -186,6 +202,7 @@ class _UpBlock(nn.Module):
             2 * out_channels,
             out_channels,
             norm=norm,
+            activation=activation,
             dropout=dropout,
             residual=residual,
             padding=padding,
@@ -290,6 +307,9 @@ class UNet(nn.Module):
         ``"batch"`` (default: the cheapest, and foldable into the preceding convolution in
         exported graphs), ``"instance"``, ``"group"`` (for batches of 1-2) or ``"none"`` (the
         2015 U-Net).
+    activation
+        ``"relu"`` (default, the paper) or ``"prelu"`` (a learned negative slope per channel,
+        initialised at 0.25, as MONAI's ``UNet``).
     dropout
         Channel dropout probability after every activation. Default 0.
     downsample
@@ -341,6 +361,7 @@ class UNet(nn.Module):
         base_channels: int = 16,
         depth: int = 4,
         norm: Norm = "batch",
+        activation: Activation = "relu",
         dropout: float = 0.0,
         downsample: Downsample = "strided",
         upsample: Upsample = "transpose",
@@ -360,6 +381,7 @@ class UNet(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, value, allowed in (
             ("norm", norm, NORMS),
+            ("activation", activation, ACTIVATIONS),
             ("downsample", downsample, DOWNSAMPLES),
             ("upsample", upsample, UPSAMPLES),
             ("padding", padding, PADDINGS),
@@ -383,6 +405,7 @@ class UNet(nn.Module):
             "base_channels": base_channels,
             "depth": depth,
             "norm": norm,
+            "activation": activation,
             "dropout": float(dropout),
             "downsample": downsample,
             "upsample": upsample,
@@ -397,6 +420,7 @@ class UNet(nn.Module):
         self.use_maxpool = downsample == "maxpool"
         common: dict[str, Any] = {
             "norm": norm,
+            "activation": activation,
             "dropout": dropout,
             "residual": residual,
             "padding": padding,
@@ -422,7 +446,7 @@ class UNet(nn.Module):
                 nn.Sequential(
                     nn.ConvTranspose2d(widths[0], widths[0], 2, stride=2, bias=norm == "none"),
                     _make_norm(norm, widths[0]),
-                    nn.ReLU(inplace=True),
+                    _make_activation(activation, widths[0]),
                 )
                 if stem_stride == 2
                 else nn.Identity()
@@ -439,6 +463,8 @@ class UNet(nn.Module):
                 )
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.PReLU):
+                nn.init.constant_(module.weight, 0.25)
             elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)

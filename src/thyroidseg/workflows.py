@@ -10,8 +10,10 @@ split it by leak group, build a `UNet`, resolve the string shortcuts of a recipe
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -57,7 +59,7 @@ __all__ = [
 OptimizerName = Literal["adamw", "adam", "sgd"]
 OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
 """The optimizer names `make_optimizer` builds."""
-ScheduleName = Literal["cosine", "poly", "constant"]
+ScheduleName = Literal["cosine", "warmup_cosine", "poly", "constant"]
 SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
 """The learning-rate schedule names `make_scheduler` builds."""
 
@@ -96,6 +98,10 @@ def make_scheduler(
     With $\eta_0$ the optimizer's learning rate and $e$ the epochs done:
 
     * ``"cosine"``: $\eta_0 \cdot (1 + \cos(\pi e / E)) / 2$, down to 0 after the last epoch;
+    * ``"warmup_cosine"``: a linear warm-up over the first $W = \max(1, \lfloor E / 10
+      \rceil)$ epochs, $\eta_0 (e + 1) / W$, then the cosine over the $E - W$ others,
+      $\eta_0 \cdot (1 + \cos(\pi (e - W) / (E - W))) / 2$ (a one-cycle schedule stepped
+      per epoch);
     * ``"poly"``: $\eta_0 \cdot (1 - e / E)^{0.9}$ (nnU-Net);
     * ``"constant"``: ``None`` (the `thyroidseg.training.Trainer` keeps $\eta_0$).
     """
@@ -105,9 +111,21 @@ def make_scheduler(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "warmup_cosine":
+        warmup = max(1, round(epochs / 10))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(_warmup_cosine, warmup=warmup, epochs=epochs)
+        )
     if name == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
     return None
+
+
+def _warmup_cosine(epoch: int, *, warmup: int, epochs: int) -> float:
+    """The ``"warmup_cosine"`` factor of `make_scheduler` for ``epoch`` epochs done."""
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
 
 
 def train_folder(

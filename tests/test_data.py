@@ -491,3 +491,17 @@ def test_missing_leak_groups_are_warned_about_not_silently_assumed(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load(root).groups == ["g1", "g1", "g2"]
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -1, True, "127"])
+def test_a_mask_threshold_that_makes_masks_empty_or_full_is_refused(tmp_path, threshold):
+    make_folder(tmp_path, ["a", "b"])
+    with pytest.raises(ValueError, match="mask threshold must be a finite number >= 0"):
+        load(tmp_path, mask_threshold=threshold)
+
+
+def test_a_mask_threshold_at_the_top_of_the_masks_values_is_refused(tmp_path):
+    make_folder(tmp_path, ["a", "b"])
+    with pytest.raises(ValueError, match="every pixel would be background"):
+        load(tmp_path, mask_threshold=255)
+    assert load(tmp_path, mask_threshold=254)[0]["mask"].sum() > 0

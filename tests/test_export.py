@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,22 @@ from thyroidseg import (
     write_synthetic_dataset,
 )
 from thyroidseg.cli import main
+from thyroidseg.ensemble import Ensemble
 from thyroidseg.export import ONNX_INPUT
+from thyroidseg.inference import Segmenter
 
 TINY = {"base_channels": 4, "seed": 0}
+
+
+def one_epoch_run(data: ThyroidDataset, out_dir: Path, seed: int) -> Path:
+    """``last.pt`` of one epoch of a tiny depth-2 UNet on ``data``."""
+    trainer = Trainer(
+        UNet(depth=2, base_channels=4, seed=seed), data, loss=nn.CrossEntropyLoss(), epochs=1,
+        out_dir=out_dir, progress=False,
+    )  # fmt: skip
+    trainer.fit()
+    assert trainer.last_checkpoint is not None
+    return trainer.last_checkpoint
 
 
 def onnx_session(path: Path):
@@ -155,10 +170,53 @@ def test_export_command_writes_graphs_that_match_the_checkpoint(tmp_path, capsys
 
 
 def test_export_command_errors_are_one_line(tmp_path, capsys) -> None:
-    assert main(["export", "--onnx", str(tmp_path / "m.onnx")]) == 2
-    assert "--model CHECKPOINT is required" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "none.pt")]) == 2
     assert "nothing to export" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "none.pt"), "--onnx", "m.onnx"]) == 2
     assert "none.pt" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_command_defaults_to_the_shipped_model(tmp_path, capsys) -> None:
+    script_path = tmp_path / "shipped.pt"
+    assert main(["export", "--torchscript", str(script_path)]) == 0
+    shipped = Segmenter.pretrained(device="cpu", amp="off").model
+    batch = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(script_path))(batch), shipped(batch))
+
+
+def test_export_command_refuses_to_replace_or_reuse_a_file(tmp_path, capsys) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert main(["export", "--onnx", str(notes)]) == 2
+    assert "pass --overwrite to replace" in capsys.readouterr().err
+    assert notes.read_text() == "keep me"
+    both = tmp_path / "m.bin"
+    assert main(["export", "--onnx", str(both), "--torchscript", str(both)]) == 2
+    assert "given for two outputs" in capsys.readouterr().err
+    assert not both.exists()
+    assert main(["export", "--torchscript", str(notes), "--overwrite"]) == 0
+    assert notes.read_bytes()[:2] == b"PK"  # replaced by a TorchScript zip archive
+
+
+def test_export_command_writes_the_ensemble_of_several_models(tmp_path, capsys) -> None:
+    write_synthetic_dataset(tmp_path / "data", 4, size=(48, 64), seed=0)
+    data = ThyroidDataset(tmp_path / "data", size=(32, 32))
+    first, second = (one_epoch_run(data, tmp_path / f"run{seed}", seed) for seed in (0, 1))
+    script_path = tmp_path / "ensemble.pt"
+    argv = ["export", "--model", str(first), "--model", str(second)]
+    assert main([*argv, "--torchscript", str(script_path)]) == 0
+    ensemble = Segmenter.from_checkpoint([first, second], device="cpu", amp="off").model
+    assert isinstance(ensemble, Ensemble)
+    batch = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(script_path))(batch), ensemble(batch))
+
+
+def test_onnx_export_without_the_onnx_package_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'thyroidseg\[export\]'"):
+        export_onnx(UNet(depth=2, **TINY), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

@@ -88,3 +88,19 @@ def test_written_files_honour_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_jpeg_with_damaged_data_is_unreadable_not_a_picture(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    image = (rng.random((90, 140)) * 255).astype(np.uint8)
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), image)
+    data = bytearray(good.read_bytes())
+    for index in rng.choice(np.arange(400, len(data) - 10), 100, replace=False):
+        data[index] ^= 0x5A  # 100 bytes flipped: libjpeg still returns a picture
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(bytes(data))
+    assert cv2.imread(str(bad)) is not None  # what OpenCV alone would accept
+    with pytest.raises(ValueError, match=r"bad\.jpg: corrupt JPEG data \(the decoder says: "):
+        read_image(bad)
+    assert read_image(good).shape == (90, 140)

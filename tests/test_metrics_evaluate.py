@@ -220,3 +220,16 @@ def test_a_second_reader_scored_on_the_frames_it_outlined(ddti_dir):
     np.testing.assert_allclose(result.confusion.per_image("iou"), by_hand)
     # ../shared/data/README.md gives this reader's per-image nodule IoU as 0.782
     assert result.confusion.summary("iou").mean == pytest.approx(0.782, abs=5e-4)
+
+
+@pytest.mark.parametrize("threshold", [-1.0, math.nan, math.inf])
+def test_a_threshold_that_empties_or_fills_every_mask_is_refused(folders, threshold):
+    preds, labels, _ = folders
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        evaluate_folders(preds, labels, threshold=threshold)
+
+
+def test_a_threshold_above_the_masks_values_names_the_file(folders):
+    preds, labels, _ = folders
+    with pytest.raises(ValueError, match=r"threshold 300 is at or above .* 8-bit mask \(255\)"):
+        evaluate_folders(preds, labels, threshold=300)

@@ -174,7 +174,37 @@ def test_pixel_spacing_needs_measure(tmp_path: Path, capsys: pytest.CaptureFixtu
     two_frames(tmp_path / "frames")
     command = ["predict", str(tmp_path / "frames"), str(tmp_path / "out"), "--quiet"]
     assert main([*command, "--pixel-spacing", "0.1"]) == 2
-    assert "needs measurements (--measure)" in capsys.readouterr().err
+    assert "--pixel-spacing needs --measure" in capsys.readouterr().err
     assert main([*command, "--measure", "--pixel-spacing", "-1"]) == 2
     assert "spacing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+@pytest.mark.parametrize(
+    "option, folder", [("--overlay", "overlays"), ("--probabilities", "probabilities")]
+)
+def test_predict_never_writes_over_its_input_scans(tmp_path, capsys, option, folder) -> None:
+    scans = tmp_path / "X" / folder
+    two_frames(scans)
+    before = {path.name: path.read_bytes() for path in scans.iterdir()}
+    argv = ["predict", str(scans), str(tmp_path / "X"), option, "--overwrite", "--quiet"]
+    assert main(argv) == 2
+    assert "is one of this command's inputs: it is never written over" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in scans.iterdir()} == before
+    assert not (tmp_path / "X" / "a.png").exists()  # refused before any mask was written
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_overwrite_removes_the_old_outputs_of_a_frame_that_became_unreadable(
+    tmp_path, capsys
+) -> None:
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    two_frames(scans)
+    argv = ["predict", str(scans), str(out), "--overlay", "--quiet"]
+    assert main(argv) == 0
+    (scans / "b.jpg").write_bytes(b"not a jpeg")
+    assert main([*argv, "--overwrite"]) == 2
+    assert "b.jpg" in capsys.readouterr().err
+    assert (out / "a.png").is_file() and (out / "overlays" / "a.png").is_file()
+    assert not (out / "b.png").exists() and not (out / "overlays" / "b.png").exists()

@@ -61,11 +61,15 @@ def learning_rates(name: str, epochs: int) -> list[float]:
 
 
 def test_make_scheduler_follows_the_documented_formulas() -> None:
-    assert SCHEDULE_NAMES == ("cosine", "poly", "constant")
+    assert SCHEDULE_NAMES == ("cosine", "warmup_cosine", "poly", "constant")
     epochs = 4
     cosine = [(1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
     poly = [(1 - e / epochs) ** 0.9 for e in range(epochs)]
     assert learning_rates("cosine", epochs) == pytest.approx(cosine)
+    # 20 epochs: 2 warm-up epochs at 1/2 and 2/2, then a cosine over the other 18
+    warm = [0.5, 1.0] + [(1 + math.cos(math.pi * e / 18)) / 2 for e in range(18)]
+    assert learning_rates("warmup_cosine", 20) == pytest.approx(warm)
+    assert learning_rates("warmup_cosine", 3) == pytest.approx([1.0, 1.0, 0.5])
     assert learning_rates("poly", epochs) == pytest.approx(poly)
     assert learning_rates("constant", epochs) == [1.0] * epochs
     with pytest.raises(ValueError, match="schedule must be one of"):
@@ -100,7 +104,7 @@ def test_train_command_trains_resumes_and_refuses_to_overwrite(
     assert (run / BEST_CHECKPOINT).is_file() and (run / "history.png").is_file()
 
     assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 2
-    assert "pass resume" in capsys.readouterr().err
+    assert "pass --resume to continue" in capsys.readouterr().err
     assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 2
     assert "epochs=1 there, 2 here" in capsys.readouterr().err  # the schedule would change
     assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume", *common]) == 0

@@ -6,11 +6,18 @@ never says which; every reader in the library goes through `read_image` instead.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
+import math
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,13 +52,19 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file exists but cannot be decoded as an image.
+        The file exists but cannot be decoded as an image, or is a JPEG whose decoder
+        reported damaged data (a picture with garbage in it is no picture to segment).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths on Windows
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if path.suffix.lower() in LOSSY_EXTENSIONS:
+        image, complaint = _decode_jpeg(data)
+        if complaint:
+            raise ValueError(f"{path}: corrupt JPEG data (the decoder says: {complaint})")
+    else:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ValueError(f"{path}: not a readable image (empty, truncated or unknown format)")
     if image.ndim == 3 and image.shape[2] == 4:
@@ -63,11 +76,59 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     return image
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode_jpeg(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Decode JPEG bytes; also return what libjpeg wrote to standard error while doing so.
+
+    libjpeg reports damaged data ("Corrupt JPEG data: ...", "Premature end of JPEG file")
+    only as a warning on file descriptor 2 and still returns a picture; OpenCV gives no
+    other sign. So descriptor 2 is pointed at a temporary file for the decode (one decode
+    at a time) and what was written is returned: anything there means the data is damaged.
+    """
+    if not data.size:
+        return None, ""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        complaint = captured.read().decode(errors="replace").strip()
+    return image, " ".join(complaint.split())
+
+
 LOSSY_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg")
 """Mask files with these extensions are binarised with ``> 127`` instead of ``!= 0``."""
 
 JPEG_MASK_THRESHOLD = 127
 """Default threshold for JPEG masks: a pixel is nodule iff its grey value is ``> 127``."""
+
+
+def check_mask_threshold(threshold: object) -> float | None:
+    """``threshold`` as a float (or ``None``) if it is a usable mask threshold; else ``ValueError``.
+
+    A threshold is a finite number ``>= 0``: a pixel is nodule iff ``value > threshold``, so a
+    negative one makes every pixel nodule and NaN makes every pixel background.
+    """
+    if threshold is None:
+        return None
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float | np.integer | np.floating)
+        or not math.isfinite(threshold)
+        or threshold < 0
+    ):
+        raise ValueError(
+            f"a mask threshold must be a finite number >= 0 (nodule iff value > threshold) "
+            f"or None, got {threshold!r}"
+        )
+    return float(threshold)
 
 
 def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
@@ -87,7 +148,8 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
     Raises
     ------
     FileNotFoundError, ValueError
-        Missing or unreadable file, or a lossless mask that is not binary.
+        Missing or unreadable file, a lossless mask that is not binary, or a threshold that
+        is negative, not finite, or at or above the file's largest value.
 
     Examples
     --------
@@ -98,9 +160,16 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
     array([[0, 1],
            [1, 0]], dtype=uint8)
     """
+    threshold = check_mask_threshold(threshold)
     path = Path(path)
     grey = read_image(path, grayscale=True)
     if threshold is not None:
+        top = np.iinfo(grey.dtype).max
+        if threshold >= top:
+            raise ValueError(
+                f"{path}: threshold {threshold:g} is at or above the largest value of this "
+                f"{grey.dtype.itemsize * 8}-bit mask ({top}): every pixel would be background"
+            )
         return (grey > threshold).astype(np.uint8)
     if path.suffix.lower() in LOSSY_EXTENSIONS:
         return (grey > JPEG_MASK_THRESHOLD).astype(np.uint8)
@@ -255,10 +324,12 @@ def map_folder(
     The one folder loop of the library, in this order:
 
     1. list ``in_dir`` (`list_images`); ``out_dir`` must be another folder;
-    2. unless ``overwrite``, refuse when any target ``out_dir/<stem>.png`` or the summary
-       file exists already: all are checked before anything is written;
+    2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``
+       or the summary file exists already, and never write over an input: all are checked
+       before anything is written;
     3. ``load(source)`` per image, in stem order; a ``ValueError`` or ``OSError`` is that
-       file's failure (recorded with the file's name, and the loop goes on);
+       file's failure (recorded with the file's name, and the loop goes on; with
+       ``overwrite``, an earlier output for that file is removed, so none is left stale);
     4. ``save({target: loaded, ...})`` for every ``batch_size`` images loaded (the last
        batch may be smaller); ``save`` writes each target, atomically;
     5. the summary file, if given as ``(path, make)``: ``make(failures)`` written
@@ -294,7 +365,7 @@ def map_folder(
     FileNotFoundError, ValueError
         ``in_dir`` missing, empty or equal to ``out_dir``; failed images (after writing
         the others and the summary).
-    FileExistsError
+    OutputExistsError
         Targets exist and ``overwrite`` is False (nothing was written).
     """
     sources = list_images(in_dir)
@@ -303,39 +374,179 @@ def map_folder(
         raise ValueError(f"{out_dir}: output folder is the input folder; pick another one")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    targets = {stem: out_dir / f"{stem}.png" for stem in sources}
-    outputs = list(targets.values()) + ([Path(summary[0])] if summary is not None else [])
-    existing = [str(path) for path in outputs if path.exists()]
-    if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise FileExistsError(
-            f"{len(existing)} output file(s) exist already ({shown}); "
-            "pass overwrite=True (--overwrite) to replace them"
-        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: is a file, not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    failures: dict[str, str] = {}
-    batch: dict[str, Loaded] = {}
-    stems = list(sources)
-    for index, stem in enumerate(Progress(stems, desc=verb, enabled=progress)):
-        try:
-            batch[stem] = load(sources[stem])
-        except (OSError, ValueError) as error:  # this file is bad: record it, go on
-            message, source = str(error), str(sources[stem])
-            failures[stem] = message if source in message else f"{source}: {message}"
-        if batch and (len(batch) == batch_size or index == len(stems) - 1):
-            save({targets[s]: loaded for s, loaded in batch.items()})
-            written.update((s, targets[s]) for s in batch)
-            batch = {}
-    also = ""
-    if summary is not None:
-        atomic_write_bytes(summary[0], summary[1](failures))
-        also = f", and {summary[0]}"
+    targets = {stem: out_dir / f"{stem}.png" for stem in sources}
+    outputs = list(targets.values()) + ([Path(summary[0])] if summary is not None else [])
+    with reserve_folder(out_dir):
+        check_outputs(outputs, inputs=sources.values(), overwrite=overwrite)
+        written: dict[str, Path] = {}
+        failures: dict[str, str] = {}
+        batch: dict[str, Loaded] = {}
+        stems = list(sources)
+        for index, stem in enumerate(Progress(stems, desc=verb, enabled=progress)):
+            try:
+                batch[stem] = load(sources[stem])
+            except (OSError, ValueError) as error:  # this file is bad: record it, go on
+                message, source = str(error), str(sources[stem])
+                failures[stem] = message if source in message else f"{source}: {message}"
+                if overwrite:  # an earlier run's output for it would pass for this run's
+                    targets[stem].unlink(missing_ok=True)
+            if batch and (len(batch) == batch_size or index == len(stems) - 1):
+                save({targets[s]: loaded for s, loaded in batch.items()})
+                written.update((s, targets[s]) for s in batch)
+                batch = {}
+        also = ""
+        if summary is not None:
+            atomic_write_bytes(summary[0], summary[1](failures))
+            also = f", and {summary[0]}"
     if failures:
         raise ValueError(
             f"{len(failures)} of {len(sources)} images could not be {verb} (the other "
             f"{len(written)} were written to {out_dir}{also}):\n  " + "\n  ".join(failures.values())
         )
     return written
+
+
+class OutputExistsError(FileExistsError):
+    """Output files exist already and replacing them was not allowed.
+
+    ``paths`` lists them; the message names the first five and says how to replace them.
+    """
+
+    def __init__(self, paths: Sequence[PathLike]) -> None:
+        self.paths = [Path(p) for p in paths]
+        shown = ", ".join(map(str, self.paths[:5])) + (" ..." if len(self.paths) > 5 else "")
+        super().__init__(
+            f"{len(self.paths)} output file(s) exist already ({shown}); "
+            "pass overwrite=True (--overwrite) to replace them"
+        )
+
+
+def check_outputs(
+    outputs: Iterable[PathLike | None],
+    *,
+    inputs: Iterable[PathLike] = (),
+    overwrite: bool = False,
+) -> None:
+    """Refuse outputs that would destroy a file, before anything is written.
+
+    The rules every command follows, checked in this order:
+
+    1. an output is never one of the ``inputs`` (files), even with ``overwrite``:
+       ``ValueError``;
+    2. no path is given for two outputs: ``ValueError``;
+    3. an output that exists is replaced only with ``overwrite``: `OutputExistsError`
+       listing them all; an existing folder is never replaced by a file (``ValueError``).
+
+    Paths are compared after resolving links, so ``a/../b.png`` and a symbolic link to an
+    input count as that input. ``None`` entries (outputs not asked for) are ignored.
+
+    Raises
+    ------
+    ValueError, OutputExistsError
+        As above; the message names the paths.
+    """
+    wanted = [Path(p) for p in outputs if p is not None]
+    protected = {Path(p).resolve() for p in inputs}
+    seen: dict[Path, Path] = {}
+    for path in wanted:
+        real = path.resolve()
+        if real in protected:
+            raise ValueError(f"{path} is one of this command's inputs: it is never written over")
+        if real in seen:
+            raise ValueError(f"{path} is given for two outputs ({seen[real]} and {path})")
+        seen[real] = path
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: give a file name for this output")
+    existing = [path for path in wanted if path.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(existing)
+
+
+LOCK_FILE = ".thyroidseg.lock"
+"""The file that reserves an output folder for one run (`reserve_folder`)."""
+
+
+class FolderInUseError(RuntimeError):
+    """Another running process holds the output folder (its lock file names it)."""
+
+
+@contextlib.contextmanager
+def reserve_folder(folder: PathLike) -> Iterator[Path]:
+    """Hold ``folder`` for this process while the block runs, so two runs cannot mix.
+
+    Creates ``folder/.thyroidseg.lock`` exclusively (``O_CREAT | O_EXCL``), holding this
+    process's host, PID, command line and start time as JSON, and removes it on leaving the
+    block (and the folder too, if this call created it and it is still empty). A lock that
+    this process holds already is re-entered. A lock whose holder is a PID of this host
+    that no longer runs (a killed run) is taken over; any other lock raises
+    `FolderInUseError` naming its holder.
+
+    Raises
+    ------
+    FolderInUseError
+        Another live process (or another host) holds the folder.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and (holder["host"], holder["pid"]) == (me["host"], me["pid"]):
+                yield lock  # ours already: an outer block releases it
+                return
+            if holder is None or not _is_dead(holder):
+                holder = holder or {}
+                raise FolderInUseError(
+                    f"{folder} is in use by another run (process {holder.get('pid', '?')} on "
+                    f"{holder.get('host', '?')}, started {holder.get('started', '?')}: "
+                    f"{holder.get('command', '?')}); wait for it to end or choose another "
+                    f"folder (if no such run exists, delete {lock})"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a killed run: take it over
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        break
+    else:
+        raise FolderInUseError(f"{folder}: another run took {lock} at the same moment")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    """The holder a lock file names; ``None`` when it cannot be read (half-written)."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(holder, dict) and {"host", "pid"} <= holder.keys()
+    return holder if ok else None
+
+
+def _is_dead(holder: Mapping[str, Any]) -> bool:
+    """Whether the holder's process is known to be gone (same host, no such PID)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from thyroidseg._io import atomic_write_bytes, write_csv
+from thyroidseg._io import atomic_write_bytes, check_outputs, list_images, write_csv
 from thyroidseg._version import __version__
 from thyroidseg.checkpoint import BEST_CHECKPOINT
 from thyroidseg.diagnostics import format_system_info, system_info
@@ -56,14 +56,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: _Runner = args.run
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return run(args)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"thyroidseg {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
+        print(f"thyroidseg {args.command}: error: {_cli_words(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"thyroidseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous
+
+
+_API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
+"""``name=value (--flag)``: how library messages name an option in both spellings."""
+
+
+def _cli_words(message: str) -> str:
+    """A library message with each ``api_name=... (--flag)`` pair said as ``--flag`` alone.
+
+    >>> _cli_words("pass overwrite=True (--overwrite) to replace them")
+    'pass --overwrite to replace them'
+    >>> _cli_words("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
+    '--pixel-spacing needs --measure'
+    """
+    return _API_SPELLING.sub(r"\1", message)
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """Warnings as one ``warning:`` line in CLI words, without the source line."""
+    return f"thyroidseg: warning: {_cli_words(str(message))}\n"
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +109,11 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("label_dir", metavar="LABEL_DIR", help="folder of reference masks")
     parser.add_argument("--json", metavar="FILE", help="also write every result as JSON")
     parser.add_argument("--csv", metavar="FILE", help="also write one CSV row per image")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json/--csv file (never one of the masks)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -122,6 +156,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     spacing = args.spacing
     if spacing is not None:
         spacing = spacing[0] if len(spacing) == 1 else tuple(spacing)
+    masks = [*list_images(args.pred_dir).values(), *list_images(args.label_dir).values()]
+    check_outputs([args.json, args.csv], inputs=masks, overwrite=args.overwrite)
     result = evaluate_folders(
         args.pred_dir,
         args.label_dir,
@@ -517,38 +553,43 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a trained network to ONNX and/or TorchScript",
-        description="Export the network of CHECKPOINT (the graph of Segmenter.model: a "
-        "preprocessed frame batch (N, C, H, W) float32 in [0, 1] in, per-pixel class scores "
-        "(N, 2, H, W) out, batch, height and width dynamic) to an ONNX file (input 'image', "
-        "output 'logits') and/or a TorchScript archive. Preprocessing and the mapping back "
-        "to the frame's size are not part of the graph. Files are written atomically.",
+        help="export the shipped network (or --model) to ONNX and/or TorchScript",
+        description="Export the network of the model shipped in the package, or of --model "
+        "CHECKPOINT (several --model: their ensemble, one graph averaging their "
+        "probabilities), to an ONNX file (input 'image', output 'logits') and/or a "
+        "TorchScript archive: a preprocessed frame batch (N, C, H, W) float32 in [0, 1] in, "
+        "per-pixel class scores (N, 2, H, W) out, batch, height and width dynamic. "
+        "Preprocessing and the mapping back to the frame's size are not part of the graph. "
+        "Existing files are an error unless --overwrite; files are written atomically. "
+        "ONNX needs the onnx package: pip install 'thyroidseg[export]'.",
     )
     parser.add_argument(
         "--model",
+        action="append",
         metavar="CHECKPOINT",
-        help="best.pt or last.pt of a run (required: this version ships no trained model)",
+        help="best.pt or last.pt of a run instead of the shipped model; give it several "
+        "times for an ensemble",
     )
     parser.add_argument("--onnx", metavar="FILE", help="write the ONNX graph here")
     parser.add_argument("--torchscript", metavar="FILE", help="write the TorchScript archive here")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     if args.onnx is None and args.torchscript is None:
         raise ValueError("nothing to export: give --onnx FILE and/or --torchscript FILE")
-    model = _export_model(args.model)
+    check_outputs([args.onnx, args.torchscript], inputs=args.model or (), overwrite=args.overwrite)
+    options = {"device": "cpu", "amp": "off"}
+    segmenter = (
+        Segmenter.from_checkpoint(args.model, **options)
+        if args.model
+        else Segmenter.pretrained(**options)
+    )
     for path, export in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)):
         if path is not None:
-            print(f"wrote {export(model, path)}")
+            print(f"wrote {export(segmenter.model, path)}")
     return 0
-
-
-def _export_model(checkpoint: str | None) -> nn.Module:
-    """The network of ``checkpoint``; without one, the shipped model (none ships yet)."""
-    if checkpoint is None:
-        raise ValueError("--model CHECKPOINT is required: this version ships no trained model")
-    return Segmenter.from_checkpoint(checkpoint, device="cpu", amp="off").model
 
 
 def _add_info(subparsers: argparse._SubParsersAction) -> None:

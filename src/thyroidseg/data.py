@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 from typing_extensions import Self
 
-from thyroidseg._io import PathLike, read_binary_mask, read_image
+from thyroidseg._io import PathLike, check_mask_threshold, read_binary_mask, read_image
 from thyroidseg._progress import Progress
 from thyroidseg.geometry import _check_size, resize, resize_mask
 from thyroidseg.intensity import to_gray_uint8
@@ -254,6 +254,7 @@ class ThyroidDataset(Dataset):
         if on_invalid not in ("raise", "skip"):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         size = _check_size(size)
+        mask_threshold = check_mask_threshold(mask_threshold)
         if preprocess == "default":
             preprocess = functools.partial(preprocess_frame, size=size)
         elif preprocess is None:

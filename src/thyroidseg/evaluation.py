@@ -10,7 +10,6 @@ unpaired stems, unreadable files and size mismatches are each listed in full, ne
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from thyroidseg._io import PathLike, csv_text, list_images, read_binary_mask
+from thyroidseg._io import PathLike, check_mask_threshold, csv_text, list_images, read_binary_mask
 from thyroidseg._progress import Progress
 from thyroidseg.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.counting import confusion_matrices
@@ -189,8 +188,7 @@ def evaluate_folders(
     """
     _check_tolerance(tolerance)
     _spacing_pair(spacing)
-    if threshold is not None and not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
+    threshold = check_mask_threshold(threshold)
     preds, labels = list_images(pred_dir), list_images(label_dir)
     if Path(pred_dir).samefile(label_dir):
         warnings.warn(

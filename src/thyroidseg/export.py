@@ -27,6 +27,7 @@ torch.Size([2, 2, 33, 47])
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -116,7 +117,13 @@ def export_onnx(
     ------
     ValueError
         An example size a valid-mode `UNet` cannot take, or no way to tell ``in_channels``.
+    ModuleNotFoundError
+        The ``onnx`` package is missing (``pip install 'thyroidseg[export]'``).
     """
+    if importlib.util.find_spec("onnx") is None:
+        raise ModuleNotFoundError(
+            "ONNX export needs the onnx package: pip install 'thyroidseg[export]'", name="onnx"
+        )
     if isinstance(model, UNet):
         model.output_size(*example_size)  # a valid-mode model rejects sizes it cannot take
     example = _export_example(model, example_size, in_channels)

@@ -42,7 +42,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._io import PathLike, list_images, map_folder, read_image, write_image
+from thyroidseg._io import (
+    PathLike,
+    check_outputs,
+    list_images,
+    map_folder,
+    read_image,
+    reserve_folder,
+    write_image,
+)
 from thyroidseg.measurements import Nodule, PixelSpacing, measure, write_measurements_csv
 from thyroidseg.model_loading import load_network, shipped_weights
 from thyroidseg.preprocessing import Preprocessed, preprocess
@@ -556,56 +564,70 @@ class Segmenter:
         wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
         extras = {name: out_dir / name for name, on in wanted if on}
         csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-        if not overwrite:
-            _refuse_existing(list_images(in_dir), extras, csv_path)
-        found: dict[str, list[Nodule]] = {}
-        pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
-        need_probabilities = probabilities or measurements
+        sources = list_images(in_dir)
+        pictures_out = [folder / f"{stem}.png" for folder in extras.values() for stem in sources]
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"{out_dir}: is a file, not a folder")
+        with reserve_folder(out_dir):  # one run at a time writes here
+            check_outputs([*pictures_out, csv_path], inputs=sources.values(), overwrite=overwrite)
+            found: dict[str, list[Nodule]] = {}
+            pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
+            need_probabilities = probabilities or measurements
 
-        def load(source: Path) -> _Frame:
-            image = read_image(source)
-            return _Frame(source.name, image, self._prepare(image))
+            def load(source: Path) -> _Frame:
+                try:
+                    image = read_image(source)
+                    return _Frame(source.name, image, self._prepare(image))
+                except (OSError, ValueError):
+                    if overwrite:  # no picture of an earlier run may pass for this one's
+                        for folder in extras.values():
+                            (folder / f"{source.stem}.png").unlink(missing_ok=True)
+                    raise
 
-        def save(batch: dict[Path, _Frame]) -> None:
-            frames = list(batch.values())
-            segmented = self._segment([f.prepared for f in frames], use_tta, need_probabilities)
-            for target, frame, (mask, probability) in zip(batch, frames, segmented, strict=True):
-                write_image(target, mask * np.uint8(255))
-                found[frame.name] = measure(mask, pixel_spacing, probability, frame.prepared.views)
-                if OVERLAYS_DIR in extras:
-                    path = write_image(
-                        extras[OVERLAYS_DIR] / target.name, overlay(frame.image, mask)
+            def save(batch: dict[Path, _Frame]) -> None:
+                frames = list(batch.values())
+                segmented = self._segment([f.prepared for f in frames], use_tta, need_probabilities)
+                for target, frame, (mask, probability) in zip(
+                    batch, frames, segmented, strict=True
+                ):
+                    write_image(target, mask * np.uint8(255))
+                    found[frame.name] = measure(
+                        mask, pixel_spacing, probability, frame.prepared.views
                     )
-                    pictures[OVERLAYS_DIR][target.stem] = path
-                if PROBABILITIES_DIR in extras:
-                    grey = np.round(probability * 255).astype(np.uint8)
-                    path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
-                    pictures[PROBABILITIES_DIR][target.stem] = path
+                    if OVERLAYS_DIR in extras:
+                        path = write_image(
+                            extras[OVERLAYS_DIR] / target.name, overlay(frame.image, mask)
+                        )
+                        pictures[OVERLAYS_DIR][target.stem] = path
+                    if PROBABILITIES_DIR in extras:
+                        grey = np.round(probability * 255).astype(np.uint8)
+                        path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
+                        pictures[PROBABILITIES_DIR][target.stem] = path
 
-        start = time.perf_counter()
-        try:
-            written = map_folder(
-                in_dir,
-                out_dir,
-                load,
-                save,
-                verb="segmented",
-                overwrite=overwrite,
-                batch_size=self.batch_size,
-                progress=progress,
+            start = time.perf_counter()
+            try:
+                written = map_folder(
+                    in_dir,
+                    out_dir,
+                    load,
+                    save,
+                    verb="segmented",
+                    overwrite=overwrite,
+                    batch_size=self.batch_size,
+                    progress=progress,
+                )
+            finally:  # the rows of every frame written, also when some frames failed
+                if csv_path is not None and found:
+                    write_measurements_csv(csv_path, found)
+            return FolderPrediction(
+                out_dir=out_dir,
+                masks=written,
+                overlays=pictures.get(OVERLAYS_DIR, {}),
+                probabilities=pictures.get(PROBABILITIES_DIR, {}),
+                measurements=csv_path,
+                nodules=sum(len(nodules) for nodules in found.values()),
+                seconds=time.perf_counter() - start,
             )
-        finally:  # the rows of every frame written, also when some frames failed
-            if csv_path is not None and found:
-                write_measurements_csv(csv_path, found)
-        return FolderPrediction(
-            out_dir=out_dir,
-            masks=written,
-            overlays=pictures.get(OVERLAYS_DIR, {}),
-            probabilities=pictures.get(PROBABILITIES_DIR, {}),
-            measurements=csv_path,
-            nodules=sum(len(nodules) for nodules in found.values()),
-            seconds=time.perf_counter() - start,
-        )
 
     # -- steps --------------------------------------------------------------------------
 
@@ -666,24 +688,6 @@ def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:
             f"an array of shape {images.shape}; use predict for one frame"
         )
     return images
-
-
-def _refuse_existing(
-    sources: Mapping[str, Path], folders: Mapping[str, Path], csv_path: Path | None
-) -> None:
-    """Raise ``FileExistsError`` listing the overlays, maps and CSV that exist already.
-
-    The masks themselves are checked by `thyroidseg._io.map_folder`.
-    """
-    outputs = [folder / f"{stem}.png" for folder in folders.values() for stem in sources]
-    outputs += [csv_path] if csv_path is not None else []
-    existing = [str(path) for path in outputs if path.exists()]
-    if existing:
-        shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise FileExistsError(
-            f"{len(existing)} output file(s) exist already ({shown}); "
-            "pass overwrite=True (--overwrite) to replace them"
-        )
 
 
 def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:

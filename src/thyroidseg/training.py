@@ -36,6 +36,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -49,7 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from thyroidseg._io import PathLike
+from thyroidseg._io import PathLike, reserve_folder
 from thyroidseg._progress import Progress
 from thyroidseg._version import __version__
 from thyroidseg.batching import PrepareBatch, collate, default_prepare_batch
@@ -77,7 +78,14 @@ from thyroidseg.trainer_config import (
     resume_conflicts,
 )
 
-__all__ = ["LossFn", "NonFiniteLossError", "NonFiniteOutputError", "Trainer"]
+__all__ = [
+    "RUN_FILES",
+    "LossFn",
+    "NonFiniteLossError",
+    "NonFiniteOutputError",
+    "Trainer",
+    "refuse_other_run",
+]
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
@@ -155,6 +163,25 @@ class NonFiniteOutputError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
+"""The files a `Trainer` writes into its ``out_dir``."""
+
+
+def refuse_other_run(out_dir: PathLike) -> None:
+    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
+
+    A new run never replaces another run's checkpoints or history, even when only a
+    ``best.pt`` or a ``history.csv`` is left there.
+    """
+    existing = [Path(out_dir) / name for name in RUN_FILES]
+    existing = [path for path in existing if path.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
+            "resume (--resume) to continue that run, or choose another folder"
+        )
 
 
 class Trainer:
@@ -359,11 +386,16 @@ class Trainer:
         ValueError
             ``out_dir`` cannot be written; ``resume`` was written by a run set up differently
             (see the class notes), or its ``best.pt`` is lost.
+        FileExistsError
+            A new run (no ``resume``) into an ``out_dir`` that holds run files already.
+        thyroidseg._io.FolderInUseError
+            Another live process trains into ``out_dir`` (``out_dir/.thyroidseg.lock``).
         """
-        with join_process_group(self.device) as self._dist:
+        with join_process_group(self.device) as self._dist, contextlib.ExitStack() as held:
             try:
                 if self._dist.is_main and self.out_dir is not None:
-                    self._prepare_out_dir()
+                    held.enter_context(reserve_folder(self.out_dir))  # one run at a time
+                    self._prepare_out_dir(resuming=resume is not None)
                 if resume is not None:
                     self._restore(resume)
                 else:
@@ -562,10 +594,11 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    def _prepare_out_dir(self) -> None:
+    def _prepare_out_dir(self, *, resuming: bool) -> None:
         assert self.out_dir is not None
-        run_files = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
-        removed = prepare_run_folder(self.out_dir, run_files)
+        if not resuming:
+            refuse_other_run(self.out_dir)
+        removed = prepare_run_folder(self.out_dir, RUN_FILES)
         if removed:
             warnings.warn(
                 f"{self.out_dir}: removed {len(removed)} temporary file(s) left by an "

@@ -42,7 +42,7 @@ from thyroidseg.runtime import autocast, cpu_info
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.trainer_config import check_settings
-from thyroidseg.training import Trainer
+from thyroidseg.training import Trainer, refuse_other_run
 
 __all__ = [
     "OPTIMIZER_NAMES",
@@ -242,8 +242,8 @@ def train_folder(
     last = out_dir / LAST_CHECKPOINT
     if resume and not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
-    if not resume and last.exists():
-        raise FileExistsError(f"{last} exists: pass resume (--resume) or choose another folder")
+    if not resume:
+        refuse_other_run(out_dir)
     data_config = {
         "root": str(Path(data_dir).resolve()),
         "fold": fold,

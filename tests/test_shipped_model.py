@@ -18,7 +18,6 @@ from thyroidseg.model import UNet
 from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-DDTI = ROOT.parent / "shared" / "data" / "ddti"
 MAX_BYTES = 25 * 10**6
 """The issue's budget for weights in the wheel."""
 
@@ -72,14 +71,15 @@ def test_pretrained_returns_the_recommended_segmenter() -> None:
 
 
 @pytest.mark.ddti
-@pytest.mark.skipif(not DDTI.is_dir(), reason="../shared/data/ddti is absent")
-def test_the_shipped_model_segments_real_ddti_frames() -> None:
+def test_the_shipped_model_segments_real_ddti_frames(ddti_dir: Path) -> None:
     segmenter = Segmenter.pretrained(device="cpu")
-    images = [read_image(DDTI / "images" / f"{stem}.png", grayscale=True) for stem in REAL_FRAMES]
+    images = [
+        read_image(ddti_dir / "images" / f"{stem}.png", grayscale=True) for stem in REAL_FRAMES
+    ]
     masks = segmenter.predict_many(images)
     matrix = ConfusionMatrix(2)
     for stem, mask in zip(REAL_FRAMES, masks, strict=True):
-        truth = read_binary_mask(DDTI / "masks" / f"{stem}.png")
+        truth = read_binary_mask(ddti_dir / "masks" / f"{stem}.png")
         assert mask.shape == truth.shape
         matrix.update(mask, truth)
     iou = matrix.per_image("iou", cls=1)

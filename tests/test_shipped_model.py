@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -60,6 +61,17 @@ def test_the_wheel_carries_the_weights(tmp_path: Path) -> None:
     shipped = Path(str(shipped_weights()))
     assert sizes[f"thyroidseg/weights/{SHIPPED_WEIGHTS}"] == shipped.stat().st_size
     assert sum(size for name, size in sizes.items() if name.endswith(".pt")) <= MAX_BYTES
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in sizes)
+
+
+def test_the_sdist_carries_the_licence(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", minversion="77")  # license-files in pyproject.toml
+    build = "from setuptools import build_meta; print(build_meta.build_sdist(r'%s'))" % tmp_path
+    subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True, capture_output=True)
+    (sdist,) = tmp_path.glob("thyroidseg-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+    assert any(name.endswith("/LICENSE") for name in names)
 
 
 def test_pretrained_returns_the_recommended_segmenter() -> None:

@@ -337,3 +337,20 @@ def test_inference_imports_no_training_code() -> None:
         assert imported <= {f"thyroidseg.{name}" for name in allowed}, module.__name__
         plain = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [name for name in plain if name.startswith("thyroidseg")]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
+    checkpoint = load_checkpoint(trained_checkpoint(tmp_path))
+    key = next(k for k, v in checkpoint["model"].items() if v.is_floating_point())
+    checkpoint["model"][key] = torch.full_like(checkpoint["model"][key], float("nan"))
+    broken = save_checkpoint(tmp_path / "nan.pt", checkpoint)  # a digest of the NaN weights
+    with pytest.raises(ValueError, match=rf"nan\.pt: weight '{key}' holds \d+ NaN or infinite"):
+        Segmenter.from_checkpoint(broken)
+
+
+def test_a_stored_frame_size_the_network_cannot_take_is_refused_at_load(tmp_path: Path) -> None:
+    checkpoint = load_checkpoint(trained_checkpoint(tmp_path))
+    checkpoint["config"]["data"]["preprocess_options"]["size"] = [2, 2]  # depth 2: step 4
+    broken = save_checkpoint(tmp_path / "small.pt", checkpoint)
+    with pytest.raises(ValueError, match=r"small\.pt: config\['data'\]\['preprocess_options'\]"):
+        Segmenter.from_checkpoint(broken)

@@ -66,7 +66,7 @@ def test_the_wheel_carries_the_weights(tmp_path: Path) -> None:
 
 def test_the_sdist_carries_the_licence(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", minversion="77")  # license-files in pyproject.toml
-    build = "from setuptools import build_meta; print(build_meta.build_sdist(r'%s'))" % tmp_path
+    build = f"from setuptools import build_meta; build_meta.build_sdist({str(tmp_path)!r})"
     subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True, capture_output=True)
     (sdist,) = tmp_path.glob("thyroidseg-*.tar.gz")
     with tarfile.open(sdist) as archive:

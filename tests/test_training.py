@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,28 @@ def test_resume_refuses_another_optimizer_setting(tmp_path: Path) -> None:
     same = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1)
     same.fit(resume=tmp_path / LAST_CHECKPOINT)  # the same set-up resumes (nothing left to do)
     assert same.epoch == 1
+
+
+@pytest.mark.parametrize(
+    "first, second, named",
+    [
+        ({"loss": make_loss("ce")}, {"loss": make_loss("weighted_ce")}, "loss="),
+        ({"loss": make_loss("weighted_ce")}, {"loss": make_loss("weighted_ce", w0=5.0)}, "w0=5.0"),
+        (
+            {"loss": make_loss("dice_ce")},
+            {"loss": make_loss("dice_ce", dice_weight=2.0)},
+            "dice_weight",
+        ),
+        ({"loss": make_loss("ce")}, {"loss": make_loss("ce", ignore_index=255)}, "ignore_index"),
+        ({"amp": "off"}, {"amp": "bf16"}, "amp='off' there, 'bfloat16' here"),
+        ({}, {"grad_clip": 1.0}, "grad_clip=None there, 1.0 here"),
+    ],
+)
+def test_resume_refuses_a_changed_loss_precision_or_clipping(tmp_path, first, second, named):
+    make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1, **first).fit()
+    other = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=1, **second)
+    with pytest.raises(ValueError, match=f"cannot resume.*{re.escape(named)}"):
+        other.fit(resume=tmp_path / LAST_CHECKPOINT)
 
 
 def test_bad_arguments_are_rejected() -> None:

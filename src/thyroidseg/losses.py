@@ -259,6 +259,13 @@ class WeightedCrossEntropyLoss(nn.Module):
         self.ignore_index = ignore_index
         self.uniform = w0 == 0 and class_weights is None
 
+    def extra_repr(self) -> str:
+        """Every setting, so two differently set-up losses never read alike (resume checks)."""
+        return (
+            f"w0={self.w0!r}, sigma={self.sigma!r}, class_weights={self.class_weights!r}, "
+            f"ignore_index={self.ignore_index!r}"
+        )
+
     def weight_map(self, target: Tensor, num_classes: int) -> Tensor:
         """`unet_weight_map` of every mask in ``target`` (``(N, H, W)`` float32)."""
         maps = [
@@ -334,6 +341,13 @@ class SoftDiceLoss(nn.Module):
         self.smooth = smooth
         self.ignore_index = ignore_index
 
+    def extra_repr(self) -> str:
+        """Every setting, so two differently set-up losses never read alike (resume checks)."""
+        return (
+            f"include_background={self.include_background!r}, batch_dice={self.batch_dice!r}, "
+            f"smooth={self.smooth!r}, ignore_index={self.ignore_index!r}"
+        )
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return self._loss(logits, target, _check_inputs(logits, target, self.ignore_index))
 
@@ -381,6 +395,13 @@ class DiceCELoss(nn.Module):
         self.ce_weight = ce_weight
         self.ignore_index = ignore_index
         self.dice = SoftDiceLoss(ignore_index=ignore_index, **dice_kwargs)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        """The weights and ``ignore_index``; the Dice part's settings show in its own line."""
+        return (
+            f"dice_weight={self.dice_weight!r}, ce_weight={self.ce_weight!r}, "
+            f"ignore_index={self.ignore_index!r}"
+        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         valid = _check_inputs(logits, target, self.ignore_index)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import torch
 from torch import nn
 
 from thyroidseg._io import PathLike
@@ -112,8 +113,9 @@ def load_network(
         (``preprocess=None`` or a custom callable: build
         ``Segmenter(model, preprocess_options)`` yourself then), unknown keys in
         ``config["inference"]`` or ``settings``, ``model`` given with several checkpoints, or
-        ensemble members that differ in preprocessing or in a setting not given. Each
-        message names the file.
+        ensemble members that differ in preprocessing or in a setting not given, NaN or
+        infinite weights, or a stored frame size the network cannot take. Each message
+        names the file.
     """
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not paths:
@@ -165,9 +167,42 @@ def _load_member(
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the model: {error}") from error
+    _check_finite_weights(path, checkpoint["model"])
     stored = dict(config.get("inference") or {})
     _check_setting_names(f"{path}: config['inference']", stored)
-    return model, _training_preprocess_options(config.get("data", {}), path), stored
+    options = _training_preprocess_options(config.get("data", {}), path)
+    _check_size_fits(path, model, options)
+    return model, options, stored
+
+
+def _check_finite_weights(path: PathLike, weights: Mapping[str, torch.Tensor]) -> None:
+    """A weight that is NaN or infinite makes every prediction meaningless: refuse it."""
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{path}: weight {key!r} holds {bad} NaN or infinite value(s); the checkpoint "
+                "cannot segment anything (was it saved after training diverged?)"
+            )
+
+
+def _check_size_fits(path: PathLike, model: nn.Module, options: Mapping[str, Any]) -> None:
+    """The stored network frame size must be one the `UNet` can take whole."""
+    if not isinstance(model, UNet) or "size" not in options:
+        return
+    size = tuple(options["size"])
+    where = f"{path}: config['data']['preprocess_options']['size'] = {list(size)}"
+    if model.same_padding:
+        if min(size) < model.size_multiple:
+            raise ValueError(
+                f"{where} is smaller than the network's {model.size_multiple}-pixel "
+                "down-sampling step: the frame would be mostly padding"
+            )
+        return
+    try:
+        model.output_size(int(size[0]), int(size[1]))
+    except ValueError as error:
+        raise ValueError(f"{where} does not fit this valid-mode network: {error}") from None
 
 
 def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:

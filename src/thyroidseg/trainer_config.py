@@ -33,7 +33,7 @@ __all__ = [
 
 RESUME_MUST_MATCH = (
     "model_class", "model", "loss", "optimizer", "scheduler", "prepare_batch", "epochs",
-    "batch_size", "seed",
+    "batch_size", "amp", "grad_clip", "ignore_index", "seed",
 )  # fmt: skip
 """Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
 

@@ -6,8 +6,8 @@ name: ``../shared/data/ddti`` (a stand-in of synthetic phantoms under DDTI-like 
 real data for a page that compares with ``ddti-raw-sample``, skipped without it),
 ``DATA_DIR``, ``scan.png``, ``a.png``, ``b.png``, ``SCANS/``, ``new-scans/`` and a tiny
 trained ``runs/fold0`` (left out for a page that trains it). `SMALLER` shrinks the sizes
-and epochs of the training examples so the suite stays fast; nothing else is changed. Blocks that show a session with its
-output are fenced ``pycon`` and are not run.
+and epochs of the training examples so the suite stays fast; nothing else is changed.
+Blocks that show a session with its output are fenced ``pycon`` and are not run.
 """
 
 from __future__ import annotations

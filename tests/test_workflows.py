@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import thyroidseg.workflows
 from thyroidseg._io import read_binary_mask
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.cli import main
+from thyroidseg.data import ThyroidDataset
 from thyroidseg.losses import DiceCELoss
 from thyroidseg.model import UNet
 from thyroidseg.synthetic import write_synthetic_dataset
@@ -261,3 +263,33 @@ def test_demo_refuses_a_size_its_network_cannot_take(tmp_path: Path) -> None:
             tmp_path / "demo", n_images=4, size=(32, 64), epochs=1, progress=False
         )
     assert not (tmp_path / "demo" / "phantoms").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--images", "0"], "--images must be an integer >= 3"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+    ],
+)
+def test_demo_checks_its_settings_before_writing_anything(tmp_path, capsys, argv, message):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_phantoms_with_a_leak_group_column_raise_no_leak_group_warning(tmp_path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 4, size=(48, 64), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ThyroidDataset(data, size=(32, 32), progress=False)
+
+
+def test_a_refused_split_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(48, 64), seed=0)
+    run = tmp_path / "run"
+    argv = ["train", str(data), "--out", str(run), "--folds", "100", "--size", "32", "32"]
+    assert main([*argv, "--quiet"]) == 2
+    assert "100" in capsys.readouterr().err
+    assert not run.exists()

@@ -489,6 +489,8 @@ def reserve_folder(folder: PathLike) -> Iterator[Path]:
         Another live process (or another host) holds the folder.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder (the output folder); choose another")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE

@@ -269,7 +269,8 @@ class ThyroidDataset(Dataset):
         if not scan.items:
             raise ValueError(f"{root}: no usable image/mask pairs (layout {layout!r})")
         groups = [_group_of(it, group_by) for it in scan.items]
-        if group_by is None and len(set(groups)) == len(groups) > 1:
+        grouped = any(it.meta.get("leak_group") or it.meta.get("case_id") for it in scan.items)
+        if group_by is None and not grouped and len(groups) > 1:
             warnings.warn(
                 f"{root}: no leak groups found (no 'leak_group' or case id in the metadata), "
                 "so every image is its own group and group_kfold cannot keep near-duplicates "

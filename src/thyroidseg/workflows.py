@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._io import PathLike, atomic_write_bytes, write_image
+from thyroidseg._io import (
+    PathLike,
+    atomic_write_bytes,
+    check_outputs,
+    reserve_folder,
+    write_image,
+)
 from thyroidseg.augment import Augment
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
@@ -238,42 +244,43 @@ def train_folder(
     scheduler = make_scheduler(schedule, built, epochs)
 
     out_dir = Path(out_dir)
-    prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
-    last = out_dir / LAST_CHECKPOINT
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"{last}: nothing to resume from")
-    if not resume:
-        refuse_other_run(out_dir)
-    data_config = {
-        "root": str(Path(data_dir).resolve()),
-        "fold": fold,
-        "folds": folds if fold is not None else None,
-        "augment": bool(augment),
-    }
-    if resume:
-        data_config = _resumed_data_config(last, data_config, size)
+    with reserve_folder(out_dir):  # one run at a time; removed again if it stays empty
+        prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
+        last = out_dir / LAST_CHECKPOINT
+        if resume and not last.is_file():
+            raise FileNotFoundError(f"{last}: nothing to resume from")
+        if not resume:
+            refuse_other_run(out_dir)
+        data_config = {
+            "root": str(Path(data_dir).resolve()),
+            "fold": fold,
+            "folds": folds if fold is not None else None,
+            "augment": bool(augment),
+        }
+        if resume:
+            data_config = _resumed_data_config(last, data_config, size)
 
-    dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
-    if fold is None:
-        train_idx, val = np.arange(len(dataset)), None
-    else:
-        train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
-        val = dataset.subset(val_idx)
-    train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
-    trainer = Trainer(
-        model,
-        train,
-        val,
-        loss=loss_fn,
-        optimizer=built,
-        scheduler=scheduler,
-        epochs=epochs,
-        seed=seed,
-        out_dir=out_dir,
-        data_config=data_config,
-        **trainer_options,
-    )
-    trainer.fit(resume=last if resume else None)
+        dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
+        if fold is None:
+            train_idx, val = np.arange(len(dataset)), None
+        else:
+            train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
+            val = dataset.subset(val_idx)
+        train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
+        trainer = Trainer(
+            model,
+            train,
+            val,
+            loss=loss_fn,
+            optimizer=built,
+            scheduler=scheduler,
+            epochs=epochs,
+            seed=seed,
+            out_dir=out_dir,
+            data_config=data_config,
+            **trainer_options,
+        )
+        trainer.fit(resume=last if resume else None)
     return trainer
 
 
@@ -389,8 +396,24 @@ def run_demo(
             f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
             "value per channel at the bottom"
         )
-    if (run_dir / LAST_CHECKPOINT).exists():
-        raise FileExistsError(f"{run_dir} holds a previous run; choose another --out folder")
+    if data is None and (
+        isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 3
+    ):
+        raise ValueError(
+            f"n_images (--images) must be an integer >= 3 (one phantom each for training, "
+            f"validation and test at least), got {n_images!r}"
+        )
+    checked = inspect.signature(check_settings).parameters
+    check_settings(
+        epochs=epochs, **{key: value for key, value in trainer_options.items() if key in checked}
+    )
+    try:
+        refuse_other_run(run_dir)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{run_dir} holds a previous run; choose another out_dir (--out)"
+        ) from None
+    check_outputs([out_dir / "metrics.json"])
     data_dir = Path(data) if data is not None else out_dir / "phantoms"
     if data is None:
         write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)

@@ -104,3 +104,14 @@ def test_a_jpeg_with_damaged_data_is_unreadable_not_a_picture(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"bad\.jpg: corrupt JPEG data \(the decoder says: "):
         read_image(bad)
     assert read_image(good).shape == (90, 140)
+
+
+def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path, monkeypatch) -> None:
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    target = tmp_path / "out" / "mask.png"
+    with pytest.raises(OSError, match=r"\[Errno 28\] .*out/mask\.png: cannot write \(No space"):
+        write_image(target, np.zeros((4, 4), np.uint8))
+    assert not target.exists() and list(target.parent.iterdir()) == []  # no temporary left

@@ -334,3 +334,8 @@ def test_csv_of_no_nodule_has_the_header_and_a_bad_row_keeps_the_old_file(tmp_pa
     with pytest.raises(TypeError, match="b.png: expected Nodule objects, got dict"):
         write_measurements_csv(path, {"b.png": [{"nodule": 1}]})
     assert path.read_text() == ",".join(MEASUREMENT_COLUMNS) + "\n"
+
+
+def test_an_empty_mask_array_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"non-empty 2-D \(H, W\) array, got shape \(0, 0\)"):
+        measure(np.zeros((0, 0), np.uint8))

@@ -467,3 +467,8 @@ def test_sync_gathers_per_image_matrices_across_processes(tmp_path):
         rank, matrices, second = results.get(timeout=60)
         np.testing.assert_array_equal(matrices, expected, err_msg=f"rank {rank}")
         assert "already called" in second
+
+
+def test_a_confusion_matrix_too_large_to_hold_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 1024, got 1000000"):
+        ConfusionMatrix(10**6)

@@ -237,3 +237,36 @@ def test_torch_compile_traces_the_whole_network() -> None:
     image = torch.randn(1, 1, 37, 45)
     with torch.no_grad():
         torch.testing.assert_close(compiled(image), model(image))
+
+
+def test_a_network_too_large_to_build_is_refused_before_allocation() -> None:
+    with pytest.raises(ValueError, match=r"depth=12 needs about [\d,]+ weights \(\d+ GiB"):
+        UNet(depth=12)
+    assert UNet(depth=5, base_channels=32, seed=0).config["depth"] == 5  # large, still allowed
+
+
+@pytest.mark.parametrize(
+    "batch, error, message",
+    [
+        (torch.zeros(1, 1, 16, 16).numpy(), TypeError, "torch.from_numpy"),
+        (torch.zeros(1, 1, 0, 16), ValueError, "non-empty"),
+        (torch.zeros(1, 2, 16, 16), ValueError, "expected 1 input channel"),
+        (torch.zeros(1, 1, 16, 16, dtype=torch.uint8), TypeError, r"x.float\(\) / 255"),
+        (torch.zeros(1, 1, 16, 16, dtype=torch.float64), TypeError, "differs from the weights'"),
+    ],
+)
+def test_forward_explains_inputs_it_cannot_take(batch, error, message) -> None:
+    with pytest.raises(error, match=message):
+        UNet(base_channels=4, depth=2, seed=0)(batch)
+
+
+def test_prelu_networks_rebuild_from_their_config_and_start_at_a_quarter_slope() -> None:
+    model = UNet(base_channels=4, depth=2, activation="prelu", seed=0)
+    slopes = [m.weight for m in model.modules() if isinstance(m, torch.nn.PReLU)]
+    assert slopes and all(torch.all(w == 0.25) for w in slopes)
+    rebuilt = UNet(**model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(2, 1, 20, 28)
+    torch.testing.assert_close(rebuilt(x), model(x))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        UNet(activation="gelu")  # type: ignore[arg-type]

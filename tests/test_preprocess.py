@@ -431,3 +431,8 @@ def test_resize_mask_samples_pixel_centres(h, w, ky, kx, seed) -> None:
     np.testing.assert_array_equal(resize_mask(enlarged, (h, w)), mask)
     big = np.random.default_rng(seed).integers(0, 3, (h * ky, w * kx)).astype(np.uint8)
     np.testing.assert_array_equal(resize_mask(big, (h, w)), big[ky // 2 :: ky, kx // 2 :: kx])
+
+
+def test_a_network_frame_too_large_to_allocate_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 8192 pixels a side"):
+        preprocess(np.zeros((50, 60), np.uint8), size=(100000, 100000))

@@ -275,10 +275,17 @@ def write_image(path: PathLike, image: np.ndarray) -> Path:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename.
+
+    An ``OSError`` (a full disk, a folder without write permission...) names ``path``, the
+    file the caller asked for, never the temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: cannot write ({error.strerror})") from error
     try:
         os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; honour the umask
         with os.fdopen(fd, "wb") as handle:
@@ -286,6 +293,9 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, f"{path}: cannot write ({error.strerror})") from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["LabelMap", "confusion_matrices"]
+__all__ = ["MAX_CLASSES", "LabelMap", "confusion_matrices"]
 
 LabelMap = np.ndarray | torch.Tensor
 """An integer label map: a numpy array or a torch tensor (any device)."""
@@ -83,6 +83,10 @@ def confusion_matrices(
 # -- 1. validate the arguments --------------------------------------------------------------
 
 
+MAX_CLASSES = 1024
+"""Most classes a confusion matrix counts: 8 MiB per image's matrix at 1024."""
+
+
 def _check_arguments(num_classes: int, ignore_index: int | None) -> None:
     """Raise unless ``num_classes`` is an integer >= 2 and ``ignore_index`` an integer or None.
 
@@ -92,6 +96,11 @@ def _check_arguments(num_classes: int, ignore_index: int | None) -> None:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if num_classes > MAX_CLASSES:
+        raise ValueError(
+            f"num_classes must be at most {MAX_CLASSES}, got {num_classes}: one image's "
+            f"matrix alone would take {8 * int(num_classes) ** 2 / 2**30:.3g} GiB"
+        )
     if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)):
         raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
 

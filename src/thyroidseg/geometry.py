@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple, get_args
 import cv2
 import numpy as np
 
-__all__ = ["RESIZE_MODES", "Box", "ResizeMode", "fit_box", "resize", "resize_mask"]
+__all__ = ["MAX_SIDE", "RESIZE_MODES", "Box", "ResizeMode", "fit_box", "resize", "resize_mask"]
 
 ResizeMode = Literal["letterbox", "stretch"]
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
@@ -163,10 +163,21 @@ def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
+MAX_SIDE = 8192
+"""Largest network frame side `preprocess` and the dataset accept (scanner frames are ~1000)."""
+
+
 def _check_size(size: Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` as two positive ints (the one size check of the library)."""
-    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in size):
+    if len(size) != 2 or not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in size
+    ):
         raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
+    if max(size) > MAX_SIDE:
+        raise ValueError(
+            f"size must be at most {MAX_SIDE} pixels a side, got {tuple(map(int, size))}: "
+            f"a network frame of {int(size[0]) * int(size[1]):,} pixels"
+        )
     return int(size[0]), int(size[1])
 
 

@@ -347,8 +347,8 @@ def _max_distance(points: np.ndarray, spacing: tuple[float, float]) -> float:
 def _binary_mask(mask: np.ndarray) -> np.ndarray:
     """``uint8 {0, 1}`` copy of a bool mask or a numeric one with one non-zero value."""
     array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"mask must be a 2-D (H, W) array, got shape {array.shape}")
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.uint8)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):

@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
@@ -81,6 +82,21 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, channels), channels)
     return nn.Identity()
+
+
+MAX_WEIGHTS = 500_000_000
+"""Most convolution weights a `UNet` may have (2 GB in float32): a guard against a
+mistyped ``depth`` or ``base_channels`` that would fill the memory (the default has 2 M)."""
+
+
+def _conv_weight_count(in_channels: int, base_channels: int, depth: int) -> int:
+    """Weights of the 3x3 convolutions of a `UNet` (the bulk of its parameters)."""
+    widths = [base_channels * 2**i for i in range(depth + 1)]
+    count = 9 * (in_channels * widths[0] + widths[0] ** 2)
+    for low, high in itertools.pairwise(widths):
+        count += 9 * (low * high + high**2)  # encoder stage
+        count += 9 * (2 * low * low + low**2) + 4 * high * low  # decoder stage + up-sampling
+    return count
 
 
 def _make_activation(kind: str, channels: int) -> nn.Module:
@@ -399,6 +415,13 @@ class UNet(nn.Module):
             raise ValueError('stem_stride=2 needs padding="same" and downsample="strided"')
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        weights = _conv_weight_count(in_channels, base_channels, depth)
+        if weights > MAX_WEIGHTS:
+            raise ValueError(
+                f"base_channels={base_channels} with depth={depth} needs about {weights:,} "
+                f"weights ({4 * weights / 2**30:.3g} GiB in float32), over the {MAX_WEIGHTS:,} "
+                "this class builds; use a smaller depth or width"
+            )
         self.config = {
             "in_channels": in_channels,
             "num_classes": num_classes,
@@ -476,14 +499,41 @@ class UNet(nn.Module):
         out = valid_output_size((height, width), depth=self.depth)
         return out[0], out[1]
 
+    @torch.jit.unused
+    def _check_input(self, x: Tensor) -> None:
+        """Refuse what would give meaningless logits or an obscure error deep in the network."""
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"expected a torch.Tensor (N, C, H, W), got {type(x).__name__}; for a numpy "
+                "array use torch.from_numpy(array)"
+            )
+        if x.dim() != 4 or 0 in x.shape:
+            raise ValueError(f"expected a non-empty (N, C, H, W) tensor, got shape {list(x.shape)}")
+        channels = self.config["in_channels"]
+        if x.shape[1] != channels:
+            raise ValueError(
+                f"expected {channels} input channel(s), got {x.shape[1]} (shape {list(x.shape)})"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"expected a floating-point image in [0, 1], got dtype {x.dtype}; for 8-bit "
+                "frames use x.float() / 255"
+            )
+        weight = self.head.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"input dtype {x.dtype} differs from the weights' {weight.dtype}; convert one "
+                f"of them (e.g. x.to({weight.dtype}))"
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, num_classes, H', W')`` for images ``(N, in_channels, H, W)``.
 
         ``H' x W'`` is ``H x W`` in ``"same"`` mode and `valid_output_size` in ``"valid"``
         mode (a size it rejects raises ``ValueError``).
         """
-        if x.dim() != 4:
-            raise ValueError(f"expected a (N, C, H, W) tensor, got shape {list(x.shape)}")
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
+            self._check_input(x)
         height, width = x.shape[-2], x.shape[-1]
         if self.same_padding:
             multiple = self.size_multiple

@@ -8,7 +8,7 @@ command and the CV result behind the model. Written with `save_checkpoint` (weig
 SHA-256 and library version included).
 
     python scripts/package_model.py runs/shipped/last.pt --tta \\
-        --command "thyroidseg train ../shared/data/ddti --all --out runs/shipped ..." \\
+        --command "thyroidseg train ../shared/data/ddti runs/shipped --all ..." \\
         --cv benchmarks/results/cv-stem2-128-tta.json
 """
 

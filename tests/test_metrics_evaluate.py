@@ -178,12 +178,13 @@ def test_cli_error_gives_status_2_and_keeps_existing_output(folders, tmp_path, c
     write_image(labels / "extra.png", np.zeros((4, 4), np.uint8))
     previous = tmp_path / "r.json"
     previous.write_text("previous result")
-    status = main(["evaluate", str(preds), str(labels), "--json", str(previous)])
-    assert status == 2
+    argv = ["evaluate", str(preds), str(labels), "--json", str(previous), "--overwrite"]
+    assert main(argv) == 2
     assert "thyroidseg evaluate: error: labels without a prediction" in capsys.readouterr().err
     assert previous.read_text() == "previous result"
     assert main(["evaluate", str(tmp_path / "missing"), str(labels)]) == 2
-    assert main(["evaluate", str(preds), str(labels), "--spacing", "1", "2", "3"]) == 2
+    assert main(["evaluate", str(preds), str(labels), "--pixel-spacing", "1", "2", "3"]) == 2
+    assert "--pixel-spacing takes one or two numbers" in capsys.readouterr().err
     assert main(["evaluate", str(preds), str(labels), "--common-only"]) == 0
     assert "left out (only in one folder): 0 predictions without a label, 1 labels" in (
         capsys.readouterr().out
@@ -233,3 +234,15 @@ def test_a_threshold_above_the_masks_values_names_the_file(folders):
     preds, labels, _ = folders
     with pytest.raises(ValueError, match=r"threshold 300 is at or above .* 8-bit mask \(255\)"):
         evaluate_folders(preds, labels, threshold=300)
+
+
+def test_the_old_spacing_spellings_still_work_with_a_warning(folders, capsys):
+    preds, labels, _ = folders
+    new = evaluate_folders(preds, labels, pixel_spacing=(0.5, 0.25), progress=False)
+    with pytest.warns(FutureWarning, match="use pixel_spacing="):
+        old = evaluate_folders(preds, labels, spacing=(0.5, 0.25), progress=False)
+    np.testing.assert_array_equal(old.hd95, new.hd95)
+    assert main(["evaluate", str(preds), str(labels), "--spacing", "0.5"]) == 0
+    assert "warning: --spacing is deprecated and will be removed in 0.3; use --pixel-spacing" in (
+        capsys.readouterr().err
+    )

@@ -133,7 +133,7 @@ def test_a_second_run_into_a_held_folder_is_refused(tmp_path, capsys):
     with reserve_folder(run):  # as if another process trained there
         lock = run / LOCK_FILE
         lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "other-host"}))
-        argv = ["train", str(data), "--out", str(run), "--folds", "2", "--size", "32", "32"]
+        argv = ["train", str(data), str(run), "--folds", "2", "--size", "32", "32"]
         assert main([*argv, "--epochs", "1", "--base-channels", "4", "--quiet"]) == 2
         assert "is in use by another run" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]

@@ -82,7 +82,7 @@ def test_train_command_under_torchrun(tmp_path: Path) -> None:
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "thyroidseg", "train", str(data), "--out", str(run), "--epochs", "1",
+        "-m", "thyroidseg", "train", str(data), str(run), "--epochs", "1",
         "--folds", "2", "--size", "32", "32", "--batch-size", "2", "--base-channels", "4",
         "--amp", "off", "--quiet",
     ]  # fmt: skip

@@ -100,16 +100,16 @@ def test_train_command_trains_resumes_and_refuses_to_overwrite(
     run = tmp_path / "run"
     common = ["--folds", "2", "--size", "32", "32", "--batch-size", "4", "--quiet"]
     common += ["--base-channels", "4", "--amp", "off"]
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 0
+    assert main(["train", str(data), str(run), "--epochs", "1", *common]) == 0
     printed = capsys.readouterr().out
     assert str(run / LAST_CHECKPOINT) in printed and "history.csv" in printed
     assert (run / BEST_CHECKPOINT).is_file() and (run / "history.png").is_file()
 
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", *common]) == 2
+    assert main(["train", str(data), str(run), "--epochs", "1", *common]) == 2
     assert "pass --resume to continue" in capsys.readouterr().err
-    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--resume", *common]) == 2
+    assert main(["train", str(data), str(run), "--epochs", "2", "--resume", *common]) == 2
     assert "epochs=1 there, 2 here" in capsys.readouterr().err  # the schedule would change
-    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume", *common]) == 0
+    assert main(["train", str(data), str(run), "--epochs", "1", "--resume", *common]) == 0
     rows = (run / "history.csv").read_text().splitlines()
     assert len(rows) == 2  # header + epoch 1: the run was complete, resuming adds nothing
 
@@ -163,7 +163,7 @@ def test_train_settings_are_checked_before_the_data_is_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_reading, arguments, message
 ) -> None:
     run = tmp_path / "run"
-    assert main(["train", str(tmp_path / "data"), "--out", str(run), *SMALL, *arguments]) == 2
+    assert main(["train", str(tmp_path / "data"), str(run), *SMALL, *arguments]) == 2
     err = capsys.readouterr().err
     assert err.startswith("thyroidseg train: error: ") and err.count("\n") == 1
     assert re.search(message, err), err
@@ -173,7 +173,7 @@ def test_train_on_a_missing_cuda_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_reading, monkeypatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), *SMALL, "--device", "cuda"]
+    args = ["train", str(tmp_path), str(tmp_path / "run"), *SMALL, "--device", "cuda"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "device 'cuda' is not available" in err and err.count("\n") == 1
@@ -225,7 +225,7 @@ def test_train_all_trains_on_every_frame_without_validation(
 ) -> None:
     data = write_synthetic_dataset(tmp_path / "data", 6, size=(64, 80), seed=0)
     run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), "--all", *SMALL]) == 0
+    assert main(["train", str(data), str(run), "--all", *SMALL]) == 0
     printed = capsys.readouterr().out
     assert "trained on all 6 frames for 1 epochs" in printed
     assert f"checkpoints: {run / LAST_CHECKPOINT}\n" in printed
@@ -233,7 +233,7 @@ def test_train_all_trains_on_every_frame_without_validation(
     last = load_checkpoint(run / LAST_CHECKPOINT)
     assert last["config"]["data"]["fold"] is None and last["config"]["data"]["folds"] is None
     assert "val_iou" not in last["history"][0]
-    assert main(["train", str(data), "--out", str(run), "--resume", *SMALL]) == 2
+    assert main(["train", str(data), str(run), "--resume", *SMALL]) == 2
     assert "fold=None there, 0 here" in capsys.readouterr().err  # --all is not a fold run
 
 
@@ -289,7 +289,28 @@ def test_phantoms_with_a_leak_group_column_raise_no_leak_group_warning(tmp_path)
 def test_a_refused_split_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
     data = write_synthetic_dataset(tmp_path / "data", 6, size=(48, 64), seed=0)
     run = tmp_path / "run"
-    argv = ["train", str(data), "--out", str(run), "--folds", "100", "--size", "32", "32"]
+    argv = ["train", str(data), str(run), "--folds", "100", "--size", "32", "32"]
     assert main([*argv, "--quiet"]) == 2
     assert "100" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_train_takes_the_run_folder_positionally_and_still_accepts_out(tmp_path, capsys):
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(48, 64), seed=0)
+    options = ["--folds", "2", "--size", "32", "32", "--epochs", "1", "--base-channels", "4"]
+    options += ["--amp", "off", "--quiet", "--threads", "1"]
+    assert main(["train", str(data), *options, "--out", str(tmp_path / "old")]) == 0
+    assert "--out is deprecated and will be removed in 0.3; use RUN_DIR" in capsys.readouterr().err
+    assert (tmp_path / "old" / LAST_CHECKPOINT).is_file()
+    assert main(["train", str(data), str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "give the run folder once" in capsys.readouterr().err
+
+
+def test_info_writes_json_to_a_file_it_names_and_prints_it_without_one(tmp_path, capsys):
+    assert main(["info", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    target = tmp_path / "info.json"
+    assert main(["info", "--json", str(target)]) == 0
+    assert json.loads(target.read_text()).keys() == printed.keys()
+    assert main(["info", "--json", str(target)]) == 2  # not again without --overwrite
+    assert "pass --overwrite" in capsys.readouterr().err

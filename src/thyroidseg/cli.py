@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import torch
+
 from thyroidseg._io import atomic_write_bytes, check_outputs, list_images, write_csv
 from thyroidseg._version import __version__
 from thyroidseg.checkpoint import BEST_CHECKPOINT
@@ -53,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     run: _Runner = args.run
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
+        _set_threads(getattr(args, "threads", None))
         return run(args)
     except (OSError, ValueError, RuntimeError, ImportError) as error:
         print(f"thyroidseg {args.command}: error: {_cli_words(str(error))}", file=sys.stderr)
@@ -65,8 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"thyroidseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:
+    finally:  # as they were: main() may run inside another program (or a test)
         warnings.formatwarning = previous
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
 
 
 _API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
@@ -93,6 +99,49 @@ def _one_line_warning(
 ) -> str:
     """Warnings as one ``warning:`` line in CLI words, without the source line."""
     return f"thyroidseg: warning: {_cli_words(str(message))}\n"
+
+
+class _Renamed(argparse.Action):
+    """An option's 0.1 spelling: stores into the new option's place and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"thyroidseg: warning: {option_string} is deprecated and will be removed in 0.3; "
+            f"use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for PyTorch and OpenCV (default: PyTorch's choice, one per core; "
+        "use 1 when other jobs share the machine, see Troubleshooting in the docs)",
+    )
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads}")
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -140,20 +189,30 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="normalised surface Dice tolerance, in pixels or spacing units (default: 2)",
     )
     parser.add_argument(
-        "--spacing",
+        "--pixel-spacing",
         type=float,
         nargs="+",
         metavar="SIZE",
         default=None,
         help="pixel size for HD95/NSD: one number, or row and column size (default: pixels)",
     )
+    parser.add_argument(
+        "--spacing",
+        dest="pixel_spacing",
+        type=float,
+        nargs="+",
+        action=_Renamed,
+        new="--pixel-spacing",
+        help=argparse.SUPPRESS,
+    )
+    _add_threads_option(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    if args.spacing is not None and len(args.spacing) > 2:
-        raise ValueError(f"--spacing takes one or two numbers, got {len(args.spacing)}")
-    spacing = args.spacing
+    spacing = args.pixel_spacing
+    if spacing is not None and len(spacing) > 2:
+        raise ValueError(f"--pixel-spacing takes one or two numbers, got {len(spacing)}")
     if spacing is not None:
         spacing = spacing[0] if len(spacing) == 1 else tuple(spacing)
     masks = [*list_images(args.pred_dir).values(), *list_images(args.label_dir).values()]
@@ -164,7 +223,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         resize_labels=args.resize_labels,
         tolerance=args.tolerance,
-        spacing=spacing,
+        pixel_spacing=spacing,
         common_only=args.common_only,
     )
     print(result.report())
@@ -224,6 +283,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace existing images and JSON in OUT_DIR"
     )
     _add_quiet_option(parser)
+    _add_threads_option(parser)
     parser.set_defaults(run=_run_preprocess)
 
 
@@ -303,7 +363,10 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "change the run. Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="run folder (created)")
+    parser.add_argument(
+        "--out", dest="run_dir_option", action=_Renamed, new="RUN_DIR", help=argparse.SUPPRESS
+    )
     parser.add_argument("--fold", type=int, default=None, help="validation fold (default: 0)")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: 5)")
     parser.add_argument(
@@ -350,10 +413,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     _add_speed_options(parser)
     _add_quiet_option(parser)
+    _add_threads_option(parser)
     parser.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if (args.run_dir is None) == (args.run_dir_option is None):
+        raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
+    args.out = args.run_dir if args.run_dir is not None else args.run_dir_option
     if args.all and (args.fold is not None or args.folds is not None):
         raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
     trainer = train_folder(
@@ -469,6 +536,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_speed_options(parser)
     _add_quiet_option(parser)
+    _add_threads_option(parser)
     parser.set_defaults(run=_run_predict)
 
 
@@ -526,6 +594,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_speed_options(parser)
     _add_quiet_option(parser)
+    _add_threads_option(parser)
     parser.set_defaults(run=_run_demo)
 
 
@@ -601,13 +670,27 @@ def _add_info(subparsers: argparse._SubParsersAction) -> None:
         "native (without it --amp auto trains in float32), the PyTorch thread count and the "
         "CUDA devices. Paste it into bug reports.",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write JSON to FILE instead of text (no FILE, or -: print it)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     parser.set_defaults(run=_run_info)
 
 
 def _run_info(args: argparse.Namespace) -> int:
     info = system_info()
-    print(json.dumps(info, indent=2) if args.json else format_system_info(info))
+    if args.json is None:
+        print(format_system_info(info))
+    elif args.json == "-":
+        print(json.dumps(info, indent=2))
+    else:
+        check_outputs([args.json], overwrite=args.overwrite)
+        atomic_write_bytes(args.json, (json.dumps(info, indent=2) + "\n").encode())
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -134,9 +134,10 @@ def evaluate_folders(
     threshold: float | None = None,
     resize_labels: bool = False,
     tolerance: float = 2.0,
-    spacing: Spacing = None,
+    pixel_spacing: Spacing = None,
     common_only: bool = False,
     progress: bool | None = None,
+    spacing: Spacing = None,
 ) -> FolderEvaluation:
     """Score every predicted mask in ``pred_dir`` against the label of the same stem.
 
@@ -160,9 +161,10 @@ def evaluate_folders(
         this changes the reference; resizing predictions back to the label size is better.
     tolerance
         Tolerance of `thyroidseg.boundary.normalized_surface_dice` (default 2, in the unit
-        of ``spacing``).
-    spacing
-        Pixel size for the boundary metrics; ``None`` (default) measures in pixels.
+        of ``pixel_spacing``).
+    pixel_spacing
+        Pixel size for the boundary metrics, one number or ``(row, col)``; ``None``
+        (default) measures in pixels.
     common_only
         ``False`` (default): a stem found in only one folder is an error. ``True``: score
         only the stems both folders have (e.g. a second reader who outlined some of the
@@ -171,6 +173,8 @@ def evaluate_folders(
     progress
         Progress bar on standard error: ``None`` (default) draws on a terminal only,
         ``False`` never.
+    spacing
+        The 0.1 name of ``pixel_spacing``: still accepted in 0.2, with a ``FutureWarning``.
 
     Raises
     ------
@@ -186,8 +190,17 @@ def evaluate_folders(
     UserWarning
         ``pred_dir`` and ``label_dir`` are the same folder.
     """
+    if spacing is not None:
+        if pixel_spacing is not None:
+            raise ValueError("give pixel_spacing only (spacing is its old name)")
+        warnings.warn(
+            "spacing= is deprecated and will be removed in 0.3; use pixel_spacing=",
+            FutureWarning,
+            stacklevel=2,
+        )
+        pixel_spacing, spacing = spacing, None
     _check_tolerance(tolerance)
-    _spacing_pair(spacing)
+    _spacing_pair(pixel_spacing)
     threshold = check_mask_threshold(threshold)
     preds, labels = list_images(pred_dir), list_images(label_dir)
     if Path(pred_dir).samefile(label_dir):
@@ -218,7 +231,9 @@ def evaluate_folders(
         matrices.append(confusion_matrices(pred, label)[0])
         running += matrices[-1]
         bar.set_postfix(nodule_iou=float(iou(running)[1]))
-        pair_hd95, pair_nsd = boundary_metrics(pred, label, tolerance=tolerance, spacing=spacing)
+        pair_hd95, pair_nsd = boundary_metrics(
+            pred, label, tolerance=tolerance, spacing=pixel_spacing
+        )
         hd95.append(pair_hd95)
         nsd.append(pair_nsd)
     _raise_problems(unreadable, mismatches)
@@ -228,7 +243,7 @@ def evaluate_folders(
         np.array(hd95),
         np.array(nsd),
         float(tolerance),
-        spacing,
+        pixel_spacing,
         only_pred,
         only_label,
     )

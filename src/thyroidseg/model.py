@@ -46,6 +46,7 @@ __all__ = [
     "Activation",
     "DOWNSAMPLES",
     "GROUP_NORM_GROUPS",
+    "MAX_WEIGHTS",
     "NORMS",
     "PADDINGS",
     "UPSAMPLES",

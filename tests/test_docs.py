@@ -116,3 +116,14 @@ def test_the_python_of_every_page_runs(
             exec(compile(block, f"{page.name} block {number}", "exec"), namespace)  # noqa: S102
         except Exception as error:
             raise AssertionError(f"{page.name}, python block {number} failed:\n{block}") from error
+
+
+def test_the_site_loads_no_script_or_font_from_another_host() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    scripts = re.findall(r"^extra_javascript:.*\n((?:  - .*\n)+)", config, re.M)
+    assert scripts, "mkdocs.yml lists no extra_javascript"
+    for entry in re.findall(r"  - (\S+)", scripts[0]):
+        assert "//" not in entry and (ROOT / "docs" / entry).is_file(), entry
+    assert re.search(r"^  font: false", config, re.M)  # material's default loads web fonts
+    pages = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
+    assert not [p.name for p in pages if re.search(r"<(script|link)[^>]+https?://", p.read_text())]

@@ -314,3 +314,11 @@ def test_info_writes_json_to_a_file_it_names_and_prints_it_without_one(tmp_path,
     assert json.loads(target.read_text()).keys() == printed.keys()
     assert main(["info", "--json", str(target)]) == 2  # not again without --overwrite
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_demo_estimate_is_within_a_factor_of_two_of_its_training_time(tmp_path) -> None:
+    result = thyroidseg.workflows.run_demo(
+        tmp_path / "demo", n_images=24, epochs=2, size=(64, 64), progress=False
+    )
+    ratio = result.training_seconds / result.estimated_seconds
+    assert 0.5 <= ratio <= 2.0, (result.estimated_seconds, result.training_seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import io
 import json
 import math
 import sys
@@ -340,6 +341,10 @@ class DemoResult:
     """One picture per test frame (prediction red, truth green)."""
     history: list[dict[str, float]]
     """The training history, one dict per epoch (`thyroidseg.training.Trainer.fit`)."""
+    estimated_seconds: float
+    """The training time the demo expected (and printed) before training."""
+    training_seconds: float
+    """The training time it took (wall clock of `thyroidseg.training.Trainer.fit`)."""
 
 
 def run_demo(
@@ -437,17 +442,18 @@ def run_demo(
         data_config={"root": str(data_dir)},
         **trainer_options,
     )
+    estimate = _training_seconds(trainer, size, len(train_idx), len(val_idx))
     if progress is not False:
-        steps = -(-len(train_idx) // trainer.batch_size) * epochs
-        seconds = steps * _seconds_per_step(trainer, size) * _EPOCH_OVERHEAD
         print(
-            f"demo: {epochs} epochs of {len(train_idx)} frames; about {_duration(seconds)} "
+            f"demo: {epochs} epochs of {len(train_idx)} frames; about {_duration(estimate)} "
             f"of training on this machine ({cpu_info().model or 'unknown CPU'}, "
             f"{'bf16' if trainer.amp_dtype == torch.bfloat16 else 'float32'})",
             file=sys.stderr,
             flush=True,
         )
+    start = time.perf_counter()
     history = trainer.fit()
+    training_seconds = time.perf_counter() - start
     segmenter = Segmenter.from_checkpoint(
         run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
     )
@@ -463,15 +469,39 @@ def run_demo(
         )
     report = json.dumps(metrics.to_dict(), indent=2)
     atomic_write_bytes(out_dir / "metrics.json", report.encode())
-    return DemoResult(data_dir, run_dir, metrics, overlays, history)
+    return DemoResult(data_dir, run_dir, metrics, overlays, history, estimate, training_seconds)
 
 
 _DEMO_MIN_SIZE = 64
 """Smallest network input of the demo: 64 / 2**5 = 2 x 2 at the bottleneck."""
 
-_EPOCH_OVERHEAD = 1.3
-"""Validation, augmentation and checkpoints on top of the training steps (measured on the demo:
-an epoch takes 1.2-1.4x its steps' time)."""
+_STEP_OVERHEAD = 1.3
+"""Augmentation, batching and the optimizer update on top of a training step's forward and
+backward pass (measured on the demo: the steps of an epoch take 1.2-1.4x that)."""
+
+
+def _training_seconds(trainer: Trainer, size: tuple[int, int], n_train: int, n_val: int) -> float:
+    """The demo's estimate of ``trainer.fit()``: measured steps, validation and checkpoints.
+
+    Per epoch: ``ceil(n_train / batch)`` training steps (forward and backward, timed on a copy
+    of the model, times `_STEP_OVERHEAD`), ``n_val`` one-frame validation passes (timed) and
+    the two checkpoint writes (timed by serialising the model once). The one-off costs of
+    the first step (kernel selection, allocations) are paid here, not again in training.
+    """
+    steps = -(-n_train // trainer.batch_size)
+    step = _seconds_per_step(trainer, size) * _STEP_OVERHEAD
+    model = copy.deepcopy(trainer.model).eval()
+    frame = torch.zeros(1, 1, *size, device=trainer.device)
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast(trainer.device, trainer.amp_dtype):
+        model(frame.contiguous(memory_format=trainer.memory_format))
+    validation = (time.perf_counter() - start) * n_val
+    start = time.perf_counter()
+    torch.save(
+        {"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict()}, io.BytesIO()
+    )
+    saving = 2 * (time.perf_counter() - start)
+    return trainer.epochs * (steps * step + validation + saving)
 
 
 def _seconds_per_step(trainer: Trainer, size: tuple[int, int]) -> float:

@@ -33,6 +33,7 @@ import torch
 
 from thyroidseg.boundary import hausdorff_distance_95
 from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg.runtime import cpu_info
 
 
 def make_pairs(n_pairs: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +194,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f"{os.cpu_count()} CPUs ({cpu_info().model or 'unknown model'}), "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     preds, targets = make_pairs(args.pairs, args.size)
     bench_counting(preds, targets, args.repeats)

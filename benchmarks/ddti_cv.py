@@ -3,8 +3,8 @@
 Every fold trains with ``thyroidseg.workflows.train_folder`` (the code behind
 ``thyroidseg train``: split by leak group, augmentation, the default UNet), then segments
 its validation frames with ``Segmenter.from_checkpoint(last.pt)`` (see ``--checkpoint``) at
-their ORIGINAL size and counts them against the original masks. Each frame is validated exactly once, so the
-merged confusion matrix covers the whole folder without leakage.
+their ORIGINAL size and counts them against the original masks. Each frame is validated
+exactly once, so the merged confusion matrix covers the whole folder without leakage.
 
 Besides the nodule IoU / Dice (per image and pooled) it prints the paper's style of
 numbers from the same matrix (pixel accuracy, mIoU and macro-F1 with background), to show

@@ -375,7 +375,12 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="train on every frame, no validation (not with --fold or --folds)",
     )
     _add_size_option(parser, train_folder)
-    parser.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=_default(train_folder, "epochs"),
+        help=f"epochs (default: {_default(train_folder, 'epochs')})",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
@@ -384,21 +389,31 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help=f"loss (default: {_default(train_folder, 'loss')}; weighted_ce is the paper's "
         "border-weighted CE)",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=_default(train_folder, "lr"),
+        help=f"learning rate (default: {_default(train_folder, 'lr')})",
+    )
     parser.add_argument(
         "--schedule",
         choices=SCHEDULE_NAMES,
         default=_default(train_folder, "schedule"),
         help=f"learning-rate schedule (default: {_default(train_folder, 'schedule')})",
     )
-    parser.add_argument("--base-channels", type=int, default=16, help="U-Net width (default: 16)")
+    parser.add_argument(
+        "--base-channels",
+        type=int,
+        default=_default(train_folder, "base_channels"),
+        help=f"U-Net width (default: {_default(train_folder, 'base_channels')})",
+    )
     parser.add_argument(
         "--stem-stride",
         type=int,
         choices=(1, 2),
-        default=1,
-        help="2: the U-Net's first stage at half resolution, ~3x cheaper (the shipped model's "
-        "choice; default: 1)",
+        default=_default(train_folder, "stem_stride"),
+        help="2: the U-Net's first stage at half resolution, ~3x cheaper than 1 (default: "
+        f"{_default(train_folder, 'stem_stride')}, the shipped model's)",
     )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument(

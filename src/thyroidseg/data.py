@@ -31,6 +31,7 @@ from thyroidseg._progress import Progress
 from thyroidseg.geometry import _check_size, resize, resize_mask
 from thyroidseg.intensity import to_gray_uint8
 from thyroidseg.layouts import LAYOUTS, _Item, _rasterise, _scan, detect_layout
+from thyroidseg.preprocessing import DEFAULT_SIZE
 from thyroidseg.preprocessing import preprocess as preprocess_frame
 
 __all__ = [
@@ -178,7 +179,7 @@ class ThyroidDataset(Dataset):
         TN3K only: ``"trainval"`` (default), ``"test"``, ``"train:<k>"`` or ``"val:<k>"``
         (fold ``k`` of ``tn3k-trainval-fold<k>.json``; ``"train"`` means fold 0).
     size
-        Network frame ``(H, W)``, default ``(256, 256)``.
+        Network frame ``(H, W)``, default `thyroidseg.preprocessing.DEFAULT_SIZE` (128 x 128).
     preprocess
         ``"default"``: `thyroidseg.preprocessing.preprocess` at ``size`` with its default
         settings (crop to the scan region, remove burned-in marks, letterbox, CLAHE,
@@ -237,7 +238,7 @@ class ThyroidDataset(Dataset):
         *,
         layout: Literal["auto", "folder", "ddti-xml", "tn-scui", "tn3k"] = "auto",
         split: str | None = None,
-        size: tuple[int, int] = (256, 256),
+        size: tuple[int, int] = DEFAULT_SIZE,
         preprocess: PreprocessFn | Literal["default"] | None = "default",
         transform: Transform | None = None,
         cache: bool = True,

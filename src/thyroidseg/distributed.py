@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistContext", "join_process_group"]
+__all__ = ["DistContext", "join_process_group", "launched_as_main"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class DistContext:
         if self.world_size > 1:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
+
+
+def launched_as_main() -> bool:
+    """Whether this process writes the run's files: rank 0 under ``torchrun`` (its ``RANK``),
+    or the only process; known before any process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @contextlib.contextmanager

@@ -84,7 +84,13 @@ from thyroidseg.intensity import (
 )
 from thyroidseg.scan_region import _find_views
 
-__all__ = ["DEFAULT_MARGIN", "Preprocessed", "preprocess", "preprocess_folder"]
+__all__ = ["DEFAULT_MARGIN", "DEFAULT_SIZE", "Preprocessed", "preprocess", "preprocess_folder"]
+
+
+DEFAULT_SIZE: tuple[int, int] = (128, 128)
+"""The network frame of the shipped model and of the default recipe (`preprocess`,
+`thyroidseg.data.ThyroidDataset`, ``thyroidseg train``): chosen by grouped cross-validation
+on DDTI (docs/model-card.md)."""
 
 
 def _round_trip_radius(source: int, target: int) -> int:
@@ -224,7 +230,7 @@ past the field of view (onto black), so this keeps every labelled pixel (docs/pr
 def preprocess(
     image: np.ndarray | PathLike,
     *,
-    size: tuple[int, int] = (256, 256),
+    size: tuple[int, int] = DEFAULT_SIZE,
     crop: bool = True,
     margin: int = DEFAULT_MARGIN,
     inpaint_annotations: bool = True,
@@ -245,7 +251,7 @@ def preprocess(
     image
         ``uint8``/``uint16`` ``(H, W)`` or BGR ``(H, W, 3)`` array, or an image path.
     size
-        Network ``(height, width)``.
+        Network ``(height, width)``; default `DEFAULT_SIZE`, the shipped model's 128 x 128.
     crop
         Crop to the scan region. With False, ``box`` and the single view are the whole
         frame (for images that are already cropped).

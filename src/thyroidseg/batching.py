@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PrepareBatch", "collate", "default_prepare_batch"]
+__all__ = ["BATCH_HOOKS", "PrepareBatch", "collate", "default_prepare_batch", "hook_name"]
 
 PrepareBatch = Callable[
     [Mapping[str, Any], torch.device, torch.memory_format],
@@ -87,3 +87,15 @@ def default_prepare_batch(
     if "weight_map" in batch:
         loss_kwargs["weight_map"] = batch["weight_map"].to(device, non_blocking=True).float()
     return inputs.contiguous(memory_format=memory_format), target, loss_kwargs
+
+
+BATCH_HOOKS: dict[str, PrepareBatch] = {"default": default_prepare_batch}
+"""Registered name -> a ``prepare_batch`` hook; checkpoints record hooks by these names."""
+
+
+def hook_name(hook: PrepareBatch) -> str | None:
+    """The registered name of a ``prepare_batch`` hook; ``None`` for one not registered."""
+    for name, registered in BATCH_HOOKS.items():
+        if hook is registered:
+            return name
+    return None

@@ -43,6 +43,7 @@ from thyroidseg._io import PathLike, atomic_write_bytes
 from thyroidseg._version import __version__
 from thyroidseg.model import UNet
 from thyroidseg.preprocessing import preprocess
+from thyroidseg.registry import model_class
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -68,7 +69,6 @@ BEST_CHECKPOINT = "best.pt"
 WEIGHTS_CHECKSUM = "model_sha256"
 """Checkpoint key of the `weights_sha256` of its ``"model"`` state_dict."""
 
-_UNET_CLASS = f"{UNet.__module__}.{UNet.__qualname__}"
 _WRITE_CHECK = "write-check"
 """Name stem of the empty file `prepare_run_folder` creates and removes to test the folder."""
 
@@ -218,7 +218,7 @@ def _check_entries(path: Path, checkpoint: Mapping[str, Any]) -> None:
             f"({_written_by(checkpoint)})"
         )
     config = checkpoint["config"]
-    if config.get("model_class") != _UNET_CLASS:
+    if model_class(config.get("model_class")) is not UNet:
         return  # another architecture: its user rebuilds it
     known = {
         "model": set(inspect.signature(UNet).parameters),

@@ -27,6 +27,7 @@ from thyroidseg._io import PathLike
 from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.ensemble import Ensemble
 from thyroidseg.model import UNet
+from thyroidseg.registry import MODELS, model_class
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -50,8 +51,6 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
 }
 """Inference settings when neither the caller nor the checkpoint (``config["inference"]``)
 sets them: no TTA, no post-processing beyond clearing pixels outside the views."""
-
-_SUPPORTED_MODEL = "thyroidseg.model.UNet"
 
 
 class StoredModel(NamedTuple):
@@ -157,12 +156,14 @@ def _load_member(
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     if model is None:
-        if config.get("model_class") != _SUPPORTED_MODEL or not config.get("model"):
+        cls = model_class(config.get("model_class"))
+        if cls is None or not config.get("model"):
             raise ValueError(
-                f"{path}: holds a {config.get('model_class')!r} model; only "
-                f"{_SUPPORTED_MODEL} is rebuilt automatically, pass model=... for others"
+                f"{path}: holds a {config.get('model_class')!r} model; only the registered "
+                f"models ({', '.join(MODELS)}) are rebuilt automatically, pass model=... for "
+                "others"
             )
-        model = UNet(**config["model"])
+        model = cls(**config["model"])
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:

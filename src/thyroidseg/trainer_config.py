@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from thyroidseg.registry import canonical_name, model_config
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
 __all__ = [
@@ -43,12 +44,21 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
     Compares the `RESUME_MUST_MATCH` keys and every entry of ``stored["data"]`` (the data
     folder, fold, size, augmentation, preprocessing...); an entry older checkpoints lack is
-    not compared. Each difference reads ``"<setting>=<stored> there, <current> here"``.
+    not compared, 0.1.x import paths count as their registered names
+    (`thyroidseg.registry.canonical_name`), and a model option the checkpoint predates counts
+    as its default (`thyroidseg.registry.model_config`). Each difference reads
+    ``"<setting>=<stored> there, <current> here"``.
     """
+
+    def comparable(config: Mapping[str, Any], key: str) -> object:
+        if key == "model":  # options added since the checkpoint was written: their defaults
+            return model_config(config.get("model_class"), config.get(key))
+        return canonical_name(config.get(key))
+
     changed = [
         f"{key}={stored.get(key)!r} there, {current.get(key)!r} here"
         for key in RESUME_MUST_MATCH
-        if stored.get(key) != current.get(key)
+        if comparable(stored, key) != comparable(current, key)
     ]
     here = current.get("data") or {}
     return changed + [

@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from thyroidseg._io import PathLike, reserve_folder
 from thyroidseg._progress import Progress
 from thyroidseg._version import __version__
-from thyroidseg.batching import PrepareBatch, collate, default_prepare_batch
+from thyroidseg.batching import PrepareBatch, collate, default_prepare_batch, hook_name
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -68,13 +68,13 @@ from thyroidseg.checkpoint import (
 from thyroidseg.distributed import DistContext, join_process_group
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
+from thyroidseg.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device, tune_cpu_allocator
 from thyroidseg.trainer_config import (
     check_components,
     check_settings,
     describe,
     ignore_index_of,
-    qualified_name,
     resume_conflicts,
 )
 
@@ -334,13 +334,13 @@ class Trainer:
         self.progress = progress
         data_config = {**(getattr(train_data, "config", None) or {}), **(data_config or {})}
         self.config: dict[str, Any] = {
-            "model_class": qualified_name(type(model)),
+            "model_class": model_name(model),
             "model": dict(getattr(model, "config", None) or {}),
             "data": data_config,
             "loss": describe(loss),
             "optimizer": describe(self.optimizer),
             "scheduler": describe(scheduler) if scheduler is not None else "constant",
-            "prepare_batch": describe(self.prepare_batch),
+            "prepare_batch": hook_name(self.prepare_batch) or describe(self.prepare_batch),
             "epochs": epochs,
             "batch_size": batch_size,
             "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "off",

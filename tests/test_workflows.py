@@ -322,3 +322,12 @@ def test_the_demo_estimate_is_within_a_factor_of_two_of_its_training_time(tmp_pa
     )
     ratio = result.training_seconds / result.estimated_seconds
     assert 0.5 <= ratio <= 2.0, (result.estimated_seconds, result.training_seconds)
+
+
+@pytest.mark.parametrize("threads", ["0", "two", "-1"])
+def test_a_thread_count_that_is_not_a_positive_integer_or_auto_is_refused(
+    tmp_path, capsys, threads
+):
+    argv = ["evaluate", str(tmp_path), str(tmp_path), f"--threads={threads}"]
+    assert main(argv) == 2
+    assert "--threads must be a positive integer or auto" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from thyroidseg.inference import Segmenter
 from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess, preprocess_folder
-from thyroidseg.runtime import AMP_MODES
+from thyroidseg.runtime import AMP_MODES, free_cores
 from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 __all__ = ["build_parser", "main"]
@@ -124,24 +124,27 @@ class _Renamed(argparse.Action):
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """``--threads N``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
+    """``--threads N|auto``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
     parser.add_argument(
         "--threads",
-        type=int,
-        default=None,
+        default="auto",
         metavar="N",
-        help="CPU threads for PyTorch and OpenCV (default: PyTorch's choice, one per core; "
-        "use 1 when other jobs share the machine, see Troubleshooting in the docs)",
+        help="CPU threads for PyTorch and OpenCV, or auto (default): the cores that other "
+        "jobs leave free by the 1-minute load average, at least 1 (see Troubleshooting)",
     )
 
 
-def _set_threads(threads: int | None) -> None:
+def _set_threads(threads: str | None) -> None:
     if threads is None:
         return
-    if isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {threads}")
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    if threads == "auto":
+        count = free_cores()
+    elif threads.isdigit() and int(threads) >= 1:
+        count = int(threads)
+    else:
+        raise ValueError(f"--threads must be a positive integer or auto, got {threads!r}")
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:

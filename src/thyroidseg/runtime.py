@@ -35,6 +35,7 @@ __all__ = [
     "autocast",
     "cpu_has_native_bf16",
     "cpu_info",
+    "free_cores",
     "parse_cpuinfo",
     "resolve_amp",
     "resolve_device",
@@ -258,3 +259,19 @@ def tune_cpu_allocator(*, mmap_threshold: int = 1 << 30, trim_threshold: int = 1
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     applied = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
     return mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and applied
+
+
+def free_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Cores that other jobs leave free: ``round(cores - load)``, between 1 and ``cores``.
+
+    ``cores`` defaults to PyTorch's thread count at start (one per core) and ``load`` to the
+    1-minute load average (0 where the system has none). ``--threads auto`` uses this, since
+    on a busy machine two threads per process run several times slower than one.
+
+    >>> free_cores(2, 0.1), free_cores(2, 1.2), free_cores(2, 3.6), free_cores(16, 4.0)
+    (2, 1, 1, 12)
+    """
+    cores = torch.get_num_threads() if cores is None else cores
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load)))

@@ -495,3 +495,21 @@ def test_a_non_finite_model_output_in_evaluate_is_named() -> None:
         model.scale.fill_(math.inf)  # logits of +-inf for the 0/1 images
     with pytest.raises(NonFiniteOutputError, match="validation item 0: its image is finite"):
         trainer.evaluate(items)
+
+
+def test_monitor_val_dice_picks_the_best_checkpoint_by_dice(tmp_path: Path) -> None:
+    trainer = make_trainer(TinyNet(), squares(8), squares(4, seed=1), tmp_path, epochs=3,
+                           monitor="val_dice")  # fmt: skip
+    history = trainer.fit()
+    best = max(range(3), key=lambda i: history[i]["val_dice"])
+    assert trainer.best_epoch == best + 1
+    assert trainer.best_score == history[best]["val_dice"]
+    assert load_checkpoint(tmp_path / LAST_CHECKPOINT)["config"]["monitor"] == "val_dice"
+    with pytest.raises(ValueError, match="monitor must be one of"):
+        make_trainer(TinyNet(), squares(4), None, None, monitor="loss")
+
+
+def test_validation_counts_as_many_classes_as_the_logits_have(tmp_path: Path) -> None:
+    three = nn.Conv2d(1, 3, 1)  # no config: the classes come from the logits
+    trainer = make_trainer(three, squares(4), squares(2, seed=1), None, epochs=1)
+    assert trainer.evaluate(squares(2, seed=1)).num_classes == 3

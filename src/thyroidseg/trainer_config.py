@@ -34,9 +34,13 @@ __all__ = [
 
 RESUME_MUST_MATCH = (
     "model_class", "model", "loss", "optimizer", "scheduler", "prepare_batch", "epochs",
-    "batch_size", "amp", "grad_clip", "ignore_index", "seed",
+    "batch_size", "amp", "grad_clip", "ignore_index", "monitor", "seed",
 )  # fmt: skip
 """Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
+
+
+_ADDED_SINCE_0_1 = {"monitor": "val_iou"}
+"""Settings 0.1.x checkpoints lack, with the value those runs used."""
 
 
 def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -53,7 +57,7 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
     def comparable(config: Mapping[str, Any], key: str) -> object:
         if key == "model":  # options added since the checkpoint was written: their defaults
             return model_config(config.get("model_class"), config.get(key))
-        return canonical_name(config.get(key))
+        return canonical_name(config.get(key, _ADDED_SINCE_0_1.get(key)))
 
     changed = [
         f"{key}={stored.get(key)!r} there, {current.get(key)!r} here"

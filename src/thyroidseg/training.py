@@ -43,7 +43,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ from thyroidseg.distributed import DistContext, join_process_group
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
 from thyroidseg.registry import model_name
-from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device, tune_cpu_allocator
+from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
 from thyroidseg.trainer_config import (
     check_components,
     check_settings,
@@ -79,13 +79,19 @@ from thyroidseg.trainer_config import (
 )
 
 __all__ = [
+    "MONITORS",
     "RUN_FILES",
     "LossFn",
+    "Monitor",
     "NonFiniteLossError",
     "NonFiniteOutputError",
     "Trainer",
     "refuse_other_run",
 ]
+
+Monitor = Literal["val_iou", "val_dice"]
+MONITORS: tuple[str, ...] = get_args(Monitor)
+"""The validation metrics ``Trainer(monitor=...)`` can watch (higher is better)."""
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
@@ -236,14 +242,15 @@ class Trainer:
     channels_last
         Use the channels-last memory format for the model and the images (default ``True``;
         faster convolutions on CPUs and tensor cores).
-    tune_allocator
-        Call `thyroidseg.runtime.tune_cpu_allocator` when training on the CPU (default
-        ``True``; a process-wide glibc setting, a no-op elsewhere).
     grad_clip
         Clip the global gradient norm to this value (``None``, the default: no clipping;
         nnU-Net uses 12).
     early_stopping
-        Stop after this many epochs without a better validation IoU (``None``, default: never).
+        Stop after this many epochs without a better ``monitor`` value (``None``, default:
+        never).
+    monitor
+        The validation metric that picks ``best.pt`` and drives early stopping, higher is
+        better: ``"val_iou"`` (default, the mean per-image nodule IoU) or ``"val_dice"``.
     out_dir
         Folder for ``last.pt``, ``best.pt``, ``history.csv`` and ``history.png``. ``None``
         (default) writes nothing.
@@ -290,9 +297,9 @@ class Trainer:
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
         channels_last: bool = True,
-        tune_allocator: bool = True,
         grad_clip: float | None = None,
         early_stopping: int | None = None,
+        monitor: Monitor = "val_iou",
         out_dir: PathLike | None = None,
         seed: int = 0,
         progress: bool | None = None,
@@ -311,8 +318,9 @@ class Trainer:
         )
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
-        if tune_allocator and self.device.type == "cpu":
-            tune_cpu_allocator()
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+        self.monitor = monitor
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Module.to converts parameters in place: an optimizer built on them still holds them.
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -347,13 +355,14 @@ class Trainer:
             "channels_last": channels_last,
             "grad_clip": grad_clip,
             "early_stopping": early_stopping,
+            "monitor": monitor,
             "ignore_index": self.ignore_index,
             "seed": seed,
         }
         self.epoch = 0
         """Completed epochs (restored by ``fit(resume=...)``)."""
         self.best_score = -math.inf
-        """Best mean per-image validation nodule IoU so far."""
+        """Best value of ``monitor`` so far (by default the mean per-image validation IoU)."""
         self.best_epoch = 0
         self.bad_epochs = 0
         self.history: list[dict[str, float]] = []
@@ -408,8 +417,8 @@ class Trainer:
     def evaluate(self, data: Dataset | Sequence[Mapping[str, Any]]) -> ConfusionMatrix:
         """Predict every item of ``data`` (argmax of the logits) and count it against its mask.
 
-        Returns a 2-class (or ``K``-class, from the model's ``config["num_classes"]``)
-        `ConfusionMatrix` with one matrix per image, in the order of ``data``, leaving out
+        Returns a `ConfusionMatrix` with as many classes as the logits have channels, one
+        matrix per image, in the order of ``data``, leaving out
         target pixels equal to `ignore_index`. Within `fit` under ``torchrun`` each process
         counts its share and the matrices are gathered.
 
@@ -423,8 +432,7 @@ class Trainer:
     def _evaluate(
         self, data: Dataset | Sequence[Mapping[str, Any]], epoch: int | None
     ) -> ConfusionMatrix:
-        num_classes = int((getattr(self.model, "config", None) or {}).get("num_classes", 2))
-        matrix = ConfusionMatrix(num_classes, ignore_index=self.ignore_index)
+        matrix: ConfusionMatrix | None = None  # its classes: the logits' channels
         share = data
         if self._dist.world_size > 1:  # every process takes every world_size-th item, no padding
             share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
@@ -448,6 +456,8 @@ class Trainer:
                     k = int(torch.nonzero(~finite)[0])
                     index = self._dist.rank + (seen + k) * self._dist.world_size
                     first_bad = 2 * index + int(bool(torch.isfinite(inputs[k]).all()))
+                if matrix is None:
+                    matrix = ConfusionMatrix(logits.shape[1], ignore_index=self.ignore_index)
                 matrix.update(logits.argmax(dim=1), target)
                 seen += inputs.shape[0]
         first_bad = self._dist.smallest(first_bad, self.device)  # every process stops together
@@ -459,7 +469,17 @@ class Trainer:
                 epoch, index, None if name is None else str(name), bool(first_bad % 2),
                 self._last_saved if epoch is not None else None,
             )  # fmt: skip
+        if matrix is None:  # this process had no item (more processes than items)
+            matrix = ConfusionMatrix(self._num_classes(), ignore_index=self.ignore_index)
         return matrix.sync()
+
+    def _num_classes(self) -> int:
+        """The model's classes, from a forward pass of one training item's input."""
+        inputs, _, _ = self.prepare_batch(
+            collate([self.train_data[0]]), self.device, self.memory_format
+        )
+        with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+            return int(self.model(inputs).shape[1])
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -521,9 +541,10 @@ class Trainer:
                 matrix = self._evaluate(self.val_data, epoch + 1)
                 row["val_iou"] = _nanmean(matrix.per_image("iou", cls=1))
                 row["val_dice"] = _nanmean(matrix.per_image("dice", cls=1))
-                improved = row["val_iou"] > self.best_score
+                score = row[self.monitor]
+                improved = score > self.best_score
                 if improved:
-                    self.best_score, self.best_epoch, self.bad_epochs = row["val_iou"], epoch + 1, 0
+                    self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
                 else:
                     self.bad_epochs += 1
             row["seconds"] = time.perf_counter() - started

@@ -48,7 +48,7 @@ from thyroidseg.losses import make_loss
 from thyroidseg.metrics import ConfusionMatrix
 from thyroidseg.model import UNet
 from thyroidseg.preprocessing import DEFAULT_SIZE
-from thyroidseg.runtime import autocast, cpu_info
+from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.trainer_config import check_settings
@@ -287,6 +287,8 @@ def train_folder(
             data_config=data_config,
             **trainer_options,
         )
+        if trainer.device.type == "cpu":
+            tune_cpu_allocator()  # process-wide: a whole run's choice, not the Trainer's
         trainer.fit(resume=last if resume else None)
     return trainer
 
@@ -448,6 +450,8 @@ def run_demo(
         data_config={"root": str(data_dir)},
         **trainer_options,
     )
+    if trainer.device.type == "cpu":
+        tune_cpu_allocator()
     estimate = _training_seconds(trainer, size, len(train_idx), len(val_idx))
     if progress is not False:
         print(
@@ -498,31 +502,44 @@ def _training_seconds(trainer: Trainer, size: tuple[int, int], n_train: int, n_v
     step = _seconds_per_step(trainer, size) * _STEP_OVERHEAD
     model = copy.deepcopy(trainer.model).eval()
     frame = torch.zeros(1, 1, *size, device=trainer.device)
-    start = time.perf_counter()
-    with torch.inference_mode(), autocast(trainer.device, trainer.amp_dtype):
-        model(frame.contiguous(memory_format=trainer.memory_format))
-    validation = (time.perf_counter() - start) * n_val
-    start = time.perf_counter()
-    torch.save(
-        {"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict()}, io.BytesIO()
-    )
-    saving = 2 * (time.perf_counter() - start)
+    frame = frame.contiguous(memory_format=trainer.memory_format)
+
+    def validate() -> None:
+        with torch.inference_mode(), autocast(trainer.device, trainer.amp_dtype):
+            model(frame)
+
+    def save() -> None:
+        state = {"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict()}
+        torch.save(state, io.BytesIO())
+
+    validation = _median_seconds(validate) * n_val
+    saving = 2 * _median_seconds(save)
     return trainer.epochs * (steps * step + validation + saving)
 
 
+def _median_seconds(work: Callable[[], object], repeats: int = 5) -> float:
+    """Median wall time of ``repeats`` calls of ``work`` after one untimed call."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def _seconds_per_step(trainer: Trainer, size: tuple[int, int]) -> float:
-    """Time one training step (forward, backward, no update) of a copy of the model, best of 2."""
+    """Median time of a training step (forward, backward, no update) of a copy of the model."""
     model = copy.deepcopy(trainer.model).train()
     images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
     images = images.contiguous(memory_format=trainer.memory_format)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
+
+    def step() -> None:
         with autocast(trainer.device, trainer.amp_dtype):
             loss = model(images).float().square().mean()
         loss.backward()
-        times.append(time.perf_counter() - start)
-    return min(times[1:])  # the first pass also pays for one-off allocations
+
+    return _median_seconds(step)
 
 
 def _duration(seconds: float) -> str:

@@ -30,8 +30,8 @@ from thyroidseg._io import PathLike, check_mask_threshold, read_binary_mask, rea
 from thyroidseg._progress import Progress
 from thyroidseg.geometry import _check_size, resize, resize_mask
 from thyroidseg.intensity import to_gray_uint8
-from thyroidseg.layouts import LAYOUTS, _Item, _rasterise, _scan, detect_layout
-from thyroidseg.preprocessing import DEFAULT_SIZE
+from thyroidseg.layouts import LAYOUTS, Layout, _Item, _rasterise, _scan, detect_layout
+from thyroidseg.preprocessing import DEFAULT_SIZE, to_unit_range
 from thyroidseg.preprocessing import preprocess as preprocess_frame
 
 __all__ = [
@@ -236,7 +236,7 @@ class ThyroidDataset(Dataset):
         self,
         root: PathLike,
         *,
-        layout: Literal["auto", "folder", "ddti-xml", "tn-scui", "tn3k"] = "auto",
+        layout: Layout | Literal["auto"] = "auto",
         split: str | None = None,
         size: tuple[int, int] = DEFAULT_SIZE,
         preprocess: PreprocessFn | Literal["default"] | None = "default",
@@ -400,7 +400,7 @@ class ThyroidDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         store_index = int(self._indices[index])
         image, mask = self._store.load_preprocessed(store_index)
-        image = image.astype(np.float32) / 255.0
+        image = to_unit_range(image)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -17,7 +17,16 @@ from typing import Literal, NamedTuple, get_args
 import cv2
 import numpy as np
 
-__all__ = ["MAX_SIDE", "RESIZE_MODES", "Box", "ResizeMode", "fit_box", "resize", "resize_mask"]
+__all__ = [
+    "MAX_SIDE",
+    "MIN_FRAME_SIDE",
+    "RESIZE_MODES",
+    "Box",
+    "ResizeMode",
+    "fit_box",
+    "resize",
+    "resize_mask",
+]
 
 ResizeMode = Literal["letterbox", "stretch"]
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
@@ -162,6 +171,9 @@ def _resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
+
+MIN_FRAME_SIDE = 32
+"""Smallest scanner-frame side the scan-region search (and the phantom maker) handles."""
 
 MAX_SIDE = 8192
 """Largest network frame side `preprocess` and the dataset accept (scanner frames are ~1000)."""

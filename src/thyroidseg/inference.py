@@ -53,7 +53,7 @@ from thyroidseg._io import (
 )
 from thyroidseg.measurements import Nodule, PixelSpacing, measure, write_measurements_csv
 from thyroidseg.model_loading import load_network, shipped_weights
-from thyroidseg.preprocessing import Preprocessed, preprocess
+from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
 
 __all__ = [
@@ -641,7 +641,7 @@ class Segmenter:
         self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
-        batch = np.stack([p.image for p in prepared]).astype(np.float32) / 255.0
+        batch = to_unit_range(np.stack([p.image for p in prepared]))
         labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
         results = []
         for p, label, probability in zip(prepared, labels, nodule, strict=True):

@@ -84,13 +84,33 @@ from thyroidseg.intensity import (
 )
 from thyroidseg.scan_region import _find_views
 
-__all__ = ["DEFAULT_MARGIN", "DEFAULT_SIZE", "Preprocessed", "preprocess", "preprocess_folder"]
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_SIZE",
+    "Preprocessed",
+    "preprocess",
+    "preprocess_folder",
+    "to_unit_range",
+]
 
 
 DEFAULT_SIZE: tuple[int, int] = (128, 128)
 """The network frame of the shipped model and of the default recipe (`preprocess`,
 `thyroidseg.data.ThyroidDataset`, ``thyroidseg train``): chosen by grouped cross-validation
 on DDTI (docs/model-card.md)."""
+
+
+def to_unit_range(frames: np.ndarray) -> np.ndarray:
+    """``uint8`` network frames (`Preprocessed.image`, any shape) as ``float32`` in ``[0, 1]``.
+
+    The one scaling between `preprocess` and the network, shared by training
+    (`thyroidseg.data.ThyroidDataset`) and prediction (`thyroidseg.inference.Segmenter`):
+    ``frames / 255``.
+
+    >>> to_unit_range(np.array([0, 51, 255], np.uint8))
+    array([0. , 0.2, 1. ], dtype=float32)
+    """
+    return frames.astype(np.float32) / np.float32(255.0)
 
 
 def _round_trip_radius(source: int, target: int) -> int:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike
-from thyroidseg.geometry import Box, _union
+from thyroidseg.geometry import MIN_FRAME_SIDE, Box, _union
 from thyroidseg.intensity import _load_frame, _to_gray
 
 __all__ = ["find_scan_region", "find_views"]
@@ -40,7 +40,6 @@ _SEAM_RATIO = 4.5
 single views reach at most 3.87, split screens at least 5.19)."""
 _REACH = 2 * _COARSE
 """Exact edges are searched this far (8 px) around the coarse ones."""
-_MIN_SIDE = 32
 """Smallest image side (px) on which a field of view is searched."""
 
 
@@ -102,10 +101,11 @@ def find_scan_region(image: np.ndarray | PathLike) -> Box:
 
 
 def _find_views(gray: np.ndarray, name: str) -> list[Box]:
-    if min(gray.shape) < _MIN_SIDE:
+    if min(gray.shape) < MIN_FRAME_SIDE:
         raise ValueError(
             f"{name}: image of shape (H, W) = {gray.shape} is too small to find a scan region "
-            f"(needs >= {_MIN_SIDE} px a side); preprocess(..., crop=False) uses the whole frame"
+            f"(needs >= {MIN_FRAME_SIDE} px a side); preprocess(..., crop=False) uses the "
+            "whole frame"
         )
     nonzero = (gray > 0).view(np.uint8)
     coarse = _coarse_box(nonzero)

@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike, atomic_write_bytes, write_image
+from thyroidseg.geometry import MIN_FRAME_SIDE
 
 __all__ = ["synthetic_phantoms", "write_synthetic_dataset"]
 
-_MIN_SIDE = 32
 
 # Tissue layers from the skin down: (mean depth of the lower boundary as a fraction of
 # the view height, echo level in [0, 1]). The last layer extends to the bottom.
@@ -93,8 +93,8 @@ def synthetic_phantoms(
     if not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     height, width = (int(s) for s in size)
-    if min(height, width) < _MIN_SIDE:
-        raise ValueError(f"size must be at least {_MIN_SIDE}x{_MIN_SIDE}, got {size!r}")
+    if min(height, width) < MIN_FRAME_SIDE:
+        raise ValueError(f"size must be at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}, got {size!r}")
     if not 0.0 <= split_screen <= 1.0:
         raise ValueError(f"split_screen must be a probability, got {split_screen!r}")
     images = np.empty((n, height, width), np.uint8)

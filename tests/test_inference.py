@@ -295,20 +295,6 @@ def test_pretrained_loads_the_shipped_checkpoint_with_its_settings(
     np.testing.assert_array_equal(segmenter.predict(image), expected)
 
 
-def test_shipped_weights_are_package_data_of_thyroidseg() -> None:
-    location = Path(str(shipped_weights()))
-    assert location.name == SHIPPED_WEIGHTS
-    assert location.parent == Path(thyroidseg.__file__).parent / "weights"
-    assert location.parent.is_dir()
-
-
-@pytest.mark.skipif(not shipped_weights().is_file(), reason="no shipped weights in this build")
-def test_the_installed_shipped_model_segments_a_frame() -> None:
-    image = synthetic_phantoms(1, size=(120, 200), seed=0)[0][0]
-    mask = Segmenter.pretrained(device="cpu").predict(image)
-    assert mask.shape == image.shape and set(np.unique(mask)) <= {0, 1}
-
-
 def test_overlay_draws_both_outlines() -> None:
     image, truth = frame_with_square()
     shifted = np.roll(truth, 5, axis=1)

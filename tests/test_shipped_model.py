@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import thyroidseg
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image
 from thyroidseg.checkpoint import load_checkpoint
@@ -38,6 +39,7 @@ far below 0.6; the margin covers bf16 vs float32 and CPU-kernel differences."""
 def test_the_shipped_weights_are_package_data_within_budget() -> None:
     path = Path(str(shipped_weights()))
     assert path.name == SHIPPED_WEIGHTS and path.is_file()
+    assert path.parent == Path(thyroidseg.__file__).parent / "weights"  # package data
     assert path.stat().st_size <= MAX_BYTES
     checkpoint = load_checkpoint(path)  # verifies CRCs and the weight SHA-256
     config = checkpoint["config"]

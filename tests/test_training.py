@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 
 import thyroidseg._io
 from interrupted_run import make_trainer as make_small_run
+from thyroidseg.batching import collate
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -28,9 +30,10 @@ from thyroidseg.checkpoint import (
     WEIGHTS_CHECKSUM,
     load_checkpoint,
 )
+from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
-from thyroidseg.training import NonFiniteLossError, NonFiniteOutputError, Trainer
+from thyroidseg.training import Trainer
 from tiny_models import Threshold
 
 INTERRUPTED_RUN = Path(__file__).with_name("interrupted_run.py")
@@ -513,3 +516,32 @@ def test_validation_counts_as_many_classes_as_the_logits_have(tmp_path: Path) ->
     three = nn.Conv2d(1, 3, 1)  # no config: the classes come from the logits
     trainer = make_trainer(three, squares(4), squares(2, seed=1), None, epochs=1)
     assert trainer.evaluate(squares(2, seed=1)).num_classes == 3
+
+
+class SquaresStream(IterableDataset):
+    """An iterable-style dataset (no length, no indexing): only a DataLoader can feed it."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]]) -> None:
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def test_the_trainer_takes_built_loaders_as_they_are(tmp_path: Path) -> None:
+    train, val = squares(8), squares(4, seed=1)
+    sampler_epochs: list[int] = []
+
+    class Recording(torch.utils.data.RandomSampler):
+        def set_epoch(self, epoch: int) -> None:
+            sampler_epochs.append(epoch)
+
+    loader = DataLoader(train, batch_size=3, sampler=Recording(train), collate_fn=collate)
+    streamed = DataLoader(SquaresStream(val), batch_size=2, collate_fn=collate)
+    trainer = make_trainer(TinyNet(), loader, streamed, tmp_path, epochs=2)
+    history = trainer.fit()
+    assert sampler_epochs == [0, 1]  # the caller's sampler, told the epoch
+    assert [row["epoch"] for row in history] == [1, 2] and 0 <= history[-1]["val_iou"] <= 1
+    assert trainer.evaluate(streamed).n_images == 4  # the loader's items, all of them
+    same = make_trainer(TinyNet(), train, val, None, epochs=2)
+    assert same.evaluate(val).n_images == trainer.evaluate(streamed).n_images

@@ -48,6 +48,7 @@ from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.data import ThyroidDataset, read_binary_mask
 from thyroidseg.diagnostics import system_info
+from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
 from thyroidseg.ensemble import Ensemble
 from thyroidseg.evaluation import FolderEvaluation, evaluate_folders
 from thyroidseg.export import export_onnx, export_torchscript
@@ -70,7 +71,7 @@ from thyroidseg.preprocessing import Preprocessed, preprocess, preprocess_folder
 from thyroidseg.scan_region import find_scan_region, find_views
 from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
 from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
-from thyroidseg.training import NonFiniteLossError, NonFiniteOutputError, Trainer
+from thyroidseg.training import Trainer
 from thyroidseg.workflows import DemoResult, run_demo, train_folder
 
 __all__ = [

@@ -41,6 +41,7 @@ import torch
 
 from thyroidseg._io import PathLike, atomic_write_bytes
 from thyroidseg._version import __version__
+from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.model import UNet
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.registry import model_class
@@ -49,10 +50,12 @@ __all__ = [
     "BEST_CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "LAST_CHECKPOINT",
+    "RUN_FILES",
     "WEIGHTS_CHECKSUM",
     "check_best_checkpoint",
     "load_checkpoint",
     "prepare_run_folder",
+    "refuse_other_run",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
@@ -308,6 +311,25 @@ def prepare_run_folder(folder: PathLike, file_names: Iterable[str]) -> list[Path
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
+"""The files a `thyroidseg.training.Trainer` writes into its ``out_dir``."""
+
+
+def refuse_other_run(out_dir: PathLike) -> None:
+    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
+
+    A new run never replaces another run's checkpoints or history, even when only a
+    ``best.pt`` or a ``history.csv`` is left there.
+    """
+    existing = [Path(out_dir) / name for name in RUN_FILES]
+    existing = [path for path in existing if path.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
+            "resume (--resume) to continue that run, or choose another folder"
+        )
 
 
 def check_best_checkpoint(last_path: PathLike, last: Mapping[str, Any]) -> None:

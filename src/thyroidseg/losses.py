@@ -9,7 +9,7 @@ Every loss is an `torch.nn.Module` called as ``loss(logits, target)`` with
 
 Any other target value or a shape mismatch raises ``ValueError``. Non-finite logits give a
 non-finite loss (no check here, no extra device sync): the `Trainer` stops on it with
-`thyroidseg.training.NonFiniteLossError`, naming the epoch and step.
+`thyroidseg.divergence.NonFiniteLossError`, naming the epoch and step.
 
 `unet_weight_map` computes the per-pixel weights of Ronneberger et al. (2015) from a mask
 with NumPy and OpenCV, so a dataset can precompute it once per image.

@@ -72,6 +72,17 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
     ]
 
 
+def _known_empty(data: Any) -> bool:
+    """Whether ``data`` (a dataset, a sequence or a DataLoader) has a length, and it is 0.
+
+    An iterable-style dataset has no length: it is not known to be empty.
+    """
+    try:
+        return len(data) == 0
+    except TypeError:
+        return False
+
+
 def check_components(
     model: nn.Module,
     train_data: Any,
@@ -84,9 +95,9 @@ def check_components(
     """Raise ``ValueError`` for objects the trainer cannot use, saying what it needs instead."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if len(train_data) == 0:
+    if _known_empty(train_data):
         raise ValueError("train_data is empty")
-    if val_data is not None and len(val_data) == 0:
+    if val_data is not None and _known_empty(val_data):
         raise ValueError("val_data is empty (pass val_data=None to train without validation)")
     if isinstance(loss, str):
         raise ValueError(

@@ -58,15 +58,18 @@ from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
+    RUN_FILES,
     check_best_checkpoint,
     load_checkpoint,
     prepare_run_folder,
+    refuse_other_run,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
 from thyroidseg.distributed import DistContext, join_process_group
-from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
+from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
+from thyroidseg.history import write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
 from thyroidseg.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
@@ -80,13 +83,9 @@ from thyroidseg.trainer_config import (
 
 __all__ = [
     "MONITORS",
-    "RUN_FILES",
     "LossFn",
     "Monitor",
-    "NonFiniteLossError",
-    "NonFiniteOutputError",
     "Trainer",
-    "refuse_other_run",
 ]
 
 Monitor = Literal["val_iou", "val_dice"]
@@ -97,97 +96,9 @@ LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; nothing was saved for the failing epoch.
-
-    Attributes
-    ----------
-    epoch, step
-        Where it happened (both 1-based; ``step`` counts batches within the epoch).
-    value
-        The loss value.
-    checkpoint
-        The last good checkpoint (``last.pt`` of the previous epoch), or ``None``.
-    """
-
-    def __init__(self, epoch: int, step: int, value: float, checkpoint: Path | None) -> None:
-        kept = (
-            f"the last good checkpoint is {checkpoint}"
-            if checkpoint is not None
-            else "no checkpoint had been written yet"
-        )
-        super().__init__(
-            f"loss is {value} at epoch {epoch}, step {step}; training stopped and {kept} "
-            "(lower the learning rate, set grad_clip, or use amp='off' to find the cause)"
-        )
-        self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
-
-
-class NonFiniteOutputError(RuntimeError):
-    """The model's output for a validation item holds NaN or infinite values.
-
-    Attributes
-    ----------
-    epoch
-        The 1-based epoch whose validation failed (``None`` from `Trainer.evaluate`).
-    index
-        The item's index in the validation data.
-    name
-        The item's ``"name"`` entry, or ``None`` when it has none.
-    image_finite
-        Whether the item's input image was finite (if not, the data is at fault).
-    checkpoint
-        The last good checkpoint (``last.pt`` of the previous epoch), or ``None``.
-    """
-
-    def __init__(
-        self,
-        epoch: int | None,
-        index: int,
-        name: str | None,
-        image_finite: bool,
-        checkpoint: Path | None,
-    ) -> None:
-        item = f"validation item {index}" + (f" ({name})" if name is not None else "")
-        when = f" at epoch {epoch}" if epoch is not None else ""
-        cause = (
-            "its image is finite, so the model produced them (lower the learning rate, set "
-            "grad_clip, or use amp='off' to find the cause)"
-            if image_finite
-            else "its input image itself holds NaN or infinite values: check that file"
-        )
-        kept = (
-            f"; the last good checkpoint is {checkpoint}"
-            if checkpoint is not None
-            else "; no checkpoint had been written yet"
-            if epoch is not None
-            else ""
-        )
-        super().__init__(f"the model's output is NaN or infinite for {item}{when}: {cause}{kept}")
-        self.epoch, self.index, self.name = epoch, index, name
-        self.image_finite, self.checkpoint = image_finite, checkpoint
-
-
-# --------------------------------------------------------------------------- the trainer
-
-
-RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
-"""The files a `Trainer` writes into its ``out_dir``."""
-
-
-def refuse_other_run(out_dir: PathLike) -> None:
-    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
-
-    A new run never replaces another run's checkpoints or history, even when only a
-    ``best.pt`` or a ``history.csv`` is left there.
-    """
-    existing = [Path(out_dir) / name for name in RUN_FILES]
-    existing = [path for path in existing if path.exists()]
-    if existing:
-        raise FileExistsError(
-            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
-            "resume (--resume) to continue that run, or choose another folder"
-        )
+def _dataset_of(data: Any) -> Any:
+    """The dataset behind ``data``: a DataLoader's ``dataset``, else ``data`` itself."""
+    return data.dataset if isinstance(data, DataLoader) else data
 
 
 class Trainer:
@@ -206,6 +117,16 @@ class Trainer:
         ``prepare_batch``. If ``train_data`` has a ``set_epoch(epoch)`` method it is called
         before every epoch (so seeded augmentation can differ per epoch and still resume
         exactly). ``val_data=None`` skips validation: only ``last.pt`` is written.
+
+        Either may also be a built `torch.utils.data.DataLoader` (as MONAI's
+        ``SupervisedTrainer(train_data_loader=...)`` takes), for a custom sampler, an
+        ``IterableDataset`` or ``persistent_workers``: it is used as it is, so its batch
+        size, order and workers are the loader's (``batch_size`` and ``num_workers`` then
+        apply only to the other argument), its dataset's ``set_epoch`` and ``config`` are
+        used as a dataset's would be, and under ``torchrun`` its sampler must split the data
+        itself. With a DataLoader of your own, a resumed run is bit-identical only if the
+        loader's order is seeded per epoch (e.g. a ``DistributedSampler`` or a seeded
+        ``generator``).
     loss
         A loss object or callable ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
         ``thyroidseg.losses.make_loss("dice_ce")`` or ``nn.CrossEntropyLoss()``; it is
@@ -331,7 +252,7 @@ class Trainer:
         )
         self.scheduler = scheduler
         self.prepare_batch: PrepareBatch = prepare_batch or default_prepare_batch
-        self.ignore_index = ignore_index_of(loss, train_data, val_data)
+        self.ignore_index = ignore_index_of(loss, _dataset_of(train_data), _dataset_of(val_data))
         """Target value left out of the validation counts (the loss's or datasets')."""
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
@@ -340,7 +261,8 @@ class Trainer:
         self.grad_clip, self.early_stopping, self.seed = grad_clip, early_stopping, seed
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
-        data_config = {**(getattr(train_data, "config", None) or {}), **(data_config or {})}
+        stored = getattr(_dataset_of(train_data), "config", None) or {}
+        data_config = {**stored, **(data_config or {})}
         self.config: dict[str, Any] = {
             "model_class": model_name(model),
             "model": dict(getattr(model, "config", None) or {}),
@@ -433,16 +355,19 @@ class Trainer:
         self, data: Dataset | Sequence[Mapping[str, Any]], epoch: int | None
     ) -> ConfusionMatrix:
         matrix: ConfusionMatrix | None = None  # its classes: the logits' channels
-        share = data
-        if self._dist.world_size > 1:  # every process takes every world_size-th item, no padding
-            share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
-        loader = DataLoader(
-            share,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-        )
+        if isinstance(data, DataLoader):  # the caller's loader, as it is
+            loader = data
+        else:
+            share = data
+            if self._dist.world_size > 1:  # every process takes every world_size-th item
+                share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
+            loader = DataLoader(
+                share,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+            )
         self.model.eval()
         first_bad = None  # 2 * (index in data) + (1 if that item's input was finite)
         seen = 0
@@ -463,7 +388,10 @@ class Trainer:
         first_bad = self._dist.smallest(first_bad, self.device)  # every process stops together
         if first_bad is not None:
             index = first_bad // 2
-            item = data[index]
+            try:
+                item = _dataset_of(data)[index]
+            except (TypeError, IndexError, NotImplementedError):  # an iterable-style dataset
+                item = None
             name = item.get("name") if isinstance(item, Mapping) else None
             raise NonFiniteOutputError(
                 epoch, index, None if name is None else str(name), bool(first_bad % 2),
@@ -475,9 +403,12 @@ class Trainer:
 
     def _num_classes(self) -> int:
         """The model's classes, from a forward pass of one training item's input."""
-        inputs, _, _ = self.prepare_batch(
-            collate([self.train_data[0]]), self.device, self.memory_format
+        batch = (
+            next(iter(self.train_data))
+            if isinstance(self.train_data, DataLoader)
+            else collate([self.train_data[0]])
         )
+        inputs, _, _ = self.prepare_batch(batch, self.device, self.memory_format)
         with torch.inference_mode(), autocast(self.device, self.amp_dtype):
             return int(self.model(inputs).shape[1])
 
@@ -494,23 +425,27 @@ class Trainer:
         if self._dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        sampler = DistributedSampler(
-            self.train_data,
-            num_replicas=self._dist.world_size,
-            rank=self._dist.rank,
-            shuffle=True,
-            seed=self.seed,
-        )
         worker_seeds = torch.Generator()
-        loader = DataLoader(
-            self.train_data,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            generator=worker_seeds,
-        )
+        if isinstance(self.train_data, DataLoader):  # the caller's loader, as it is
+            loader = self.train_data
+            sampler = getattr(loader, "sampler", None)
+        else:
+            sampler = DistributedSampler(
+                self.train_data,
+                num_replicas=self._dist.world_size,
+                rank=self._dist.rank,
+                shuffle=True,
+                seed=self.seed,
+            )
+            loader = DataLoader(
+                self.train_data,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+                generator=worker_seeds,
+            )
         epochs = Progress(
             range(self.epoch, self.epochs),
             total=self.epochs,
@@ -523,10 +458,12 @@ class Trainer:
         for epoch in epochs:
             if self.early_stopping is not None and self.bad_epochs >= self.early_stopping:
                 break
-            sampler.set_epoch(epoch)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
             worker_seeds.manual_seed(self.seed * 100_003 + epoch)  # same workers' seeds on resume
-            if hasattr(self.train_data, "set_epoch"):
-                self.train_data.set_epoch(epoch)
+            dataset = _dataset_of(self.train_data)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
             started = time.perf_counter()
             row: dict[str, float] = {
                 "epoch": epoch + 1,

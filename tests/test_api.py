@@ -14,6 +14,8 @@ import ast
 import importlib
 import inspect
 import re
+import subprocess
+import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -284,3 +286,29 @@ def test_no_thyroidseg_import_inside_a_function(path):
                 ):
                     inner.append(statement.lineno)
     assert inner == [], f"{path.name}: thyroidseg imported inside a function at lines {inner}"
+
+
+def test_predicting_imports_no_training_code():
+    code = (
+        "import sys, numpy as np\n"
+        "from thyroidseg import Segmenter, measure\n"
+        "frame = np.random.default_rng(0).integers(0, 255, (120, 160), dtype=np.uint8)\n"
+        "mask = Segmenter.pretrained(device='cpu').predict(frame)\n"
+        "measure(mask)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('thyroidseg.')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    training_side = ("training", "trainer_config", "workflows", "losses", "batching",
+                     "distributed", "divergence", "augment", "history")  # fmt: skip
+    assert [name for name in training_side if f"'thyroidseg.{name}'" in loaded] == []
+
+
+def test_the_training_side_loads_on_first_use_and_old_names_warn():
+    assert thyroidseg.Trainer is importlib.import_module("thyroidseg.training").Trainer
+    with pytest.warns(FutureWarning, match="import it from thyroidseg.measurements"):
+        moved = thyroidseg.measure_many
+    assert moved is importlib.import_module("thyroidseg.measurements").measure_many
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        thyroidseg.nothing  # noqa: B018

@@ -11,19 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from thyroidseg import (
-    ThyroidDataset,
-    Trainer,
-    UNet,
-    export_onnx,
-    export_torchscript,
-    preprocess,
-    write_synthetic_dataset,
-)
+from thyroidseg import ThyroidDataset, Trainer, UNet, export_onnx, preprocess
 from thyroidseg.cli import main
 from thyroidseg.ensemble import Ensemble
-from thyroidseg.export import ONNX_INPUT
+from thyroidseg.export import ONNX_INPUT, export_torchscript
 from thyroidseg.inference import Segmenter
+from thyroidseg.synthetic import write_synthetic_dataset
 
 TINY = {"base_channels": 4, "seed": 0}
 

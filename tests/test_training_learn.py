@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from thyroidseg import DiceCELoss, Trainer, UNet, synthetic_phantoms
+from thyroidseg import DiceCELoss, Trainer, UNet
+from thyroidseg.synthetic import synthetic_phantoms
 
 SIZE = 128
 """Network size."""

@@ -41,7 +41,6 @@ import torch
 
 from thyroidseg._io import PathLike, atomic_write_bytes
 from thyroidseg._version import __version__
-from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.model import UNet
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.registry import model_class
@@ -50,15 +49,14 @@ __all__ = [
     "BEST_CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "LAST_CHECKPOINT",
-    "RUN_FILES",
     "WEIGHTS_CHECKSUM",
     "check_best_checkpoint",
     "load_checkpoint",
     "prepare_run_folder",
-    "refuse_other_run",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
+    "seed_global_rngs",
     "weights_sha256",
 ]
 
@@ -313,25 +311,6 @@ def prepare_run_folder(folder: PathLike, file_names: Iterable[str]) -> list[Path
     return stale
 
 
-RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
-"""The files a `thyroidseg.training.Trainer` writes into its ``out_dir``."""
-
-
-def refuse_other_run(out_dir: PathLike) -> None:
-    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
-
-    A new run never replaces another run's checkpoints or history, even when only a
-    ``best.pt`` or a ``history.csv`` is left there.
-    """
-    existing = [Path(out_dir) / name for name in RUN_FILES]
-    existing = [path for path in existing if path.exists()]
-    if existing:
-        raise FileExistsError(
-            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
-            "resume (--resume) to continue that run, or choose another folder"
-        )
-
-
 def check_best_checkpoint(last_path: PathLike, last: Mapping[str, Any]) -> None:
     """Check that ``best.pt`` beside ``last_path`` holds the best epoch that ``last`` records.
 
@@ -377,6 +356,13 @@ def check_best_checkpoint(last_path: PathLike, last: Mapping[str, Any]) -> None:
         f"{BEST_CHECKPOINT} that does not exist. Start a new run, or train on from these "
         "weights in a new run: model.load_state_dict(load_checkpoint(path)['model'])"
     )
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (what `rng_state` records)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may draw from it)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:

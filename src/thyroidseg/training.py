@@ -38,14 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -58,18 +56,17 @@ from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
-    RUN_FILES,
     check_best_checkpoint,
     load_checkpoint,
     prepare_run_folder,
-    refuse_other_run,
     restore_rng_state,
     rng_state,
     save_checkpoint,
+    seed_global_rngs,
 )
 from thyroidseg.distributed import DistContext, join_process_group
 from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
-from thyroidseg.history import write_history
+from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
 from thyroidseg.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
@@ -83,9 +80,11 @@ from thyroidseg.trainer_config import (
 
 __all__ = [
     "MONITORS",
+    "RUN_FILES",
     "LossFn",
     "Monitor",
     "Trainer",
+    "refuse_other_run",
 ]
 
 Monitor = Literal["val_iou", "val_dice"]
@@ -94,6 +93,25 @@ MONITORS: tuple[str, ...] = get_args(Monitor)
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
+
+
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
+"""The files a `Trainer` writes into its ``out_dir``."""
+
+
+def refuse_other_run(out_dir: PathLike) -> None:
+    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
+
+    A new run never replaces another run's checkpoints or history, even when only a
+    ``best.pt`` or a ``history.csv`` is left there.
+    """
+    existing = [Path(out_dir) / name for name in RUN_FILES]
+    existing = [path for path in existing if path.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
+            "resume (--resume) to continue that run, or choose another folder"
+        )
 
 
 def _dataset_of(data: Any) -> Any:
@@ -330,7 +348,7 @@ class Trainer:
                 if resume is not None:
                     self._restore(resume)
                 else:
-                    _seed_everything(self.seed)
+                    seed_global_rngs(self.seed)
                 self._fit()
             finally:
                 self._dist = DistContext()
@@ -605,9 +623,3 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may draw from it)
-    torch.manual_seed(seed)

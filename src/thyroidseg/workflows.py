@@ -40,7 +40,6 @@ from thyroidseg.checkpoint import (
     LAST_CHECKPOINT,
     load_checkpoint,
     prepare_run_folder,
-    refuse_other_run,
 )
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.distributed import launched_as_main
@@ -53,7 +52,7 @@ from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.trainer_config import check_settings
-from thyroidseg.training import Trainer
+from thyroidseg.training import Trainer, refuse_other_run
 
 __all__ = [
     "OPTIMIZER_NAMES",

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from thyroidseg.metrics import ConfusionMatrix, summarize
+from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg.statistics import summarize
 
 
 def _load(paths: str) -> tuple[dict, dict[int, np.ndarray]]:

@@ -30,8 +30,8 @@ from thyroidseg.metrics import (
     precision,
     recall,
     specificity,
-    summarize,
 )
+from thyroidseg.statistics import summarize
 
 IGNORE = 255
 FEW = settings(max_examples=40, deadline=None)

@@ -114,7 +114,7 @@ _MOVED = {
     "Ensemble": "ensemble",
     "FolderEvaluation": "evaluation",
     "FolderPrediction": "inference",
-    "Summary": "metrics",
+    "Summary": "statistics",
     "detect_layout": "layouts",
     "equalize": "intensity",
     "export_torchscript": "export",

@@ -23,7 +23,8 @@ from thyroidseg._progress import Progress
 from thyroidseg.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.counting import confusion_matrices
 from thyroidseg.geometry import resize_mask
-from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, _json_number, iou, summarize
+from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, iou
+from thyroidseg.statistics import _json_number, summarize
 
 __all__ = ["FolderEvaluation", "evaluate_folders"]
 

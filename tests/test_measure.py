@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from thyroidseg.inference import postprocess_views
 from thyroidseg.measurements import (
     MEASUREMENT_COLUMNS,
     MM_COLUMNS,
@@ -22,6 +21,7 @@ from thyroidseg.measurements import (
     measure_many,
     write_measurements_csv,
 )
+from thyroidseg.postprocess import postprocess_views
 
 FEW = settings(max_examples=60, deadline=None)
 

@@ -43,10 +43,11 @@ from thyroidseg.checkpoint import (
 )
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.distributed import launched_as_main
-from thyroidseg.inference import Segmenter, overlay
+from thyroidseg.inference import Segmenter
 from thyroidseg.losses import make_loss
 from thyroidseg.metrics import ConfusionMatrix
 from thyroidseg.model import UNet
+from thyroidseg.overlay import overlay
 from thyroidseg.preprocessing import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split

@@ -9,18 +9,27 @@ bad input (missing or unreadable files, size mismatches, ...) are printed as one
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import torch
 
+from thyroidseg._cli_options import (
+    Renamed,
+    add_quiet_option,
+    add_size_option,
+    add_speed_options,
+    add_threads_option,
+    cli_words,
+    default,
+    one_line_warning,
+    progress,
+    set_threads,
+)
 from thyroidseg._io import atomic_write_bytes, check_outputs, list_images, write_csv
 from thyroidseg._version import __version__
 from thyroidseg.checkpoint import BEST_CHECKPOINT
@@ -33,7 +42,6 @@ from thyroidseg.inference import Segmenter
 from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess, preprocess_folder
-from thyroidseg.runtime import AMP_MODES, free_cores
 from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 __all__ = ["build_parser", "main"]
@@ -58,13 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = build_parser().parse_args(argv)
     run: _Runner = args.run
-    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    previous, warnings.formatwarning = warnings.formatwarning, one_line_warning
     threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
-        _set_threads(getattr(args, "threads", None))
+        set_threads(getattr(args, "threads", None))
         return run(args)
     except (OSError, ValueError, RuntimeError, ImportError) as error:
-        print(f"thyroidseg {args.command}: error: {_cli_words(str(error))}", file=sys.stderr)
+        print(f"thyroidseg {args.command}: error: {cli_words(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"thyroidseg {args.command}: interrupted", file=sys.stderr)
@@ -73,78 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = previous
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
-
-
-_API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
-"""``name=value (--flag)``: how library messages name an option in both spellings."""
-
-
-def _cli_words(message: str) -> str:
-    """A library message with each ``api_name=... (--flag)`` pair said as ``--flag`` alone.
-
-    >>> _cli_words("pass overwrite=True (--overwrite) to replace them")
-    'pass --overwrite to replace them'
-    >>> _cli_words("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
-    '--pixel-spacing needs --measure'
-    """
-    return _API_SPELLING.sub(r"\1", message)
-
-
-def _one_line_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    line: str | None = None,
-) -> str:
-    """Warnings as one ``warning:`` line in CLI words, without the source line."""
-    return f"thyroidseg: warning: {_cli_words(str(message))}\n"
-
-
-class _Renamed(argparse.Action):
-    """An option's 0.1 spelling: stores into the new option's place and says so on stderr."""
-
-    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.new = new
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        print(
-            f"thyroidseg: warning: {option_string} is deprecated and will be removed in 0.3; "
-            f"use {self.new}",
-            file=sys.stderr,
-        )
-        setattr(namespace, self.dest, values)
-
-
-def _add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """``--threads N|auto``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        metavar="N",
-        help="CPU threads for PyTorch and OpenCV, or auto (default): the cores that other "
-        "jobs leave free by the 1-minute load average, at least 1 (see Troubleshooting)",
-    )
-
-
-def _set_threads(threads: str | None) -> None:
-    if threads is None:
-        return
-    if threads == "auto":
-        count = free_cores()
-    elif threads.isdigit() and int(threads) >= 1:
-        count = int(threads)
-    else:
-        raise ValueError(f"--threads must be a positive integer or auto, got {threads!r}")
-    torch.set_num_threads(count)
-    cv2.setNumThreads(count)
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -204,11 +140,11 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         dest="pixel_spacing",
         type=float,
         nargs="+",
-        action=_Renamed,
+        action=Renamed,
         new="--pixel-spacing",
         help=argparse.SUPPRESS,
     )
-    _add_threads_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -249,13 +185,13 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    _add_size_option(parser, preprocess)
+    add_size_option(parser, preprocess)
     parser.add_argument("--no-crop", action="store_true", help="keep the whole frame")
     parser.add_argument(
         "--margin",
         type=int,
-        default=_default(preprocess, "margin"),
-        help=f"pixels kept around the scan region (default: {_default(preprocess, 'margin')})",
+        default=default(preprocess, "margin"),
+        help=f"pixels kept around the scan region (default: {default(preprocess, 'margin')})",
     )
     parser.add_argument(
         "--no-inpaint", action="store_true", help="keep text and caliper marks in the image"
@@ -263,21 +199,21 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--equalization",
         choices=[*EQUALIZE_METHODS, "none"],
-        default=_default(preprocess, "equalization"),
-        help=f"histogram equalisation (default: {_default(preprocess, 'equalization')})",
+        default=default(preprocess, "equalization"),
+        help=f"histogram equalisation (default: {default(preprocess, 'equalization')})",
     )
     parser.add_argument(
         "--smoothing",
         choices=[*SMOOTH_METHODS, "none"],
-        default=_default(preprocess, "smoothing"),
-        help=f"speckle smoothing (default: {_default(preprocess, 'smoothing')})",
+        default=default(preprocess, "smoothing"),
+        help=f"speckle smoothing (default: {default(preprocess, 'smoothing')})",
     )
     parser.add_argument(
         "--resize-mode",
         choices=RESIZE_MODES,
-        default=_default(preprocess, "resize_mode"),
+        default=default(preprocess, "resize_mode"),
         help="letterbox: keep the aspect ratio and pad; stretch: fill the frame (default: "
-        f"{_default(preprocess, 'resize_mode')})",
+        f"{default(preprocess, 'resize_mode')})",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="JSON path (default: OUT_DIR/preprocess.json)"
@@ -285,8 +221,8 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing images and JSON in OUT_DIR"
     )
-    _add_quiet_option(parser)
-    _add_threads_option(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(run=_run_preprocess)
 
 
@@ -305,52 +241,11 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         args.out_dir,
         json_path=args.json,
         overwrite=args.overwrite,
-        progress=_progress(args),
+        progress=progress(args),
         **options,
     )
     print(f"preprocessed {len(summary['images'])} images into {args.out_dir}")
     return 0
-
-
-def _default(function: Callable[..., Any], parameter: str) -> Any:
-    """The library's default for ``parameter`` of ``function`` (the CLI repeats none)."""
-    return inspect.signature(function).parameters[parameter].default
-
-
-def _add_size_option(parser: argparse.ArgumentParser, function: Callable[..., Any]) -> None:
-    """``--size H W``, defaulting to the ``size`` of ``function`` (the library call it feeds)."""
-    height, width = _default(function, "size")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        default=(height, width),
-        metavar=("H", "W"),
-        help=f"network height and width (default: {height} {width})",
-    )
-
-
-def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
-    """``--quiet``: no progress bars (read back with `_progress`)."""
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _progress(args: argparse.Namespace) -> bool | None:
-    """The library's ``progress=``: off with ``--quiet``, else its default (on at a terminal)."""
-    return False if args.quiet else None
-
-
-def _add_speed_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --amp, shared by train, predict and demo."""
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1..."
-    )
-    parser.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default="auto",
-        help="mixed precision (default auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
-    )
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -368,7 +263,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
     parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="run folder (created)")
     parser.add_argument(
-        "--out", dest="run_dir_option", action=_Renamed, new="RUN_DIR", help=argparse.SUPPRESS
+        "--out", dest="run_dir_option", action=Renamed, new="RUN_DIR", help=argparse.SUPPRESS
     )
     parser.add_argument("--fold", type=int, default=None, help="validation fold (default: 0)")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: 5)")
@@ -377,46 +272,46 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train on every frame, no validation (not with --fold or --folds)",
     )
-    _add_size_option(parser, train_folder)
+    add_size_option(parser, train_folder)
     parser.add_argument(
         "--epochs",
         type=int,
-        default=_default(train_folder, "epochs"),
-        help=f"epochs (default: {_default(train_folder, 'epochs')})",
+        default=default(train_folder, "epochs"),
+        help=f"epochs (default: {default(train_folder, 'epochs')})",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
         choices=LOSS_NAMES,
-        default=_default(train_folder, "loss"),
-        help=f"loss (default: {_default(train_folder, 'loss')}; weighted_ce is the paper's "
+        default=default(train_folder, "loss"),
+        help=f"loss (default: {default(train_folder, 'loss')}; weighted_ce is the paper's "
         "border-weighted CE)",
     )
     parser.add_argument(
         "--lr",
         type=float,
-        default=_default(train_folder, "lr"),
-        help=f"learning rate (default: {_default(train_folder, 'lr')})",
+        default=default(train_folder, "lr"),
+        help=f"learning rate (default: {default(train_folder, 'lr')})",
     )
     parser.add_argument(
         "--schedule",
         choices=SCHEDULE_NAMES,
-        default=_default(train_folder, "schedule"),
-        help=f"learning-rate schedule (default: {_default(train_folder, 'schedule')})",
+        default=default(train_folder, "schedule"),
+        help=f"learning-rate schedule (default: {default(train_folder, 'schedule')})",
     )
     parser.add_argument(
         "--base-channels",
         type=int,
-        default=_default(train_folder, "base_channels"),
-        help=f"U-Net width (default: {_default(train_folder, 'base_channels')})",
+        default=default(train_folder, "base_channels"),
+        help=f"U-Net width (default: {default(train_folder, 'base_channels')})",
     )
     parser.add_argument(
         "--stem-stride",
         type=int,
         choices=(1, 2),
-        default=_default(train_folder, "stem_stride"),
+        default=default(train_folder, "stem_stride"),
         help="2: the U-Net's first stage at half resolution, ~3x cheaper than 1 (default: "
-        f"{_default(train_folder, 'stem_stride')}, the shipped model's)",
+        f"{default(train_folder, 'stem_stride')}, the shipped model's)",
     )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument(
@@ -429,9 +324,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    _add_speed_options(parser)
-    _add_quiet_option(parser)
-    _add_threads_option(parser)
+    add_speed_options(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(run=_run_train)
 
 
@@ -461,7 +356,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=args.amp,
-        progress=_progress(args),
+        progress=progress(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
         out = Path(args.out)
@@ -552,9 +447,9 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    _add_speed_options(parser)
-    _add_quiet_option(parser)
-    _add_threads_option(parser)
+    add_speed_options(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(run=_run_predict)
 
 
@@ -587,7 +482,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         measurements=args.measure,
         pixel_spacing=args.pixel_spacing,
         overwrite=args.overwrite,
-        progress=_progress(args),
+        progress=progress(args),
     )
     print(result.summary())
     return 0
@@ -608,11 +503,11 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="DIR", help="dataset folder to use instead of phantoms")
     parser.add_argument("--images", type=int, default=96, help="phantoms to make (default: 96)")
     parser.add_argument("--epochs", type=int, default=25, help="epochs (default: 25)")
-    _add_size_option(parser, run_demo)
+    add_size_option(parser, run_demo)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    _add_speed_options(parser)
-    _add_quiet_option(parser)
-    _add_threads_option(parser)
+    add_speed_options(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser)
     parser.set_defaults(run=_run_demo)
 
 
@@ -626,7 +521,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=args.amp,
-        progress=_progress(args),
+        progress=progress(args),
     )
     print(result.metrics.report())
     print()

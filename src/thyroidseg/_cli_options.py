@@ -1,0 +1,132 @@
+"""Pieces shared by the commands of `thyroidseg.cli`: options, CLI wording, threads.
+
+Every command's defaults are read from the library function it calls (`default`), and every
+library message that names an option in both spellings, ``name=value (--flag)``, is said in
+the command line's words (`cli_words`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import torch
+
+from thyroidseg.runtime import AMP_MODES, free_cores
+
+API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
+"""``name=value (--flag)``: how library messages name an option in both spellings."""
+
+
+def cli_words(message: str) -> str:
+    """A library message with each ``api_name=... (--flag)`` pair said as ``--flag`` alone.
+
+    >>> cli_words("pass overwrite=True (--overwrite) to replace them")
+    'pass --overwrite to replace them'
+    >>> cli_words("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
+    '--pixel-spacing needs --measure'
+    """
+    return API_SPELLING.sub(r"\1", message)
+
+
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """Warnings as one ``warning:`` line in CLI words, without the source line."""
+    return f"thyroidseg: warning: {cli_words(str(message))}\n"
+
+
+class Renamed(argparse.Action):
+    """An option's 0.1 spelling: stores into the new option's place and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"thyroidseg: warning: {option_string} is deprecated and will be removed in 0.3; "
+            f"use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N|auto``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        metavar="N",
+        help="CPU threads for PyTorch and OpenCV, or auto (default): the cores that other "
+        "jobs leave free by the 1-minute load average, at least 1 (see Troubleshooting)",
+    )
+
+
+def set_threads(threads: str | None) -> None:
+    if threads is None:
+        return
+    if threads == "auto":
+        count = free_cores()
+    elif threads.isdigit() and int(threads) >= 1:
+        count = int(threads)
+    else:
+        raise ValueError(f"--threads must be a positive integer or auto, got {threads!r}")
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
+
+
+def default(function: Callable[..., Any], parameter: str) -> Any:
+    """The library's default for ``parameter`` of ``function`` (the CLI repeats none)."""
+    return inspect.signature(function).parameters[parameter].default
+
+
+def add_size_option(parser: argparse.ArgumentParser, function: Callable[..., Any]) -> None:
+    """``--size H W``, defaulting to the ``size`` of ``function`` (the library call it feeds)."""
+    height, width = default(function, "size")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(height, width),
+        metavar=("H", "W"),
+        help=f"network height and width (default: {height} {width})",
+    )
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars (read back with `_progress`)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    """The library's ``progress=``: off with ``--quiet``, else its default (on at a terminal)."""
+    return False if args.quiet else None
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --amp, shared by train, predict and demo."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1..."
+    )
+    parser.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision (default auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
 from thyroidseg.model_loading import shipped_weights
+from thyroidseg.registry import canonical_name
 
 KEEP = ("format", "config", "model")
 
@@ -35,8 +36,11 @@ def main() -> None:
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.checkpoint)
     shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
+    stored = checkpoint["config"]
     shipped["config"] = {
-        **checkpoint["config"],
+        **stored,
+        "model_class": canonical_name(stored.get("model_class")),  # the registered name
+        "prepare_batch": canonical_name(stored.get("prepare_batch")),
         "inference": {"tta": args.tta, "fill_holes": args.fill_holes, "min_area": args.min_area},
         "provenance": {"command": args.command, "cross_validation": args.cv},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import tarfile
@@ -16,8 +17,12 @@ import thyroidseg
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image
 from thyroidseg.checkpoint import load_checkpoint
+from thyroidseg.losses import make_loss
 from thyroidseg.model import UNet
 from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.preprocessing import DEFAULT_SIZE
+from thyroidseg.registry import model_config
+from thyroidseg.workflows import train_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25 * 10**6
@@ -99,3 +104,21 @@ def test_the_shipped_model_segments_real_ddti_frames(ddti_dir: Path) -> None:
     iou = matrix.per_image("iou", cls=1)
     assert np.isfinite(iou).all()
     assert iou.mean() >= IOU_FLOOR, dict(zip(REAL_FRAMES, iou.round(3), strict=True))
+
+
+def test_the_default_recipe_is_the_shipped_models() -> None:
+    config = load_checkpoint(Path(str(shipped_weights())))["config"]
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(train_folder).parameters.items()
+    }
+    model = UNet(base_channels=defaults["base_channels"], stem_stride=defaults["stem_stride"])
+    assert model_config("unet", config["model"]) == model_config("unet", model.config) | {
+        "seed": config["model"]["seed"]
+    }
+    assert config["epochs"] == defaults["epochs"]
+    assert tuple(config["data"]["preprocess_options"]["size"]) == defaults["size"] == DEFAULT_SIZE
+    assert f"lr: {defaults['lr']}" in config["optimizer"]
+    assert repr(make_loss(defaults["loss"])) == config["loss"]
+    assert "LambdaLR" in config["scheduler"] and defaults["schedule"] == "warmup_cosine"
+    assert config["data"]["augment"] is True and config["data"]["fold"] is None

@@ -208,3 +208,8 @@ def test_overwrite_removes_the_old_outputs_of_a_frame_that_became_unreadable(
     assert "b.jpg" in capsys.readouterr().err
     assert (out / "a.png").is_file() and (out / "overlays" / "a.png").is_file()
     assert not (out / "b.png").exists() and not (out / "overlays" / "b.png").exists()
+
+
+def test_a_boolean_batch_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got True"):
+        Segmenter(Threshold(), PLAIN, batch_size=True)

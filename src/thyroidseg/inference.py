@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from thyroidseg._checks import check_int
 from thyroidseg._io import (
     PathLike,
     check_outputs,
@@ -192,10 +193,8 @@ class Segmenter:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 0:
-            raise ValueError(f"min_area must be an integer >= 0, got {min_area!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("min_area", min_area, 0)
         for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
             _check_flag(name, value)
         self.device = resolve_device(device)

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thyroidseg._checks import check_int
+
 __all__ = [
     "ACTIVATIONS",
     "Activation",
@@ -394,8 +396,7 @@ class UNet(nn.Module):
             ("base_channels", base_channels),
             ("depth", depth),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value, 1)
         for name, value, allowed in (
             ("norm", norm, NORMS),
             ("activation", activation, ACTIVATIONS),

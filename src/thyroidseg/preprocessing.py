@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thyroidseg._checks import check_int
 from thyroidseg._io import PathLike, map_folder, write_image
 from thyroidseg.geometry import (
     RESIZE_MODES,
@@ -348,8 +349,7 @@ def _checked_settings(**settings: object) -> dict[str, object]:
     checked = dict(bound.arguments)
     checked.pop("image", None)
     checked["size"] = list(_check_size(checked["size"]))  # type: ignore[arg-type]
-    if not isinstance(checked["margin"], int) or checked["margin"] < 0:
-        raise ValueError(f"margin must be an integer >= 0, got {checked['margin']!r}")
+    check_int("margin", checked["margin"], 0)
     _check_choice("equalization", checked["equalization"], (*EQUALIZE_METHODS, None))
     _check_choice("smoothing", checked["smoothing"], (*SMOOTH_METHODS, None))
     _check_choice("resize_mode", checked["resize_mode"], RESIZE_MODES)

@@ -14,6 +14,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from thyroidseg._checks import check_int
+
 __all__ = ["group_kfold", "size_tertiles", "train_val_test_split"]
 
 
@@ -75,8 +77,7 @@ def group_kfold(
     >>> sorted(np.concatenate([val for _, val in folds]).tolist())
     [0, 1, 2, 3, 4, 5]
     """
-    if not isinstance(n_splits, int) or n_splits < 2:
-        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+    check_int("n_splits", n_splits, 2)
     part = _assign_groups(groups, np.full(n_splits, 1.0 / n_splits), stratify, seed)
     everything = np.arange(len(part))
     return [(everything[part != k], everything[part == k]) for k in range(n_splits)]

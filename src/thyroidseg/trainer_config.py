@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from thyroidseg._checks import check_int
 from thyroidseg.registry import canonical_name, model_config
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
@@ -184,11 +185,9 @@ def check_settings(
     calls it before reading the dataset, so ``epochs=0``, ``batch_size=0`` or an unavailable
     ``device="cuda"`` is reported at once.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0)
     if grad_clip is not None and not (
         isinstance(grad_clip, int | float) and math.isfinite(grad_clip) and grad_clip > 0
     ):
@@ -196,10 +195,5 @@ def check_settings(
     if early_stopping is not None:
         if not validation:
             raise ValueError("early_stopping needs val_data (it watches the validation IoU)")
-        if (
-            isinstance(early_stopping, bool)
-            or not isinstance(early_stopping, int)
-            or early_stopping < 1
-        ):
-            raise ValueError(f"early_stopping must be a positive integer, got {early_stopping!r}")
+        check_int("early_stopping", early_stopping, 1)
     resolve_amp(amp, resolve_device(device))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from thyroidseg._checks import check_int
 from thyroidseg._io import (
     PathLike,
     atomic_write_bytes,
@@ -118,8 +119,7 @@ def make_scheduler(
     """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"schedule must be one of {SCHEDULE_NAMES}, got {name!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_int("epochs", epochs, 1)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if name == "warmup_cosine":
@@ -224,8 +224,7 @@ def train_folder(
         ``out_dir/last.pt`` exists without ``resume``, or is missing with it.
     """
     if fold is not None:
-        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-            raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+        check_int("folds", folds, 2)
         if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
             raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
     unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
@@ -410,12 +409,12 @@ def run_demo(
             f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
             "value per channel at the bottom"
         )
-    if data is None and (
-        isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 3
-    ):
-        raise ValueError(
-            f"n_images (--images) must be an integer >= 3 (one phantom each for training, "
-            f"validation and test at least), got {n_images!r}"
+    if data is None:
+        check_int(
+            "n_images (--images)",
+            n_images,
+            3,
+            hint="one phantom each for training, validation and test at least",
         )
     checked = inspect.signature(check_settings).parameters
     check_settings(

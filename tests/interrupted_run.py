@@ -13,31 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from thyroidseg.training import Trainer
-
-
-def squares(n: int, seed: int, size: int = 16) -> list[dict[str, object]]:
-    """Noisy zero-centred images with one bright square each; the mask is the square."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for k in range(n):
-        mask = np.zeros((size, size), np.int64)
-        y, x = rng.integers(0, size // 2, 2)
-        side = int(rng.integers(3, size // 2))
-        mask[y : y + side, x : x + side] = 1
-        image = 1.6 * mask - 0.8 + 0.4 * rng.standard_normal((size, size))
-        items.append(
-            {
-                "image": torch.tensor(image[None], dtype=torch.float32),
-                "mask": torch.tensor(mask),
-                "name": f"square{k}",
-            }
-        )
-    return items
+from tiny_models import squares
 
 
 def make_trainer(out_dir: Path, epochs: int = 4) -> Trainer:
@@ -49,8 +29,8 @@ def make_trainer(out_dir: Path, epochs: int = 4) -> Trainer:
     model = nn.Conv2d(1, 2, 3, padding=1)
     return Trainer(
         model,
-        squares(8, seed=0),
-        squares(4, seed=1),
+        squares(8, seed=0, background=-0.8, square=0.8, noise=0.4),
+        squares(4, seed=1, background=-0.8, square=0.8, noise=0.4),
         loss=nn.CrossEntropyLoss(),
         optimizer=torch.optim.AdamW(model.parameters(), lr=0.01),
         epochs=epochs,

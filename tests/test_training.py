@@ -34,25 +34,9 @@ from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
 from thyroidseg.training import Trainer
-from tiny_models import Threshold
+from tiny_models import Threshold, squares
 
 INTERRUPTED_RUN = Path(__file__).with_name("interrupted_run.py")
-
-
-def squares(n: int, size: int = 16, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Noisy images with one bright square each; the mask is the square."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        mask = np.zeros((size, size), np.int64)
-        y, x = rng.integers(0, size // 2, 2)
-        side = int(rng.integers(3, size // 2))
-        mask[y : y + side, x : x + side] = 1
-        image = 0.3 + 0.4 * mask + 0.1 * rng.standard_normal((size, size))
-        items.append(
-            {"image": torch.tensor(image[None], dtype=torch.float32), "mask": torch.tensor(mask)}
-        )
-    return items
 
 
 class TinyNet(nn.Module):

@@ -131,7 +131,7 @@ class FolderPrediction:
 
 
 @dataclass(frozen=True)
-class _Frame:
+class _LoadedFrame:
     """One frame of a folder: its file name, its pixels and its preprocessing."""
 
     name: str
@@ -473,17 +473,17 @@ class Segmenter:
             pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
             need_probabilities = probabilities or measurements
 
-            def load(source: Path) -> _Frame:
+            def load(source: Path) -> _LoadedFrame:
                 try:
                     image = read_image(source)
-                    return _Frame(source.name, image, self._prepare(image))
+                    return _LoadedFrame(source.name, image, self._prepare(image))
                 except (OSError, ValueError):
                     if overwrite:  # no picture of an earlier run may pass for this one's
                         for folder in extras.values():
                             (folder / f"{source.stem}.png").unlink(missing_ok=True)
                     raise
 
-            def save(batch: dict[Path, _Frame]) -> None:
+            def save(batch: dict[Path, _LoadedFrame]) -> None:
                 frames = list(batch.values())
                 segmented = self._segment([f.prepared for f in frames], use_tta, need_probabilities)
                 for target, frame, (mask, probability) in zip(

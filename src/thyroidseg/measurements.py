@@ -25,8 +25,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -35,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, atomic_write_bytes
+from thyroidseg._io import PathLike, write_csv
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -283,25 +281,16 @@ def write_measurements_csv(path: PathLike, rows: Mapping[str, Iterable[Nodule]])
             raise TypeError(f"{image}: expected Nodule objects, got {type(nodule).__name__}")
     with_mm = any(getattr(nodule, MM_COLUMNS[0]) is not None for _, nodule in table)
     columns = MEASUREMENT_COLUMNS + (MM_COLUMNS if with_mm else ())
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
-    for image, nodule in table:
-        writer.writerow([image] + [_cell(getattr(nodule, column)) for column in columns[1:]])
-    path = Path(path)
-    atomic_write_bytes(path, text.getvalue().encode())
-    return path
+    cells = [
+        {"image": image, **{column: _rounded(getattr(nodule, column)) for column in columns[1:]}}
+        for image, nodule in table
+    ]
+    return write_csv(path, cells, columns)
 
 
-def _cell(value: object) -> str:
-    """One CSV cell: ``true``/``false``, empty for ``None``, 6 significant digits for floats."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def _rounded(value: object) -> object:
+    """Floats to 6 significant digits; `thyroidseg._io.csv_text` writes the rest."""
+    return format(value, ".6g") if isinstance(value, float) else value
 
 
 def _component(

@@ -75,7 +75,7 @@ def main() -> None:
     checkpoint = LAST_CHECKPOINT if args.checkpoint == "last" else BEST_CHECKPOINT
     trained = json.loads((out / "cv.json").read_text())["folds"] if args.score_only else []
     dataset = ThyroidDataset(args.data, size=tuple(args.size)) if args.score_only else None
-    splits = group_kfold(dataset.groups, n_splits=args.folds, seed=args.seed) if dataset else []
+    splits = group_kfold(dataset.groups, folds=args.folds, seed=args.seed) if dataset else []
     total = ConfusionMatrix(2)
     rows = []
     for fold in args.only if args.only is not None else range(args.folds):

@@ -17,11 +17,11 @@ def groups_on(indices: np.ndarray, groups: list) -> set:
 
 
 @settings(max_examples=60, deadline=None)
-@given(groups=group_lists, n_splits=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
-def test_group_kfold_partitions_items_and_never_splits_a_group(groups, n_splits, seed):
-    assume(len(set(groups)) >= n_splits)
-    folds = group_kfold(groups, n_splits, seed=seed)
-    assert len(folds) == n_splits
+@given(groups=group_lists, folds_wanted=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
+def test_group_kfold_partitions_items_and_never_splits_a_group(groups, folds_wanted, seed):
+    assume(len(set(groups)) >= folds_wanted)
+    folds = group_kfold(groups, folds_wanted, seed=seed)
+    assert len(folds) == folds_wanted
     vals = np.concatenate([val for _, val in folds])
     assert sorted(vals.tolist()) == list(range(len(groups)))  # each item validated once
     for train, val in folds:
@@ -31,11 +31,11 @@ def test_group_kfold_partitions_items_and_never_splits_a_group(groups, n_splits,
 
 
 @settings(max_examples=30, deadline=None)
-@given(groups=group_lists, n_splits=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
-def test_group_kfold_refuses_fewer_groups_than_folds(groups, n_splits, seed):
-    assume(len(set(groups)) < n_splits)
+@given(groups=group_lists, folds_wanted=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
+def test_group_kfold_refuses_fewer_groups_than_folds(groups, folds_wanted, seed):
+    assume(len(set(groups)) < folds_wanted)
     with pytest.raises(ValueError, match="cannot fill"):
-        group_kfold(groups, n_splits, seed=seed)
+        group_kfold(groups, folds_wanted, seed=seed)
 
 
 @settings(max_examples=60, deadline=None)
@@ -114,7 +114,7 @@ def test_train_val_test_fractions_and_empty_parts():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: group_kfold(["a", "b"], 1), "n_splits must be an integer >= 2"),
+        (lambda: group_kfold(["a", "b"], 1), "folds must be an integer >= 2"),
         (lambda: group_kfold([], 2), "empty list"),
         (lambda: train_val_test_split(["a", "b", "c"], (0.5, 0.5)), "3 non-negative"),
         (lambda: train_val_test_split(["a", "b", "c"], (0.9, 0.2, -0.1)), "3 non-negative"),
@@ -134,3 +134,14 @@ def test_size_tertiles_are_monotone_classes(values):
     assert set(labels.tolist()) <= {0, 1, 2}
     order = np.argsort(values, kind="stable")
     assert (np.diff(labels[order]) >= 0).all()
+
+
+def test_the_old_n_splits_name_still_works_with_a_warning():
+    groups = ["a", "a", "b", "c", "d", "e"]
+    with pytest.warns(FutureWarning, match="use folds="):
+        old = group_kfold(groups, n_splits=3, seed=1)
+    for (train_old, val_old), (train, val) in zip(
+        old, group_kfold(groups, folds=3, seed=1), strict=True
+    ):
+        np.testing.assert_array_equal(val_old, val)
+        np.testing.assert_array_equal(train_old, train)

@@ -10,6 +10,7 @@ labels the TN-SCUI 2020 winners used.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -44,10 +45,11 @@ def size_tertiles(fractions: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def group_kfold(
     groups: Sequence[Hashable],
-    n_splits: int = 5,
+    folds: int = 5,
     *,
     stratify: Sequence[Hashable] | None = None,
     seed: int = 0,
+    n_splits: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """K-fold cross-validation where each group falls in exactly one validation fold.
 
@@ -56,13 +58,17 @@ def group_kfold(
     groups
         Group key per item (e.g. `ThyroidDataset.groups`): items sharing a key are
         never split between training and validation.
-    n_splits
-        Number of folds, at least 2 and at most the number of groups.
+    folds
+        Number of folds, at least 2 and at most the number of groups (the name
+        ``thyroidseg train --folds`` and `thyroidseg.workflows.train_folder` use).
     stratify
         Optional label per item (e.g. `size_tertiles`); each group takes its most
         common label and the folds get each label in proportion.
     seed
         Same seed, same folds.
+    n_splits
+        The 0.1 name of ``folds`` (scikit-learn's): still accepted in 0.2, with a
+        ``FutureWarning``.
 
     Returns
     -------
@@ -71,16 +77,23 @@ def group_kfold(
 
     Examples
     --------
-    >>> folds = group_kfold(["a", "a", "b", "c", "c", "d"], n_splits=2, seed=0)
-    >>> [sorted(set(val)) == sorted(val) for _, val in folds]
+    >>> splits = group_kfold(["a", "a", "b", "c", "c", "d"], folds=2, seed=0)
+    >>> [sorted(set(val)) == sorted(val) for _, val in splits]
     [True, True]
-    >>> sorted(np.concatenate([val for _, val in folds]).tolist())
+    >>> sorted(np.concatenate([val for _, val in splits]).tolist())
     [0, 1, 2, 3, 4, 5]
     """
-    check_int("n_splits", n_splits, 2)
-    part = _assign_groups(groups, np.full(n_splits, 1.0 / n_splits), stratify, seed)
+    if n_splits is not None:
+        warnings.warn(
+            "group_kfold(n_splits=) is deprecated and goes in 0.3; use folds=",
+            FutureWarning,
+            stacklevel=2,
+        )
+        folds = n_splits
+    check_int("folds", folds, 2)
+    part = _assign_groups(groups, np.full(folds, 1.0 / folds), stratify, seed)
     everything = np.arange(len(part))
-    return [(everything[part != k], everything[part == k]) for k in range(n_splits)]
+    return [(everything[part != k], everything[part == k]) for k in range(folds)]
 
 
 def train_val_test_split(

@@ -271,7 +271,7 @@ def train_folder(
         if fold is None:
             train_idx, val = np.arange(len(dataset)), None
         else:
-            train_idx, val_idx = group_kfold(dataset.groups, n_splits=folds, seed=seed)[fold]
+            train_idx, val_idx = group_kfold(dataset.groups, folds=folds, seed=seed)[fold]
             val = dataset.subset(val_idx)
         train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
         trainer = Trainer(

@@ -300,7 +300,7 @@ def test_predicting_imports_no_training_code():
     loaded = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
-    training_side = ("training", "trainer_config", "workflows", "losses", "batching",
+    training_side = ("training", "trainer_checks", "workflows", "losses", "batching",
                      "distributed", "divergence", "augment", "history")  # fmt: skip
     assert [name for name in training_side if f"'thyroidseg.{name}'" in loaded] == []
 

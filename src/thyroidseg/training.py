@@ -70,7 +70,7 @@ from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
 from thyroidseg.metrics import ConfusionMatrix, _nanmean
 from thyroidseg.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
-from thyroidseg.trainer_config import (
+from thyroidseg.trainer_checks import (
     check_components,
     check_settings,
     describe,

@@ -53,7 +53,7 @@ from thyroidseg.preprocessing import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.trainer_config import check_settings
+from thyroidseg.trainer_checks import check_settings
 from thyroidseg.training import Trainer, refuse_other_run
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""How a `thyroidseg.training.Trainer` run is set up: checked arguments, recorded settings.
+"""How a `thyroidseg.training.Trainer` run is checked and recorded: arguments, settings, resume.
 
 * `check_components` and `check_settings` refuse what the trainer cannot use, with a message
   saying what it needs instead (`thyroidseg.workflows.train_folder` calls `check_settings`

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -505,3 +506,21 @@ def test_a_mask_threshold_at_the_top_of_the_masks_values_is_refused(tmp_path):
     with pytest.raises(ValueError, match="every pixel would be background"):
         load(tmp_path, mask_threshold=255)
     assert load(tmp_path, mask_threshold=254)[0]["mask"].sum() > 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"garbage\x00\xff\xfe binary", "not UTF-8 text"),
+        (b'"unclosed,quote\nx,y', "not a readable CSV file"),
+        (b"name,leak_group\na,g\n", "needs a 'stem' column"),
+        (b"stem,leak_group\n,g1\n", "line 2: no 'stem' value"),
+        (b"stem,leak_group\na,g\na,h\n", "line 3: stem 'a' appears twice"),
+    ],
+)
+def test_a_garbage_metadata_csv_is_a_clear_error_naming_the_file(tmp_path, content, message):
+    make_folder(tmp_path, ["a", "b"])
+    (tmp_path / "metadata.csv").write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        load(tmp_path)
+    assert "metadata.csv" in str(raised.value)

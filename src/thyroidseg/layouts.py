@@ -120,15 +120,30 @@ def _pair_by_stem(
 
 
 def _read_csv(path: Path, key: str) -> dict[str, dict[str, str]]:
-    """Rows of a CSV file keyed by column ``key`` (all values as stripped strings)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or key not in reader.fieldnames:
-            raise ValueError(f"{path}: needs a {key!r} column, found {reader.fieldnames}")
-        rows: dict[str, dict[str, str]] = {}
-        for row in reader:
-            values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            rows[values[key]] = values
+    """Rows of a CSV file keyed by column ``key`` (all values as stripped strings).
+
+    A file that is not UTF-8 text, not CSV, lacks the ``key`` column, gives a row no key
+    or gives two rows the same key is a ``ValueError`` naming the file and the line.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, strict=True)
+            fields = [name.strip() for name in reader.fieldnames or []]
+            if key not in fields:
+                raise ValueError(f"{path}: needs a {key!r} column, found {fields}")
+            rows: dict[str, dict[str, str]] = {}
+            for row in reader:
+                values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                line = reader.line_num
+                if not values.get(key):
+                    raise ValueError(f"{path}, line {line}: no {key!r} value")
+                if values[key] in rows:
+                    raise ValueError(f"{path}, line {line}: {key} {values[key]!r} appears twice")
+                rows[values[key]] = values
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV file ({error})") from None
     return rows
 
 

@@ -104,7 +104,7 @@ def _find_views(gray: np.ndarray, name: str) -> list[Box]:
     if min(gray.shape) < MIN_FRAME_SIDE:
         raise ValueError(
             f"{name}: image of shape (H, W) = {gray.shape} is too small to find a scan region "
-            f"(needs >= {MIN_FRAME_SIDE} px a side); preprocess(..., crop=False) uses the "
+            f"(needs >= {MIN_FRAME_SIDE} px a side); pass crop=False (--no-crop) to use the "
             "whole frame"
         )
     nonzero = (gray > 0).view(np.uint8)
@@ -112,8 +112,8 @@ def _find_views(gray: np.ndarray, name: str) -> list[Box]:
     if coarse is None:
         raise ValueError(
             f"{name}: no ultrasound field of view found (no textured area of at least "
-            f"{_COARSE * _OPEN_BLOCKS}x{_COARSE * _OPEN_BLOCKS} px); preprocess(..., crop=False) "
-            "uses the whole frame"
+            f"{_COARSE * _OPEN_BLOCKS}x{_COARSE * _OPEN_BLOCKS} px); pass crop=False "
+            "(--no-crop) to use the whole frame"
         )
     outer = coarse.grow(_REACH, gray.shape)
     region = _refine(nonzero, coarse, outer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "RESUME_MUST_MATCH",
     "check_components",
     "check_settings",
+    "data_conflicts",
     "describe",
     "ignore_index_of",
     "qualified_name",
@@ -65,12 +67,34 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
         for key in RESUME_MUST_MATCH
         if comparable(stored, key) != comparable(current, key)
     ]
-    here = current.get("data") or {}
-    return changed + [
-        f"data[{key!r}]={value!r} there, {here.get(key)!r} here"
-        for key, value in (stored.get("data") or {}).items()
-        if here.get(key) != value
-    ]
+    return changed + data_conflicts(stored.get("data") or {}, current.get("data") or {})
+
+
+def data_conflicts(
+    stored: Mapping[str, Any],
+    current: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The data settings (a checkpoint's ``config["data"]``) in which ``current`` differs.
+
+    The one data comparison of a resume, used by `resume_conflicts` and, before any data is
+    read, by `thyroidseg.workflows.train_folder`. Every entry of ``stored`` is compared (one
+    ``current`` lacks counts as changed); with ``labels``, only those keys, each named by its
+    label (e.g. ``{"root": "data_dir"}``), else as ``data['key']``. The data folder
+    (``"root"``) is compared after resolving links and relative paths.
+    """
+    changed = []
+    keys = [key for key in labels if key in stored] if labels is not None else list(stored)
+    for key in keys:
+        value, here = stored[key], current.get(key)
+        if key == "root" and here is not None:
+            same = Path(str(value)).resolve() == Path(str(here)).resolve()
+        else:
+            same = here == value
+        if not same:
+            label = labels[key] if labels is not None else f"data[{key!r}]"
+            changed.append(f"{label}={value!r} there, {here!r} here")
+    return changed
 
 
 def _known_empty(data: Any) -> bool:

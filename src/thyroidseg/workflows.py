@@ -14,6 +14,7 @@ import copy
 import functools
 import inspect
 import io
+import itertools
 import json
 import math
 import sys
@@ -36,6 +37,7 @@ from thyroidseg._io import (
     write_image,
 )
 from thyroidseg.augment import Augment
+from thyroidseg.batching import collate
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -53,7 +55,7 @@ from thyroidseg.preprocessing import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.trainer_checks import check_settings
+from thyroidseg.trainer_checks import check_settings, data_conflicts
 from thyroidseg.training import Trainer, refuse_other_run
 
 __all__ = [
@@ -312,17 +314,8 @@ def _resumed_data_config(
     """
     stored = load_checkpoint(last)["config"].get("data") or {}
     here = {**data_config, "size": list(size)}
-    changed = []
-    for key, name in (("root", "data_dir"), ("fold", "fold"), ("folds", "folds"),
-                      ("size", "size"), ("augment", "augment")):  # fmt: skip
-        if key not in stored:
-            continue
-        if key == "root":
-            same = Path(stored[key]).resolve() == Path(here[key])
-        else:
-            same = stored[key] == here[key]
-        if not same:
-            changed.append(f"{name}={stored[key]!r} there, {here[key]!r} here")
+    labels = {"root": "data_dir", "fold": "fold", "folds": "folds", "size": "size"}
+    changed = data_conflicts(stored, here, {**labels, "augment": "augment"})
     if changed:
         raise ValueError(
             f"{last}: cannot resume on other data than the run that wrote it "
@@ -485,36 +478,48 @@ def run_demo(
 _DEMO_MIN_SIZE = 64
 """Smallest network input of the demo: 64 / 2**5 = 2 x 2 at the bottleneck."""
 
-_STEP_OVERHEAD = 1.3
-"""Augmentation, batching and the optimizer update on top of a training step's forward and
-backward pass (measured on the demo: the steps of an epoch take 1.2-1.4x that)."""
-
 
 def _training_seconds(trainer: Trainer, size: tuple[int, int], n_train: int, n_val: int) -> float:
-    """The demo's estimate of ``trainer.fit()``: measured steps, validation and checkpoints.
+    """The demo's estimate of ``trainer.fit()``, from the parts of an epoch, each timed.
 
-    Per epoch: ``ceil(n_train / batch)`` training steps (forward and backward, timed on a copy
-    of the model, times `_STEP_OVERHEAD`), ``n_val`` one-frame validation passes (timed) and
-    the two checkpoint writes (timed by serialising the model once). The one-off costs of
-    the first step (kernel selection, allocations) are paid here, not again in training.
+    Per epoch: ``ceil(n_train / batch)`` training steps (loading and augmenting a batch of
+    ``trainer.train_data``, forward, backward and an AdamW update of a copy of the model),
+    ``n_val`` one-frame validation passes and the two checkpoint writes (serialising the
+    model and optimizer). Each part is the median of 5 timings after an untimed one, so the
+    one-off costs of the first step (kernel selection, allocations) are paid here, not again
+    in training.
     """
     steps = -(-n_train // trainer.batch_size)
-    step = _seconds_per_step(trainer, size) * _STEP_OVERHEAD
-    model = copy.deepcopy(trainer.model).eval()
-    frame = torch.zeros(1, 1, *size, device=trainer.device)
-    frame = frame.contiguous(memory_format=trainer.memory_format)
+    model = copy.deepcopy(trainer.model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
+    images = images.contiguous(memory_format=trainer.memory_format)
+    frame = images[:1]
+    items = itertools.cycle(range(min(n_train, len(trainer.train_data))))
+
+    def load() -> None:
+        collate([trainer.train_data[next(items)] for _ in range(trainer.batch_size)])
+
+    def step() -> None:
+        model.train()
+        with autocast(trainer.device, trainer.amp_dtype):
+            loss = model(images).float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def validate() -> None:
+        model.eval()
         with torch.inference_mode(), autocast(trainer.device, trainer.amp_dtype):
             model(frame)
 
     def save() -> None:
-        state = {"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict()}
-        torch.save(state, io.BytesIO())
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
 
+    per_step = _median_seconds(load) + _median_seconds(step)
     validation = _median_seconds(validate) * n_val
     saving = 2 * _median_seconds(save)
-    return trainer.epochs * (steps * step + validation + saving)
+    return trainer.epochs * (steps * per_step + validation + saving)
 
 
 def _median_seconds(work: Callable[[], object], repeats: int = 5) -> float:
@@ -526,20 +531,6 @@ def _median_seconds(work: Callable[[], object], repeats: int = 5) -> float:
         work()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def _seconds_per_step(trainer: Trainer, size: tuple[int, int]) -> float:
-    """Median time of a training step (forward, backward, no update) of a copy of the model."""
-    model = copy.deepcopy(trainer.model).train()
-    images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
-    images = images.contiguous(memory_format=trainer.memory_format)
-
-    def step() -> None:
-        with autocast(trainer.device, trainer.amp_dtype):
-            loss = model(images).float().square().mean()
-        loss.backward()
-
-    return _median_seconds(step)
 
 
 def _duration(seconds: float) -> str:

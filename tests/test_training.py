@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 import thyroidseg._io
 from interrupted_run import make_trainer as make_small_run
+from thyroidseg.augment import Augment
 from thyroidseg.batching import collate
 from thyroidseg.checkpoint import (
     BEST_CHECKPOINT,
@@ -30,9 +31,12 @@ from thyroidseg.checkpoint import (
     WEIGHTS_CHECKSUM,
     load_checkpoint,
 )
+from thyroidseg.data import ThyroidDataset
 from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
+from thyroidseg.model import UNet
+from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.training import Trainer
 from tiny_models import Threshold, squares
 
@@ -529,3 +533,22 @@ def test_the_trainer_takes_built_loaders_as_they_are(tmp_path: Path) -> None:
     assert trainer.evaluate(streamed).n_images == 4  # the loader's items, all of them
     same = make_trainer(TinyNet(), train, val, None, epochs=2)
     assert same.evaluate(val).n_images == trainer.evaluate(streamed).n_images
+
+
+def test_resume_refuses_another_augmentation_setting_and_names_it(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 4, size=(48, 64), seed=0)
+    dataset = ThyroidDataset(data, size=(32, 32), progress=False)
+
+    def run(augment: Augment) -> Trainer:
+        return Trainer(
+            UNet(base_channels=4, depth=2, seed=0), dataset.with_transform(augment),
+            loss=nn.CrossEntropyLoss(), epochs=1, batch_size=4, out_dir=tmp_path / "run",
+            progress=False, amp="off",
+        )  # fmt: skip
+
+    run(Augment(seed=0)).fit()
+    stored = load_checkpoint(tmp_path / "run" / LAST_CHECKPOINT)["config"]["data"]
+    assert stored["transform"] == Augment(seed=0).config
+    with pytest.raises(ValueError, match=r"data\['transform'\]\.rotate=10\.0 there, 20\.0 here"):
+        run(Augment(rotate=20.0, seed=0)).fit(resume=tmp_path / "run" / LAST_CHECKPOINT)
+    run(Augment(seed=0)).fit(resume=tmp_path / "run" / LAST_CHECKPOINT)  # the same: resumes

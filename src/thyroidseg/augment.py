@@ -144,6 +144,22 @@ class Augment:
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int | None, int] | None = None  # (worker seed, epoch) of _rng
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """Every setting, JSON-ready: ``Augment(**augment.config)`` draws the same transforms.
+
+        Stored in checkpoints (through the dataset's ``config``), so that a resume with other
+        augmentation is refused, naming the setting.
+        """
+        return {
+            "hflip": self.hflip, "vflip": self.vflip, "affine": self.affine,
+            "rotate": self.rotate, "scale": list(self.scale), "translate": self.translate,
+            "shear": self.shear, "intensity": self.intensity, "brightness": self.brightness,
+            "contrast": list(self.contrast), "gamma": list(self.gamma), "speckle": self.speckle,
+            "speckle_sigma": self.speckle_sigma, "blur": self.blur,
+            "blur_sigma": list(self.blur_sigma), "seed": self.seed,
+        }  # fmt: skip
+
     def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
         """Augment one sample.
 

@@ -338,9 +338,16 @@ class ThyroidDataset(Dataset):
         ``{"layout", "size": [H, W], "preprocess": "default" | "resize" | "custom: <name>",
         "mask_threshold"}``, plus ``"preprocess_options"`` (the keyword arguments of
         `thyroidseg.preprocessing.preprocess`) when the library's preprocessing is used,
-        also through ``functools.partial(preprocess, size=..., ...)``.
+        also through ``functools.partial(preprocess, size=..., ...)``, and, for a view with a
+        transform, ``"transform"``: its ``config`` (an `Augment`'s settings) or its class name.
         """
-        return dict(self._store.config)
+        config = dict(self._store.config)
+        if self.transform is not None:
+            settings = getattr(self.transform, "config", None)
+            config["transform"] = (
+                dict(settings) if isinstance(settings, Mapping) else type(self.transform).__name__
+            )
+        return config
 
     @property
     def cached(self) -> bool:

@@ -62,11 +62,15 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
             return model_config(config.get("model_class"), config.get(key))
         return canonical_name(config.get(key, _ADDED_SINCE_0_1.get(key)))
 
-    changed = [
-        f"{key}={stored.get(key)!r} there, {current.get(key)!r} here"
-        for key in RESUME_MUST_MATCH
-        if comparable(stored, key) != comparable(current, key)
-    ]
+    changed = []
+    for key in RESUME_MUST_MATCH:
+        there, here = comparable(stored, key), comparable(current, key)
+        if there == here:
+            continue
+        if isinstance(there, Mapping) and isinstance(here, Mapping):  # the model's options
+            changed += _mapping_conflicts(key, there, here)
+        else:
+            changed.append(f"{key}={stored.get(key)!r} there, {current.get(key)!r} here")
     return changed + data_conflicts(stored.get("data") or {}, current.get("data") or {})
 
 
@@ -87,14 +91,26 @@ def data_conflicts(
     keys = [key for key in labels if key in stored] if labels is not None else list(stored)
     for key in keys:
         value, here = stored[key], current.get(key)
+        label = labels[key] if labels is not None else f"data[{key!r}]"
         if key == "root" and here is not None:
             same = Path(str(value)).resolve() == Path(str(here)).resolve()
+        elif isinstance(value, Mapping) and isinstance(here, Mapping):
+            changed += _mapping_conflicts(label, value, here)
+            continue
         else:
             same = here == value
         if not same:
-            label = labels[key] if labels is not None else f"data[{key!r}]"
             changed.append(f"{label}={value!r} there, {here!r} here")
     return changed
+
+
+def _mapping_conflicts(label: str, stored: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    """``label.key=<stored> there, <here> here`` for each key whose value differs."""
+    return [
+        f"{label}.{key}={stored.get(key)!r} there, {here.get(key)!r} here"
+        for key in dict.fromkeys([*stored, *here])
+        if stored.get(key) != here.get(key)
+    ]
 
 
 def _known_empty(data: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 
@@ -307,25 +306,6 @@ def test_overlay_draws_both_outlines() -> None:
     assert red.any() and green.any()
     with pytest.raises(ValueError, match="truth"):
         overlay(image, shifted, truth[:10])
-
-
-def test_inference_imports_no_training_code() -> None:
-    # The serving side of the layout (docs/training.md): a model and its preprocessing only.
-    allowed = {
-        "runtime", "checkpoint", "preprocessing", "model", "metrics", "measurements",
-        "ensemble", "model_loading", "registry", "postprocess", "overlay", "_checks", "_io",
-        "_progress",
-    }  # fmt: skip
-    for module in (thyroidseg.inference, thyroidseg.model_loading, thyroidseg.ensemble):
-        tree = ast.parse(Path(module.__file__).read_text())
-        imported = {
-            node.module
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("thyroidseg")
-        }
-        assert imported <= {f"thyroidseg.{name}" for name in allowed}, module.__name__
-        plain = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        assert not [name for name in plain if name.startswith("thyroidseg")]
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:

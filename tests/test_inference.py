@@ -323,3 +323,16 @@ def test_a_stored_frame_size_the_network_cannot_take_is_refused_at_load(tmp_path
     broken = save_checkpoint(tmp_path / "small.pt", checkpoint)
     with pytest.raises(ValueError, match=r"small\.pt: config\['data'\]\['preprocess_options'\]"):
         Segmenter.from_checkpoint(broken)
+
+
+@pytest.mark.parametrize("setting", [{"min_area": -5}, {"min_area": 2.5}, {"tta": "yes"}])
+def test_stored_inference_settings_of_the_wrong_kind_are_refused_naming_the_file(
+    tmp_path: Path, setting: dict
+) -> None:
+    checkpoint = load_checkpoint(trained_checkpoint(tmp_path))
+    checkpoint["config"]["inference"] = setting
+    broken = save_checkpoint(tmp_path / "settings.pt", checkpoint)
+    with pytest.raises(
+        ValueError, match=rf"settings\.pt: config\['inference'\]: {next(iter(setting))}"
+    ):
+        Segmenter.from_checkpoint(broken)

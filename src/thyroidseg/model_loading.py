@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from thyroidseg._checks import check_int
 from thyroidseg._io import PathLike
 from thyroidseg.checkpoint import load_checkpoint
 from thyroidseg.ensemble import Ensemble
@@ -207,6 +208,16 @@ def _check_size_fits(path: PathLike, model: nn.Module, options: Mapping[str, Any
 
 
 def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:
+    """Known names only, and values of the default's kind (a flag, or an integer >= 0)."""
+    for name, value in settings.items():
+        default = INFERENCE_DEFAULTS.get(name)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
+        if type(default) is int:
+            try:
+                check_int(name, value, 0)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
     unknown = sorted(set(settings) - set(INFERENCE_DEFAULTS))
     if unknown:
         raise ValueError(

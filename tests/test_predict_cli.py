@@ -154,9 +154,33 @@ def test_the_old_checkpoint_first_form_gets_a_one_line_message(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "0.1.0 form" in error
     assert "thyroidseg predict scans masks --model run/best.pt" in error
-    assert main(["predict", "scans", "masks", "extra"]) == 2
-    assert "unexpected third argument 'extra'" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "scans")]) == 2
+    assert "predict takes INPUT... OUT_DIR" in capsys.readouterr().err
     assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_takes_files_globs_and_folders_with_one_output_name_per_stem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_frames(tmp_path / "frames")
+    write_image(tmp_path / "more" / "c.png", frame_with_square(60, 80)[0])
+    frames = tmp_path / "frames"
+    assert main(["predict", str(frames / "a.png"), str(tmp_path / "one"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.png")) == ["a.png"]
+    argv = ["predict", str(frames / "b.jpg"), str(tmp_path / "more"), str(tmp_path / "mixed")]
+    assert main([*argv, "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "mixed").glob("*.png")) == ["b.png", "c.png"]
+    assert main(["predict", str(frames / "*.png"), str(tmp_path / "glob"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "glob").glob("*.png")) == ["a.png"]
+    capsys.readouterr()
+    write_image(tmp_path / "more" / "a.png", frame_with_square(60, 80)[0])
+    argv = ["predict", str(frames), str(tmp_path / "more"), str(tmp_path / "clash"), "--quiet"]
+    assert main(argv) == 2
+    assert "share the stem 'a'" in capsys.readouterr().err
+    assert main(["predict", str(frames / "*.bmp"), str(tmp_path / "none"), "--quiet"]) == 2
+    assert "the pattern matches no image file" in capsys.readouterr().err
+    assert not (tmp_path / "clash").exists() and not (tmp_path / "none").exists()
 
 
 def test_without_a_model_and_without_shipped_weights_the_error_says_so(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import math
@@ -229,6 +230,57 @@ def list_images(folder: PathLike) -> dict[str, Path]:
     return found
 
 
+Inputs = PathLike | Sequence[PathLike]
+"""A folder of images, one image file, a glob pattern, or a sequence of these."""
+
+
+def list_inputs(inputs: Inputs) -> dict[str, Path]:
+    """Map file stem -> path for the images ``inputs`` names, in the order given.
+
+    Each input is a folder (its images, `list_images`), an image file, or a glob pattern
+    (``*``, ``?`` or ``[`` in the name; its matches, sorted). Outputs are named by stem, so
+    two inputs with one stem are an error, as are a missing file, a file that is not an
+    image by its extension, and a pattern that matches nothing.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As above, naming the input.
+    """
+    entries = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    if not entries:
+        raise ValueError("no input given: name a folder, image files or a glob pattern")
+    found: dict[str, Path] = {}
+    for entry in entries:
+        path = Path(entry)
+        if any(char in str(entry) for char in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(entry)))
+            images = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS]
+            if not images:
+                raise FileNotFoundError(f"{entry}: the pattern matches no image file")
+            listed = {m.stem: m for m in images}
+        elif path.is_dir():
+            listed = list_images(path)
+        elif path.is_file() or path.is_symlink():
+            if not path.is_file():
+                raise ValueError(f"{path}: {_not_a_file(path)}")
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ValueError(
+                    f"{path}: not an image file (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            listed = {path.stem: path}
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        for stem, source in listed.items():
+            if stem in found and found[stem].resolve() != source.resolve():
+                raise ValueError(
+                    f"{found[stem]} and {source} share the stem {stem!r}: their outputs would "
+                    "have one name; give them separately"
+                )
+            found[stem] = source
+    return found
+
+
 def _not_a_file(path: Path) -> str:
     """Why ``path``, which is not a regular file (after following links), cannot be read."""
     if path.is_symlink() and not path.exists():
@@ -333,7 +385,7 @@ Loaded = TypeVar("Loaded")
 
 
 def map_folder(
-    in_dir: PathLike,
+    in_dir: Inputs,
     out_dir: PathLike,
     load: Callable[[Path], Loaded],
     save: Callable[[dict[Path, Loaded]], None],
@@ -344,11 +396,12 @@ def map_folder(
     summary: tuple[PathLike, Callable[[dict[str, str]], bytes]] | None = None,
     progress: bool | None = None,
 ) -> dict[str, Path]:
-    """Run ``load`` on every image of ``in_dir`` and ``save`` the results as ``out_dir/<stem>.png``.
+    """Run ``load`` on every image ``in_dir`` names and ``save`` them as ``out_dir/<stem>.png``.
 
     The one folder loop of the library, in this order:
 
-    1. list ``in_dir`` (`list_images`); ``out_dir`` must be another folder;
+    1. list the inputs (`list_inputs`: a folder, image files, glob patterns); ``out_dir``
+       must be another folder than an input folder;
     2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``
        or the summary file exists already, and never write over an input: all are checked
        before anything is written;
@@ -364,7 +417,8 @@ def map_folder(
     Parameters
     ----------
     in_dir, out_dir
-        Input folder (not recursive) and output folder (created).
+        Inputs (a folder, not recursive; image files; glob patterns; see `list_inputs`) and
+        the output folder (created).
     load
         ``source path -> loaded``; raises ``ValueError``/``OSError`` for a bad file.
     save
@@ -393,9 +447,10 @@ def map_folder(
     OutputExistsError
         Targets exist and ``overwrite`` is False (nothing was written).
     """
-    sources = list_images(in_dir)
+    sources = list_inputs(in_dir)
     out_dir = Path(out_dir)
-    if out_dir.resolve() == Path(in_dir).resolve():
+    folders = [in_dir] if isinstance(in_dir, str | os.PathLike) else list(in_dir)
+    if any(out_dir.resolve() == Path(folder).resolve() for folder in folders):
         raise ValueError(f"{out_dir}: output folder is the input folder; pick another one")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

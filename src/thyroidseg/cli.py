@@ -377,19 +377,24 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment a folder of scanner frames (the shipped model, or --model)",
-        description="Preprocess every image of IN_DIR as in training, segment it with the "
+        help="segment scanner frames: a folder, files or a glob (the shipped model, or --model)",
+        description="Preprocess every image that the INPUTs name (folders, image files, "
+        "quoted glob patterns such as 'scans/*.png') as in training, segment it with the "
         "model shipped in the package, or with --model CHECKPOINT (several --model: an "
         "ensemble averaging their probabilities; checkpoints are loaded with "
         "weights_only=True), and write OUT_DIR/<stem>.png: a {0, 255} mask of the frame's "
         "original size. On request also OUT_DIR/overlays/<stem>.png, "
         "OUT_DIR/probabilities/<stem>.png and OUT_DIR/measurements.csv (one row per nodule). "
+        "Outputs are named by the inputs' file stems (two inputs with one stem are an error). "
         "Existing outputs are an error unless --overwrite; a bad frame does not stop the "
         "others, and every one is listed at the end (exit status 2).",
     )
-    parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    parser.add_argument("legacy", nargs="?", help=argparse.SUPPRESS)  # 0.1.0 form: a message
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="INPUT... OUT_DIR",
+        help="frames (folders, files, glob patterns), then the output folder (created)",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -454,13 +459,14 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    if args.legacy is not None:
-        if args.in_dir.endswith(".pt"):
-            raise ValueError(
-                "the 0.1.0 form `predict CHECKPOINT IN_DIR OUT_DIR` is gone: use "
-                f"`thyroidseg predict {args.out_dir} {args.legacy} --model {args.in_dir}`"
-            )
-        raise ValueError(f"predict takes IN_DIR OUT_DIR; unexpected third argument {args.legacy!r}")
+    if len(args.paths) < 2:
+        raise ValueError("predict takes INPUT... OUT_DIR: the frames, then the output folder")
+    *inputs, out_dir = args.paths
+    if len(inputs) == 2 and inputs[0].endswith(".pt"):
+        raise ValueError(
+            "the 0.1.0 form `predict CHECKPOINT IN_DIR OUT_DIR` is gone: use "
+            f"`thyroidseg predict {inputs[1]} {out_dir} --model {inputs[0]}`"
+        )
     options = {
         "device": args.device,
         "amp": args.amp,
@@ -475,8 +481,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     else:
         segmenter = Segmenter.pretrained(**options)
     result = segmenter.predict_folder(
-        args.in_dir,
-        args.out_dir,
+        inputs,
+        out_dir,
         overlays=args.overlay,
         probabilities=args.probabilities,
         measurements=args.measure,

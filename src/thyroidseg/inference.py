@@ -44,9 +44,10 @@ from torch import nn
 
 from thyroidseg._checks import check_int
 from thyroidseg._io import (
+    Inputs,
     PathLike,
     check_outputs,
-    list_images,
+    list_inputs,
     map_folder,
     read_image,
     reserve_folder,
@@ -401,7 +402,7 @@ class Segmenter:
 
     def predict_folder(
         self,
-        in_dir: PathLike,
+        in_dir: Inputs,
         out_dir: PathLike,
         *,
         tta: bool | None = None,
@@ -412,7 +413,10 @@ class Segmenter:
         overwrite: bool = False,
         progress: bool | None = None,
     ) -> FolderPrediction:
-        """Segment every image of ``in_dir`` and write the results into ``out_dir``.
+        """Segment every image ``in_dir`` names and write the results into ``out_dir``.
+
+        ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
+        (`thyroidseg._io.list_inputs`); outputs are named by the inputs' stems.
 
         Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
         request:
@@ -463,7 +467,7 @@ class Segmenter:
         wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
         extras = {name: out_dir / name for name, on in wanted if on}
         csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-        sources = list_images(in_dir)
+        sources = list_inputs(in_dir)
         pictures_out = [folder / f"{stem}.png" for folder in extras.values() for stem in sources]
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"{out_dir}: is a file, not a folder")

@@ -212,7 +212,7 @@ def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:
     for name, value in settings.items():
         default = INFERENCE_DEFAULTS.get(name)
         if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{where}: {name} must be true or false, got {value!r}")
+            raise ValueError(f"{where}: {name} must be True or False, got {value!r}")
         if type(default) is int:
             try:
                 check_int(name, value, 0)

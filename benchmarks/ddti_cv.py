@@ -111,18 +111,23 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     print(total.report())
-    paper_style = {
+    style = paper_style(total)
+    print("paper-style numbers from the same matrix:", json.dumps(style, indent=1))
+    result = {"args": vars(args), "folds": rows, "paper_style": style, **total.to_dict()}
+    name = "cv.json" if args.tag is None else f"cv-{args.tag}.json"
+    atomic_write_bytes(out / name, json.dumps(result, indent=1).encode())
+    print(f"written {out / name}")
+
+
+def paper_style(total: ConfusionMatrix) -> dict[str, float]:
+    """The paper's style of numbers (with background) beside the nodule's, from one matrix."""
+    return {
         "pixel_accuracy": total.pixel_accuracy(),
         "mean_iou_with_background": total.mean_iou(include_background=True),
         "macro_f1_with_background": total.mean_dice(include_background=True),
         "nodule_iou_pooled": float(total.iou()[1]),
         "nodule_dice_pooled": float(total.dice()[1]),
     }
-    print("paper-style numbers from the same matrix:", json.dumps(paper_style, indent=1))
-    result = {"args": vars(args), "folds": rows, "paper_style": paper_style, **total.to_dict()}
-    name = "cv.json" if args.tag is None else f"cv-{args.tag}.json"
-    atomic_write_bytes(out / name, json.dumps(result, indent=1).encode())
-    print(f"written {out / name}")
 
 
 def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ddti_cv import paper_style
 
 from thyroidseg._io import atomic_write_bytes, check_outputs
 from thyroidseg.metrics import ConfusionMatrix
@@ -38,18 +39,12 @@ def main() -> None:
     if len({fold["fold"] for fold, _ in blocks}) < len(blocks):
         raise SystemExit("a fold is in two of the parts")
     total = ConfusionMatrix.from_matrices(np.concatenate([matrices for _, matrices in blocks]))
-    paper_style = {
-        "pixel_accuracy": total.pixel_accuracy(),
-        "mean_iou_with_background": total.mean_iou(include_background=True),
-        "macro_f1_with_background": total.mean_dice(include_background=True),
-        "nodule_iou_pooled": float(total.iou()[1]),
-        "nodule_dice_pooled": float(total.dice()[1]),
-    }
+    style = paper_style(total)
     merged_args = {**runs[0]["args"], "only": [fold["fold"] for fold, _ in blocks]}
     result = {
         "args": {**merged_args, "merged_from": [str(path) for path in args.parts]},
         "folds": [fold for fold, _ in blocks],
-        "paper_style": paper_style,
+        "paper_style": style,
         **total.to_dict(),
     }
     atomic_write_bytes(args.out, json.dumps(result, indent=1).encode())
@@ -68,7 +63,7 @@ def main() -> None:
         f"[{iou.ci_low:.3f}, {iou.ci_high:.3f}]**, Dice {dice.mean:.3f} "
         f"[{dice.ci_low:.3f}, {dice.ci_high:.3f}] | {total.iou()[1]:.3f} |"
     )
-    print("paper-style:", json.dumps(paper_style))
+    print("paper-style:", json.dumps(style))
 
 
 if __name__ == "__main__":

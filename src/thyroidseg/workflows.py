@@ -148,7 +148,7 @@ def train_folder(
     fold: int | None = 0,
     folds: int = 5,
     size: tuple[int, int] = DEFAULT_SIZE,
-    base_channels: int = 16,
+    base_channels: int = 24,
     stem_stride: Literal[1, 2] = 2,
     model: nn.Module | None = None,
     augment: bool = True,
@@ -170,8 +170,9 @@ def train_folder(
     `group_kfold` (``folds`` folds by leak group, seeded with
     ``seed``), train on the other folds with `Augment` and
     validate on fold ``fold``. The defaults are the shipped model's recipe, chosen by grouped
-    cross-validation on DDTI (docs/model-card.md): 128 x 128, ``UNet(stem_stride=2)``, Dice +
-    cross-entropy, AdamW at 2e-3 with a warm-up + cosine schedule, 80 epochs.
+    cross-validation on DDTI (docs/model-card.md): 128 x 128,
+    ``UNet(base_channels=24, stem_stride=2)``, Dice + cross-entropy, AdamW at 2e-3 with a
+    warm-up + cosine schedule, 80 epochs.
 
     Every setting is checked before the dataset is read (a bad ``epochs``, ``lr``,
     ``batch_size``, name or device, an output path that is a file or cannot be written, a
@@ -188,7 +189,7 @@ def train_folder(
     size
         Network input ``(H, W)`` (default `thyroidseg.preprocessing.DEFAULT_SIZE`, 128 x 128).
     base_channels, stem_stride
-        Width of the U-Net's first stage (default 16) and its stride (default 2: stage 0 at
+        Width of the U-Net's first stage (default 24) and its stride (default 2: stage 0 at
         half resolution, about 3x cheaper than 1; see `thyroidseg.model.UNet`).
     model
         The network to train instead of ``UNet(base_channels=base_channels,

@@ -394,6 +394,8 @@ def map_folder(
     overwrite: bool = False,
     batch_size: int = 1,
     summary: tuple[PathLike, Callable[[dict[str, str]], bytes]] | None = None,
+    companions: Sequence[Path] = (),
+    also_writes: Sequence[Path] = (),
     progress: bool | None = None,
 ) -> dict[str, Path]:
     """Run ``load`` on every image ``in_dir`` names and ``save`` them as ``out_dir/<stem>.png``.
@@ -402,12 +404,13 @@ def map_folder(
 
     1. list the inputs (`list_inputs`: a folder, image files, glob patterns); ``out_dir``
        must be another folder than an input folder;
-    2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``
-       or the summary file exists already, and never write over an input: all are checked
-       before anything is written;
+    2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``,
+       companion ``<folder>/<stem>.png``, ``also_writes`` file or the summary file exists
+       already, and never write over an input: all are checked before anything is written;
     3. ``load(source)`` per image, in stem order; a ``ValueError`` or ``OSError`` is that
        file's failure (recorded with the file's name, and the loop goes on; with
-       ``overwrite``, an earlier output for that file is removed, so none is left stale);
+       ``overwrite``, an earlier output for that file and its companions are removed, so
+       none is left stale);
     4. ``save({target: loaded, ...})`` for every ``batch_size`` images loaded (the last
        batch may be smaller); ``save`` writes each target, atomically;
     5. the summary file, if given as ``(path, make)``: ``make(failures)`` written
@@ -431,6 +434,10 @@ def map_folder(
         Images loaded per ``save`` call (>= 1).
     summary
         ``(path, make)``: a file written after the loop from the failures.
+    companions
+        Folders where ``save`` also writes ``<stem>.png`` per image (pictures of it).
+    also_writes
+        Other files the caller writes into the run (checked like the targets).
     progress
         Progress bar (`thyroidseg._progress.Progress`): None on a terminal, False never.
 
@@ -458,6 +465,8 @@ def map_folder(
         raise ValueError(f"{out_dir}: is a file, not a folder")
     targets = {stem: out_dir / f"{stem}.png" for stem in sources}
     outputs = list(targets.values()) + ([Path(summary[0])] if summary is not None else [])
+    outputs += [folder / f"{stem}.png" for folder in companions for stem in sources]
+    outputs += list(also_writes)
     with reserve_folder(out_dir):
         check_outputs(outputs, inputs=sources.values(), overwrite=overwrite)
         written: dict[str, Path] = {}
@@ -470,8 +479,9 @@ def map_folder(
             except (OSError, ValueError) as error:  # this file is bad: record it, go on
                 message, source = str(error), str(sources[stem])
                 failures[stem] = message if source in message else f"{source}: {message}"
-                if overwrite:  # an earlier run's output for it would pass for this run's
-                    targets[stem].unlink(missing_ok=True)
+                if overwrite:  # an earlier run's outputs for it would pass for this run's
+                    for stale in (targets[stem], *(f / f"{stem}.png" for f in companions)):
+                        stale.unlink(missing_ok=True)
             if batch and (len(batch) == batch_size or index == len(stems) - 1):
                 save({targets[s]: loaded for s, loaded in batch.items()})
                 written.update((s, targets[s]) for s in batch)

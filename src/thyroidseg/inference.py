@@ -46,8 +46,6 @@ from thyroidseg._checks import check_int
 from thyroidseg._io import (
     Inputs,
     PathLike,
-    check_outputs,
-    list_inputs,
     map_folder,
     read_image,
     reserve_folder,
@@ -467,25 +465,14 @@ class Segmenter:
         wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
         extras = {name: out_dir / name for name, on in wanted if on}
         csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-        sources = list_inputs(in_dir)
-        pictures_out = [folder / f"{stem}.png" for folder in extras.values() for stem in sources]
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"{out_dir}: is a file, not a folder")
-        with reserve_folder(out_dir):  # one run at a time writes here
-            check_outputs([*pictures_out, csv_path], inputs=sources.values(), overwrite=overwrite)
+        with reserve_folder(out_dir):  # held until the CSV is written too
             found: dict[str, list[Nodule]] = {}
             pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
             need_probabilities = probabilities or measurements
 
             def load(source: Path) -> _LoadedFrame:
-                try:
-                    image = read_image(source)
-                    return _LoadedFrame(source.name, image, self._prepare(image))
-                except (OSError, ValueError):
-                    if overwrite:  # no picture of an earlier run may pass for this one's
-                        for folder in extras.values():
-                            (folder / f"{source.stem}.png").unlink(missing_ok=True)
-                    raise
+                image = read_image(source)
+                return _LoadedFrame(source.name, image, self._prepare(image))
 
             def save(batch: dict[Path, _LoadedFrame]) -> None:
                 frames = list(batch.values())
@@ -517,6 +504,8 @@ class Segmenter:
                     verb="segmented",
                     overwrite=overwrite,
                     batch_size=self.batch_size,
+                    companions=list(extras.values()),
+                    also_writes=[csv_path] if csv_path is not None else [],
                     progress=progress,
                 )
             finally:  # the rows of every frame written, also when some frames failed

@@ -315,8 +315,14 @@ def _resumed_data_config(
     """
     stored = load_checkpoint(last)["config"].get("data") or {}
     here = {**data_config, "size": list(size)}
-    labels = {"root": "data_dir", "fold": "fold", "folds": "folds", "size": "size"}
-    changed = data_conflicts(stored, here, {**labels, "augment": "augment"})
+    labels = {
+        "root": "data_dir",
+        "fold": "fold",
+        "folds": "folds",
+        "size": "size",
+        "augment": "augment",
+    }
+    changed = data_conflicts(stored, here, labels)
     if changed:
         raise ValueError(
             f"{last}: cannot resume on other data than the run that wrote it "

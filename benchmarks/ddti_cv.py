@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet
+from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from thyroidseg.splits import group_kfold
@@ -55,6 +55,13 @@ def main() -> None:
         metavar="JSON",
         help='UNet keyword arguments instead of the default model, e.g. \'{"base_channels": 32, '
         '"downsample": "maxpool", "residual": false}\' (the plain U-Net)',
+    )
+    parser.add_argument(
+        "--augment",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="Augment keyword arguments instead of its defaults, e.g. '{\"rotate\": 15}'",
     )
     parser.add_argument("--loss", default="dice_ce")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -140,6 +147,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         size=tuple(args.size),
         base_channels=args.base_channels,
         model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
+        augment=Augment(**args.augment, seed=args.seed) if args.augment is not None else True,
         epochs=args.epochs,
         loss=args.loss,
         lr=args.lr,

@@ -15,6 +15,7 @@ import torch
 
 import thyroidseg.workflows
 from thyroidseg._io import read_binary_mask
+from thyroidseg.augment import Augment
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
@@ -336,3 +337,17 @@ def test_a_thread_count_that_is_not_a_positive_integer_or_auto_is_refused(
     argv = ["evaluate", str(tmp_path), str(tmp_path), f"--threads={threads}"]
     assert main(argv) == 2
     assert "--threads must be a positive integer or auto" in capsys.readouterr().err
+
+
+def test_train_folder_takes_an_augment_and_resumes_only_with_the_same(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 8, size=(64, 80), seed=0)
+    run = tmp_path / "run"
+    options = dict(size=(32, 32), base_channels=4, epochs=1, batch_size=4, amp="off")
+    strong = Augment(rotate=15.0, scale=(0.85, 1.15), seed=0)
+    train_folder(data, run, folds=2, augment=strong, progress=False, **options)
+    stored = load_checkpoint(run / LAST_CHECKPOINT)["config"]["data"]
+    assert stored["transform"]["rotate"] == 15.0 and stored["augment"] is True
+    with pytest.raises(ValueError, match="rotate"):
+        train_folder(data, run, folds=2, resume=True, progress=False, **options)
+    with pytest.raises(TypeError, match="augment must be True, False or an Augment"):
+        train_folder(data, run, folds=2, augment="strong", **options)

@@ -151,7 +151,7 @@ def train_folder(
     base_channels: int = 24,
     stem_stride: Literal[1, 2] = 2,
     model: nn.Module | None = None,
-    augment: bool = True,
+    augment: bool | Augment = True,
     loss: str | Callable[..., torch.Tensor] = "dice_ce",
     optimizer: OptimizerName = "adamw",
     lr: float = 2e-3,
@@ -196,7 +196,9 @@ def train_folder(
         stem_stride=stem_stride, seed=seed)`` (any `nn.Module` mapping ``(N, 1, H, W)`` to
         logits ``(N, 2, H, W)``).
     augment
-        Random flips, affine warps and intensity changes on the training images (default on).
+        Random flips, affine warps and intensity changes on the training images: ``True``
+        (the default) draws them with ``Augment(seed=seed)``, an `Augment` with its own
+        settings, ``False`` none.
     loss
         A name for `thyroidseg.losses.make_loss` (default ``"dice_ce"``) or a loss object.
     optimizer, lr, weight_decay
@@ -230,6 +232,8 @@ def train_folder(
         check_int("folds", folds, 2)
         if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
             raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
+    if not isinstance(augment, (bool, Augment)):
+        raise TypeError(f"augment must be True, False or an Augment, got {augment!r}")
     unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
     if unknown:
         raise ValueError(
@@ -265,7 +269,7 @@ def train_folder(
             "root": str(Path(data_dir).resolve()),
             "fold": fold,
             "folds": folds if fold is not None else None,
-            "augment": bool(augment),
+            "augment": augment is not False,
         }
         if resume:
             data_config = _resumed_data_config(last, data_config, size)
@@ -276,7 +280,8 @@ def train_folder(
         else:
             train_idx, val_idx = group_kfold(dataset.groups, folds=folds, seed=seed)[fold]
             val = dataset.subset(val_idx)
-        train = dataset.subset(train_idx).with_transform(Augment(seed=seed) if augment else None)
+        transform = Augment(seed=seed) if augment is True else augment or None  # False: None
+        train = dataset.subset(train_idx).with_transform(transform)
         trainer = Trainer(
             model,
             train,

@@ -23,6 +23,15 @@ other inference settings (``--tta``, ``--fill-holes``, ``--min-area``) and write
 models with ``compare_cv.py``:
 
     python benchmarks/ddti_cv.py --out runs/ddti-cv --score-only --tta --tag tta
+
+``--stage refine --stage1 RUN`` cross-validates a refine (stage 2) network instead: each
+fold trains ``train_folder(crops=CropRule(**CROPS))`` on the fold's training frames and is
+scored behind the whole-frame model of the same fold, ``RUN/foldK/last.pt`` (trained by an
+earlier run of this script with the same ``--folds`` and ``--seed``), so that
+``compare_cv.py`` against that run's scores gives what stage 2 adds, image by image:
+
+    python benchmarks/ddti_cv.py --stage refine --stage1 runs/cv-bc24wc --out runs/cv-refine \
+        --epochs 40 --lr 2e-3 --schedule warmup_cosine --tta --fill-holes
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
+from thyroidseg.refine import CropRule
 from thyroidseg.splits import group_kfold
 from thyroidseg.workflows import SCHEDULE_NAMES, train_folder
 
@@ -63,6 +73,11 @@ def main() -> None:
         metavar="JSON",
         help="Augment keyword arguments instead of its defaults, e.g. '{\"rotate\": 15}'",
     )
+    parser.add_argument("--stage", choices=("whole", "refine"), default="whole")
+    parser.add_argument("--stage1", help="run folder of the whole-frame fold models (refine)")
+    parser.add_argument(
+        "--crops", type=json.loads, default={}, metavar="JSON", help="CropRule keyword arguments"
+    )
     parser.add_argument("--loss", default="dice_ce")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--schedule", choices=SCHEDULE_NAMES, default="cosine")
@@ -77,6 +92,8 @@ def main() -> None:
         "--resume", action="store_true", help="continue the folds whose last.pt exists"
     )
     args = parser.parse_args()
+    if (args.stage == "refine") != (args.stage1 is not None):
+        parser.error("--stage1 RUN goes with --stage refine, and only with it")
 
     out = Path(args.out)
     checkpoint = LAST_CHECKPOINT if args.checkpoint == "last" else BEST_CHECKPOINT
@@ -93,8 +110,11 @@ def main() -> None:
         else:
             val = _train(args, out / f"fold{fold}", fold)
             train_seconds = time.perf_counter() - start
+        trained_here = out / f"fold{fold}" / checkpoint
+        refine = args.stage1 is not None
         segmenter = Segmenter.from_checkpoint(
-            out / f"fold{fold}" / checkpoint,
+            Path(args.stage1) / f"fold{fold}" / LAST_CHECKPOINT if refine else trained_here,
+            refine=trained_here if refine else None,
             tta=args.tta,
             fill_holes=args.fill_holes,
             min_area=args.min_area,
@@ -148,6 +168,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         base_channels=args.base_channels,
         model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
         augment=Augment(**args.augment, seed=args.seed) if args.augment is not None else True,
+        crops=CropRule(**args.crops) if args.stage == "refine" else None,
         epochs=args.epochs,
         loss=args.loss,
         lr=args.lr,
@@ -155,7 +176,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         seed=args.seed,
         resume=args.resume and (run_dir / LAST_CHECKPOINT).is_file(),
     )
-    return trainer.val_data
+    return getattr(trainer.val_data, "dataset", trainer.val_data)  # a CropDataset's frames
 
 
 if __name__ == "__main__":

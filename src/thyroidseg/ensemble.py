@@ -24,7 +24,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Ensemble"]
+from thyroidseg.runtime import autocast
+
+__all__ = ["Ensemble", "class_probabilities"]
 
 
 class Ensemble(nn.Module):
@@ -71,3 +73,26 @@ class Ensemble(nn.Module):
         for member in self.members:  # a plain loop: TorchScript scripts it
             scores.append(member(x).float().log_softmax(dim=1))
         return torch.logsumexp(torch.stack(scores), dim=0) - math.log(len(scores))
+
+
+def class_probabilities(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    tta: bool = False,
+) -> torch.Tensor:
+    """``softmax(model(images))`` over classes, float32 ``(N, K, H, W)``, in inference mode.
+
+    With ``tta``, the mean of the probabilities of the images and of their left-right
+    mirror images (mirrored back): flip test-time augmentation, twice the network cost.
+    Runs on ``device`` under `thyroidseg.runtime.autocast` with ``amp_dtype``.
+    """
+    images = images.to(device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, amp_dtype):
+        probabilities = model(images).float().softmax(dim=1)
+        if tta:
+            mirrored = model(images.flip(-1)).float().softmax(dim=1).flip(-1)
+            probabilities = (probabilities + mirrored) / 2
+    return probabilities

@@ -51,12 +51,14 @@ from thyroidseg._io import (
     reserve_folder,
     write_image,
 )
+from thyroidseg.ensemble import class_probabilities
 from thyroidseg.measurements import Nodule, PixelSpacing, measure, write_measurements_csv
 from thyroidseg.model_loading import load_network, shipped_weights
 from thyroidseg.overlay import overlay
 from thyroidseg.postprocess import postprocess_views
 from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
-from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
+from thyroidseg.refine import Refiner, cleaning_options
+from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
 __all__ = [
     "MEASUREMENTS_CSV",
@@ -163,6 +165,11 @@ class Segmenter:
         override it.
     batch_size
         Frames per forward pass in `predict_many` and `predict_folder` (default 8).
+    refiner
+        A second stage (`thyroidseg.refine.Refiner`) that segments each nodule found by
+        ``model`` again from a full-resolution crop; the mask is post-processed before it
+        (the components it refines) and again after it (default: none). Its cleaning
+        options (``crop``, ``margin``, ``inpaint_annotations``) must be ``model``'s.
 
     Examples
     --------
@@ -189,6 +196,7 @@ class Segmenter:
         fill_holes: bool = False,
         tta: bool = False,
         batch_size: int = 8,
+        refiner: Refiner | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -202,6 +210,9 @@ class Segmenter:
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
         self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
+        if refiner is not None:
+            _check_refiner(refiner, self.preprocess_options)
+        self.refiner = refiner
 
     @classmethod
     def from_checkpoint(
@@ -216,6 +227,7 @@ class Segmenter:
         fill_holes: bool | None = None,
         tta: bool | None = None,
         batch_size: int = 8,
+        refine: PathLike | Sequence[PathLike] | None = None,
     ) -> Segmenter:
         """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
@@ -238,6 +250,10 @@ class Segmenter:
             As for `Segmenter`. ``None`` (default): the checkpoint's recommendation,
             ``config["inference"]`` (stored with a shipped model), else off
             (`thyroidseg.model_loading.INFERENCE_DEFAULTS`).
+        refine
+            Checkpoint(s) of a refine network (``thyroidseg train --stage refine``) to run
+            as the second stage (`thyroidseg.refine.Refiner.from_checkpoint`; several are
+            averaged). Default: none.
 
         Raises
         ------
@@ -245,7 +261,8 @@ class Segmenter:
             As `thyroidseg.model_loading.load_network`: a missing, corrupt or unsafe file, a
             model that cannot be rebuilt, frames prepared otherwise than by `preprocess`
             (build ``Segmenter(model, preprocess_options)`` yourself then), ensemble members
-            that differ in preprocessing. Each message names the file.
+            that differ in preprocessing, a refine checkpoint given as ``path`` or a
+            whole-frame one as ``refine``. Each message names the file.
         """
         stored = load_network(
             path,
@@ -257,12 +274,21 @@ class Segmenter:
                 "tta": tta,
             },
         )
+        if stored.crops is not None:
+            raise ValueError(
+                f"{path}: a refine (stage 2) model, which segments crops around nodules found "
+                "by a whole-frame model: give it as refine=... (--refine) beside one"
+            )
+        refiner = (
+            Refiner.from_checkpoint(refine, device=device, amp=amp) if refine is not None else None
+        )
         return cls(
             stored.network,
             stored.preprocess_options,
             device=device,
             amp=amp,
             batch_size=batch_size,
+            refiner=refiner,
             **stored.inference,
         )
 
@@ -537,28 +563,47 @@ class Segmenter:
         labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
         results = []
         for p, label, probability in zip(prepared, labels, nodule, strict=True):
-            mask = postprocess_views(
-                p.mask_to_original((label == 1).astype(np.uint8)),
-                p.views,
-                keep_largest=self.keep_largest,
-                min_area=self.min_area,
-                fill_holes=self.fill_holes,
-            )
-            results.append(
-                (mask, _probability_to_original(p, probability) if with_probabilities else None)
-            )
+            mask = self._postprocess(p.mask_to_original((label == 1).astype(np.uint8)), p)
+            refined = None
+            if self.refiner is not None:
+                mask, *refined = self.refiner.refine(p, mask, tta=tta)
+                mask = self._postprocess(mask, p)
+            if with_probabilities:
+                probability = _probability_to_original(p, probability)
+                if refined is not None:
+                    second, covered = refined
+                    probability[covered] = second[covered]
+            results.append((mask, probability if with_probabilities else None))
         return results
+
+    def _postprocess(self, mask: np.ndarray, prepared: Preprocessed) -> np.ndarray:
+        return postprocess_views(
+            mask,
+            prepared.views,
+            keep_largest=self.keep_largest,
+            min_area=self.min_area,
+            fill_holes=self.fill_holes,
+        )
 
     def _forward(self, images: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
         """Most probable class ``(N, H, W)`` and nodule probability ``(N, H, W)`` per pixel."""
-        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-            probabilities = self.model(images).float().softmax(dim=1)
-            if tta:
-                mirrored = self.model(images.flip(-1)).float().softmax(dim=1).flip(-1)
-                probabilities = (probabilities + mirrored) / 2
+        probabilities = class_probabilities(
+            self.model, images, device=self.device, amp_dtype=self.amp_dtype, tta=tta
+        )
         labels = probabilities.argmax(dim=1).to(torch.uint8)
         return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
+
+
+def _check_refiner(refiner: object, stage1_options: Mapping[str, Any]) -> None:
+    """A `Refiner` whose frames are cleaned like the whole-frame model's."""
+    if not isinstance(refiner, Refiner):
+        raise ValueError(f"refiner must be a thyroidseg.refine.Refiner, got {refiner!r}")
+    stage1 = cleaning_options(stage1_options)
+    if refiner.cleaning() != stage1:
+        raise ValueError(
+            f"the refiner cleans frames with {refiner.cleaning()}, the whole-frame model with "
+            f"{stage1}: both stages must crop and inpaint alike"
+        )
 
 
 def _check_flag(name: str, value: object) -> bool:

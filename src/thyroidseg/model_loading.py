@@ -63,6 +63,9 @@ class StoredModel(NamedTuple):
     """Keyword arguments of `thyroidseg.preprocessing.preprocess`, as in training."""
     inference: dict[str, Any]
     """One value for each key of `INFERENCE_DEFAULTS`."""
+    crops: dict[str, Any] | None = None
+    """A refine network's crop rule (``config["data"]["crops"]``, `thyroidseg.refine.CropRule`
+    settings); ``None`` for a whole-frame network."""
 
 
 def shipped_weights() -> Traversable:
@@ -128,12 +131,17 @@ def load_network(
     given = {name: value for name, value in (settings or {}).items() if value is not None}
     _check_setting_names("settings", given)
     members = [_load_member(p, model) for p in paths]
-    options = members[0][1]
-    for other, (_, other_options, _) in zip(paths[1:], members[1:], strict=True):
+    options, crops = members[0][1], members[0][3]
+    for other, (_, other_options, _, other_crops) in zip(paths[1:], members[1:], strict=True):
         if other_options != options:
             raise ValueError(
                 f"{other}: prepares frames with {other_options}, but {paths[0]} with "
                 f"{options}; the models of an ensemble must share one preprocessing"
+            )
+        if other_crops != crops:
+            raise ValueError(
+                f"{other}: crops {other_crops}, but {paths[0]} {crops}; the models of an "
+                "ensemble must share one crop rule (and stage)"
             )
     inference = {}
     for name, default in INFERENCE_DEFAULTS.items():
@@ -147,13 +155,14 @@ def load_network(
             )
         inference[name] = given.get(name, next(iter(stored.values())))
     network = members[0][0] if len(members) == 1 else Ensemble([m[0] for m in members])
-    return StoredModel(network, options, inference)
+    return StoredModel(network, options, inference, crops)
 
 
 def _load_member(
     path: PathLike, model: nn.Module | None
-) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """The network, preprocessing options and stored inference settings of one checkpoint."""
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The network, preprocessing options, stored inference settings and crop rule of one
+    checkpoint."""
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     if model is None:
@@ -173,8 +182,10 @@ def _load_member(
     stored = dict(config.get("inference") or {})
     _check_setting_names(f"{path}: config['inference']", stored)
     options = _training_preprocess_options(config.get("data", {}), path)
-    _check_size_fits(path, model, options)
-    return model, options, stored
+    crops = config.get("data", {}).get("crops")
+    if crops is None:
+        _check_size_fits(path, model, options)
+    return model, options, stored, crops
 
 
 def _check_finite_weights(path: PathLike, weights: Mapping[str, torch.Tensor]) -> None:

@@ -142,6 +142,10 @@ class Preprocessed:
         ``(height, width)`` of the original frame.
     settings
         The keyword arguments `preprocess` ran with.
+    cleaned
+        ``uint8`` grey crop ``box`` at the original resolution, after the views were kept
+        and the marks inpainted: what was resized (`thyroidseg.refine` cuts its crops from
+        it). ``None`` for a `Preprocessed` made by hand.
     """
 
     image: np.ndarray
@@ -150,6 +154,7 @@ class Preprocessed:
     content: Box
     original_shape: tuple[int, int]
     settings: dict[str, object] = field(default_factory=dict)
+    cleaned: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -328,6 +333,7 @@ def preprocess(
             patch[inner.slices] = gray[view.slices]
     if inpaint_annotations:
         patch = _inpaint_marks(patch, array[box.slices])
+    cleaned = patch
     patch = _resize_to(patch, content.height, content.width)
     if equalization is not None:
         patch = equalize(patch, equalization)
@@ -335,7 +341,7 @@ def preprocess(
         patch = smooth(patch, smoothing)
     out = np.zeros(network_size, np.uint8)
     out[content.slices] = patch
-    return Preprocessed(out, box, views, content, gray.shape, settings)
+    return Preprocessed(out, box, views, content, gray.shape, settings, cleaned)
 
 
 def _checked_settings(**settings: object) -> dict[str, object]:

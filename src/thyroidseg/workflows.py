@@ -52,6 +52,7 @@ from thyroidseg.metrics import ConfusionMatrix
 from thyroidseg.model import UNet
 from thyroidseg.overlay import overlay
 from thyroidseg.preprocessing import DEFAULT_SIZE
+from thyroidseg.refine import CropDataset, CropRule
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.splits import group_kfold, train_val_test_split
 from thyroidseg.synthetic import write_synthetic_dataset
@@ -152,6 +153,7 @@ def train_folder(
     stem_stride: Literal[1, 2] = 2,
     model: nn.Module | None = None,
     augment: bool | Augment = True,
+    crops: CropRule | None = None,
     loss: str | Callable[..., torch.Tensor] = "dice_ce",
     optimizer: OptimizerName = "adamw",
     lr: float = 2e-3,
@@ -199,6 +201,12 @@ def train_folder(
         Random flips, affine warps and intensity changes on the training images: ``True``
         (the default) draws them with ``Augment(seed=seed)``, an `Augment` with its own
         settings, ``False`` none.
+    crops
+        Train a refine (stage 2) network instead of a whole-frame one: on `CropDataset`
+        crops of the full-resolution frames around the annotated nodules, cut by this
+        `CropRule` (validated on centred crops of the validation frames). Its checkpoints
+        load with `thyroidseg.refine.Refiner.from_checkpoint`. Default: ``None``, the
+        whole frame.
     loss
         A name for `thyroidseg.losses.make_loss` (default ``"dice_ce"``) or a loss object.
     optimizer, lr, weight_decay
@@ -282,6 +290,9 @@ def train_folder(
             val = dataset.subset(val_idx)
         transform = Augment(seed=seed) if augment is True else augment or None  # False: None
         train = dataset.subset(train_idx).with_transform(transform)
+        if crops is not None:
+            train = CropDataset(train.with_transform(None), crops, transform=transform, seed=seed)
+            val = CropDataset(val, crops, train=False) if val is not None else None
         trainer = Trainer(
             model,
             train,

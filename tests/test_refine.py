@@ -1,0 +1,174 @@
+"""Tests of the crop-and-refine second stage: crop geometry, training crops, inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inference_helpers import PLAIN, frame_with_square, iou
+from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.data import ThyroidDataset
+from thyroidseg.geometry import Box
+from thyroidseg.inference import Segmenter
+from thyroidseg.preprocessing import preprocess
+from thyroidseg.refine import CropDataset, CropRule, Refiner, cut_crop, cut_mask, nodule_boxes
+from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.workflows import train_folder
+from tiny_models import Threshold
+
+CLEAN = {**PLAIN, "crop": False}  # no equalisation or smoothing: crops keep grey levels
+
+
+@given(
+    x0=st.integers(-50, 500),
+    y0=st.integers(-50, 500),
+    width=st.integers(1, 300),
+    height=st.integers(1, 300),
+    margin=st.floats(0, 2),
+    min_side=st.integers(1, 64),
+)
+def test_square_holds_the_box_with_the_margin(x0, y0, width, height, margin, min_side) -> None:
+    rule = CropRule(min_side=min_side)
+    box = Box(x0, y0, x0 + width, y0 + height)
+    square = rule.square(box, margin)
+    side = max(round(max(width, height) * (1 + 2 * margin)), min_side)
+    assert square.width == square.height == side
+    if side >= max(width, height):
+        assert square.x0 <= box.x0 and square.y0 <= box.y0
+        assert square.x1 >= box.x1 and square.y1 >= box.y1
+    centre = ((square.x0 + square.x1) / 2, (square.y0 + square.y1) / 2)
+    assert abs(centre[0] - (box.x0 + box.x1) / 2) <= 0.5
+    assert abs(centre[1] - (box.y0 + box.y1) / 2) <= 0.5
+
+
+def test_square_shift_moves_the_centre_by_a_fraction_of_the_side() -> None:
+    rule = CropRule()
+    box = Box(100, 100, 140, 140)
+    plain, shifted = rule.square(box, 0.5), rule.square(box, 0.5, (0.1, -0.25))
+    assert (shifted.x0 - plain.x0, shifted.y0 - plain.y0) == (8, -20)  # side 80
+
+
+def test_crop_rule_round_trips_and_refuses_bad_settings() -> None:
+    rule = CropRule(size=96, margin=0.3, train_margin=(0.2, 0.6), jitter=0.1, min_side=24)
+    assert CropRule.from_dict(rule.to_dict()) == rule
+    for bad, message in [
+        ({"margin": -0.1}, "margin must be"),
+        ({"train_margin": (0.8, 0.2)}, "train_margin must be"),
+        ({"jitter": 0.5}, "jitter must be"),
+        ({"size": 8}, "size"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            CropRule(**bad)
+    with pytest.raises(TypeError, match="unknown"):
+        CropRule.from_dict({"unknown": 1})
+
+
+def test_cut_crop_pads_outside_the_frame_with_zeros() -> None:
+    frame = np.arange(1, 101, dtype=np.uint8).reshape(10, 10)
+    crop = cut_crop(frame, Box(-2, 5, 4, 11), 6)  # no resizing: 6 x 6
+    assert crop[:5, 2:].tolist() == frame[5:, :4].tolist()
+    assert not crop[:, :2].any() and not crop[5].any()
+    mask = (frame > 50).astype(np.uint8)
+    cut = cut_mask(mask, Box(0, 0, 10, 10), 25)  # enlarged by nearest neighbour
+    assert set(np.unique(cut)) == {0, 1} and abs(cut.mean() - 0.5) < 0.05
+    assert not cut_crop(frame, Box(20, 20, 30, 30), 8).any()  # wholly outside
+
+
+def test_nodule_boxes_are_found_per_view() -> None:
+    mask = np.zeros((20, 40), np.uint8)
+    mask[5:10, 15:25] = 1  # one blob across the seam between two views at x = 20
+    boxes = nodule_boxes(mask, [Box(0, 0, 20, 20), Box(20, 0, 40, 20)])
+    assert boxes == [Box(15, 5, 20, 10), Box(20, 5, 25, 10)]
+    assert nodule_boxes(np.zeros((20, 40), np.uint8), [Box(0, 0, 40, 20)]) == []
+
+
+def _dataset(tmp_path: Path, n: int = 6) -> ThyroidDataset:
+    data = write_synthetic_dataset(tmp_path / "data", n, size=(96, 128), seed=0)
+    return ThyroidDataset(data, size=(64, 64), progress=False)
+
+
+def test_crop_dataset_has_one_item_per_nodule_and_reproducible_draws(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path)
+    rule = CropRule(size=48)
+    crops = CropDataset(dataset, rule, seed=3)
+    expected = 0
+    for i in range(len(dataset)):
+        image, mask = dataset.load_original(i)
+        expected += len(nodule_boxes(mask, preprocess(image).views))
+    assert len(crops) == expected > 0
+    item = crops[0]
+    assert item["image"].shape == (1, 48, 48) and item["mask"].shape == (48, 48)
+    assert item["image"].dtype == torch.float32 and set(item["mask"].unique().tolist()) <= {0, 1}
+    again = crops[0]["image"]
+    crops.set_epoch(1)
+    other = crops[0]["image"]
+    crops.set_epoch(0)
+    assert torch.equal(item["image"], again) and torch.equal(item["image"], crops[0]["image"])
+    assert not torch.equal(item["image"], other)  # another margin and centre each epoch
+    centred = CropDataset(dataset, rule, train=False)
+    centred.set_epoch(5)
+    assert torch.equal(centred[0]["image"], CropDataset(dataset, rule, train=False)[0]["image"])
+    assert crops.config["crops"] == rule.to_dict()
+    assert crops.config["preprocess_options"] == dataset.config["preprocess_options"]
+
+
+def test_refiner_tightens_a_loose_outline_and_keeps_the_rest(tmp_path: Path) -> None:
+    image, truth = frame_with_square(120, 180)
+    prepared = preprocess(image, **CLEAN)
+    loose = np.zeros_like(truth)
+    loose[12:70, 22:110] = 1  # the rectangle grown by 8-10 px
+    refiner = Refiner(Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off")
+    refined, probability, covered = refiner.refine(prepared, loose)
+    assert iou(loose, truth) < 0.7 and iou(refined, truth) > 0.97
+    assert covered[truth == 1].all() and not covered.all()
+    assert probability[~covered].max() == 0 and probability[22:58, 32:98].min() > 0.5
+    empty = np.zeros_like(truth)
+    same, _, nothing = refiner.refine(prepared, empty)
+    assert not same.any() and not nothing.any()
+
+
+def test_segmenter_runs_the_refiner_and_checks_its_cleaning() -> None:
+    image, truth = frame_with_square(120, 180)
+
+    class Loose(torch.nn.Module):  # a stage 1 that marks a box around the bright part
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grown = torch.nn.functional.max_pool2d((x > 0.5).float(), 7, 1, 3)
+            return torch.cat([torch.zeros_like(x), 2 * grown - 1], dim=1)
+
+    refiner = Refiner(Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off")
+    alone = Segmenter(Loose(), CLEAN, device="cpu", amp="off")
+    both = Segmenter(Loose(), CLEAN, device="cpu", amp="off", refiner=refiner)
+    mask, probability = both.predict(image, return_probabilities=True)
+    assert iou(alone.predict(image), truth) < 0.85 < 0.97 < iou(mask, truth)
+    assert ((probability > 0.5) == (mask == 1)).mean() > 0.99
+    with pytest.raises(ValueError, match="both stages must crop and inpaint alike"):
+        Segmenter(Loose(), {**CLEAN, "crop": True}, device="cpu", refiner=refiner)
+    with pytest.raises(ValueError, match="refiner must be a thyroidseg.refine.Refiner"):
+        Segmenter(Loose(), CLEAN, device="cpu", refiner=Threshold())
+
+
+def test_train_folder_with_crops_trains_a_refiner_that_loads_as_stage_2(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(96, 128), seed=0)
+    options = dict(size=(64, 64), base_channels=4, epochs=1, batch_size=4, amp="off")
+    train_folder(data, tmp_path / "whole", folds=2, progress=False, **options)
+    rule = CropRule(size=32)
+    trainer = train_folder(data, tmp_path / "crops", folds=2, crops=rule, progress=False, **options)
+    assert isinstance(trainer.train_data, CropDataset) and trainer.val_data.train is False
+    stage2 = tmp_path / "crops" / LAST_CHECKPOINT
+    assert load_checkpoint(stage2)["config"]["data"]["crops"] == rule.to_dict()
+    segmenter = Segmenter.from_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT, refine=stage2)
+    assert segmenter.refiner is not None and segmenter.refiner.rule == rule
+    image, _ = ThyroidDataset(data, size=(64, 64), progress=False).load_original(0)
+    assert segmenter.predict(image).shape == image.shape[:2]
+    with pytest.raises(ValueError, match="a refine \\(stage 2\\) model"):
+        Segmenter.from_checkpoint(stage2)
+    with pytest.raises(ValueError, match="a whole-frame \\(stage 1\\) model, not a refine"):
+        Refiner.from_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)
+    with pytest.raises(ValueError, match=r"data\['crops'\].size=32 there, 48 here"):
+        train_folder(data, tmp_path / "crops", folds=2, resume=True, progress=False,
+                     crops=CropRule(size=48), **options)  # fmt: skip

@@ -43,6 +43,9 @@ SMALLER = {
     "UNet(in_channels=1, num_classes=2, seed=0)": "UNet(base_channels=4, depth=2, seed=0)",
     "torch.randn(8, 1, 256, 256)": "torch.randn(2, 1, 64, 64)",
     "torch.randint(0, 2, (8, 256, 256))": "torch.randint(0, 2, (2, 64, 64))",
+    "crops=CropRule(), **REFINE_RECIPE": (
+        "crops=CropRule(size=32), epochs=1, base_channels=4, size=(64, 64), progress=False"
+    ),
 }
 """Text replaced in the blocks before they run: the same calls, on smaller networks."""
 

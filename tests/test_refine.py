@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from inference_helpers import PLAIN, frame_with_square, iou
 from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.geometry import Box
 from thyroidseg.inference import Segmenter
@@ -172,3 +174,40 @@ def test_train_folder_with_crops_trains_a_refiner_that_loads_as_stage_2(tmp_path
     with pytest.raises(ValueError, match=r"data\['crops'\].size=32 there, 48 here"):
         train_folder(data, tmp_path / "crops", folds=2, resume=True, progress=False,
                      crops=CropRule(size=48), **options)  # fmt: skip
+
+
+def test_cli_trains_both_stages_predicts_with_both_and_exports_the_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(96, 128), seed=0)
+    small = ["--size", "64", "64", "--batch-size", "4", "--quiet", "--base-channels", "4"]
+    small += ["--amp", "off", "--epochs", "1", "--folds", "2"]
+    assert main(["train", str(data), str(tmp_path / "whole"), *small]) == 0
+    assert main(["train", str(data), str(tmp_path / "crops"), "--stage", "refine", *small]) == 0
+    whole, crops = tmp_path / "whole" / LAST_CHECKPOINT, tmp_path / "crops" / LAST_CHECKPOINT
+    assert load_checkpoint(crops)["config"]["data"]["crops"] == CropRule().to_dict()
+    model = ["--model", str(whole), "--refine", str(crops)]
+    assert main(["predict", str(data / "images"), str(tmp_path / "out"), *model, "--quiet"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
+    assert main(["predict", str(data), str(tmp_path / "x"), *model, "--no-refine"]) == 2
+    assert "--refine CHECKPOINT and --no-refine contradict" in capsys.readouterr().err
+
+    onnx = tmp_path / "export" / "thyroid.onnx"
+    assert main(["export", *model, "--onnx", str(onnx)]) == 0
+    refine_onnx, description = onnx.with_name("thyroid-refine.onnx"), onnx.with_suffix(".json")
+    assert capsys.readouterr().out.split() == [
+        "wrote", str(onnx), "wrote", str(refine_onnx), "wrote", str(description)
+    ]  # fmt: skip
+    stored = json.loads(description.read_text())
+    assert stored["refine"]["crops"] == CropRule().to_dict()
+    segmenter = Segmenter.from_checkpoint(whole, refine=crops, device="cpu", amp="off")
+    assert stored == json.loads(json.dumps(segmenter.describe()))
+    crops_batch = torch.rand(2, 1, 128, 128)
+    with torch.inference_mode():
+        eager = segmenter.refiner.model(crops_batch).numpy()
+    session = ort.InferenceSession(str(refine_onnx), providers=["CPUExecutionProvider"])
+    (exported,) = session.run(None, {"image": crops_batch.numpy()})
+    np.testing.assert_allclose(exported, eager, atol=1e-4)
+    assert main(["export", *model, "--onnx", str(onnx)]) == 2  # nothing is overwritten
+    assert "thyroid-refine.onnx" in capsys.readouterr().err

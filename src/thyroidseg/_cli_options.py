@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import torch
 
+from thyroidseg.inference import Segmenter
 from thyroidseg.runtime import AMP_MODES, free_cores
 
 API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
@@ -130,3 +131,35 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="mixed precision (default auto: bf16 on CPUs with native bf16, fp16 on CUDA)",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--refine`` and ``--no-refine``: which network(s) a command runs."""
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="CHECKPOINT",
+        help="best.pt or last.pt of a whole-frame run instead of the shipped model; give it "
+        "several times for an ensemble (same preprocessing required)",
+    )
+    parser.add_argument(
+        "--refine",
+        action="append",
+        metavar="CHECKPOINT",
+        help="a refine (stage 2) run's checkpoint to segment each found nodule again from a "
+        "full-resolution crop; several: their ensemble (default: the shipped refine model "
+        "with the shipped model, none with --model)",
+    )
+    parser.add_argument(
+        "--no-refine", action="store_true", help="the whole-frame model alone, no second stage"
+    )
+
+
+def load_segmenter(args: argparse.Namespace, **options: Any) -> Segmenter:
+    """The `Segmenter` that `add_model_options`' choices name (``options``: its settings)."""
+    if args.refine and args.no_refine:
+        raise ValueError("--refine CHECKPOINT and --no-refine contradict each other")
+    refine = args.refine or (False if args.no_refine else None)
+    if args.model:
+        return Segmenter.from_checkpoint(args.model, refine=refine or None, **options)
+    return Segmenter.pretrained(refine=refine, **options)

@@ -20,12 +20,14 @@ import torch
 
 from thyroidseg._cli_options import (
     Renamed,
+    add_model_options,
     add_quiet_option,
     add_size_option,
     add_speed_options,
     add_threads_option,
     cli_words,
     default,
+    load_segmenter,
     one_line_warning,
     progress,
     set_threads,
@@ -35,13 +37,13 @@ from thyroidseg._version import __version__
 from thyroidseg.checkpoint import BEST_CHECKPOINT
 from thyroidseg.diagnostics import format_system_info, system_info
 from thyroidseg.evaluation import evaluate_folders
-from thyroidseg.export import export_onnx, export_torchscript
+from thyroidseg.export import cascade_paths, export_cascade, export_onnx, export_torchscript
 from thyroidseg.geometry import RESIZE_MODES
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
-from thyroidseg.inference import Segmenter
 from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess, preprocess_folder
+from thyroidseg.refine import REFINE_RECIPE, CropRule
 from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 __all__ = ["build_parser", "main"]
@@ -274,11 +276,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     add_size_option(parser, train_folder)
     parser.add_argument(
-        "--epochs",
-        type=int,
-        default=default(train_folder, "epochs"),
-        help=f"epochs (default: {default(train_folder, 'epochs')})",
+        "--stage",
+        choices=("whole", "refine"),
+        default="whole",
+        help="whole: the whole-frame network (default); refine: the second stage, trained on "
+        "full-resolution crops around the annotated nodules (load it with predict --refine)",
     )
+    parser.add_argument("--epochs", type=int, help=f"epochs (default: {_recipe('epochs')})")
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
@@ -300,18 +304,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help=f"learning-rate schedule (default: {default(train_folder, 'schedule')})",
     )
     parser.add_argument(
-        "--base-channels",
-        type=int,
-        default=default(train_folder, "base_channels"),
-        help=f"U-Net width (default: {default(train_folder, 'base_channels')})",
+        "--base-channels", type=int, help=f"U-Net width (default: {_recipe('base_channels')})"
     )
     parser.add_argument(
         "--stem-stride",
         type=int,
         choices=(1, 2),
-        default=default(train_folder, "stem_stride"),
         help="2: the U-Net's first stage at half resolution, ~3x cheaper than 1 (default: "
-        f"{default(train_folder, 'stem_stride')}, the shipped model's)",
+        f"{_recipe('stem_stride')})",
     )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument(
@@ -330,6 +330,21 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_train)
 
 
+def _recipe(name: str) -> str:
+    """The default of a train option for each stage, for its help text."""
+    return f"{default(train_folder, name)}; {REFINE_RECIPE[name]} with --stage refine"
+
+
+def _stage_recipe(args: argparse.Namespace) -> dict[str, int]:
+    """The epochs, width and stem stride given, else the chosen stage's defaults."""
+    whole = {name: default(train_folder, name) for name in REFINE_RECIPE}
+    recipe = REFINE_RECIPE if args.stage == "refine" else whole
+    return {
+        name: recipe[name] if getattr(args, name) is None else getattr(args, name)
+        for name in recipe
+    }
+
+
 def _run_train(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.run_dir_option is None):
         raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
@@ -342,11 +357,9 @@ def _run_train(args: argparse.Namespace) -> int:
         fold=None if args.all else 0 if args.fold is None else args.fold,
         folds=5 if args.folds is None else args.folds,
         size=tuple(args.size),
-        base_channels=args.base_channels,
-        stem_stride=args.stem_stride,
         augment=not args.no_augment,
+        crops=CropRule() if args.stage == "refine" else None,
         resume=args.resume,
-        epochs=args.epochs,
         batch_size=args.batch_size,
         loss=args.loss,
         lr=args.lr,
@@ -357,6 +370,7 @@ def _run_train(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         progress=progress(args),
+        **_stage_recipe(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
         out = Path(args.out)
@@ -395,13 +409,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         metavar="INPUT... OUT_DIR",
         help="frames (folders, files, glob patterns), then the output folder (created)",
     )
-    parser.add_argument(
-        "--model",
-        action="append",
-        metavar="CHECKPOINT",
-        help="best.pt or last.pt of a run instead of the shipped model; give it several "
-        "times for an ensemble (same preprocessing required)",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -476,11 +484,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "batch_size": args.batch_size,
     }
-    if args.model:
-        segmenter = Segmenter.from_checkpoint(args.model, **options)
-    else:
-        segmenter = Segmenter.pretrained(**options)
-    result = segmenter.predict_folder(
+    result = load_segmenter(args, **options).predict_folder(
         inputs,
         out_dir,
         overlays=args.overlay,
@@ -551,13 +555,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "Existing files are an error unless --overwrite; files are written atomically. "
         "ONNX needs the onnx package: pip install 'thyroidseg[export]'.",
     )
-    parser.add_argument(
-        "--model",
-        action="append",
-        metavar="CHECKPOINT",
-        help="best.pt or last.pt of a run instead of the shipped model; give it several "
-        "times for an ensemble",
-    )
+    add_model_options(parser)
     parser.add_argument("--onnx", metavar="FILE", help="write the ONNX graph here")
     parser.add_argument("--torchscript", metavar="FILE", help="write the TorchScript archive here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -567,16 +565,25 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     if args.onnx is None and args.torchscript is None:
         raise ValueError("nothing to export: give --onnx FILE and/or --torchscript FILE")
-    check_outputs([args.onnx, args.torchscript], inputs=args.model or (), overwrite=args.overwrite)
-    options = {"device": "cpu", "amp": "off"}
-    segmenter = (
-        Segmenter.from_checkpoint(args.model, **options)
-        if args.model
-        else Segmenter.pretrained(**options)
-    )
-    for path, export in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)):
-        if path is not None:
-            print(f"wrote {export(segmenter.model, path)}")
+    segmenter = load_segmenter(args, device="cpu", amp="off")
+    refiner = segmenter.refiner
+    jobs = [
+        (p, e) for p, e in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)) if p
+    ]
+    outputs = [path for path, _ in jobs]
+    if refiner is not None:
+        outputs += [extra for path, _ in jobs for extra in cascade_paths(path)]
+    inputs = [*(args.model or ()), *(args.refine or ())]
+    check_outputs(sorted(set(map(str, outputs))), inputs=inputs, overwrite=args.overwrite)
+    for path, export in jobs:
+        written = (
+            [export(segmenter.model, path)]
+            if refiner is None
+            else export_cascade(
+                segmenter.model, refiner.model, segmenter.describe(), path, exporter=export
+            )
+        )
+        print("\n".join(f"wrote {file}" for file in written))
     return 0
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "PreprocessedLike",
     "ThyroidDataset",
     "Transform",
+    "describe_transform",
     "read_binary_mask",
 ]
 
@@ -102,6 +103,13 @@ def _describe_preprocess(function: PreprocessFn) -> dict[str, Any]:
         return {"preprocess": "resize"}
     name = getattr(function, "__qualname__", type(function).__qualname__)
     return {"preprocess": f"custom: {name}"}
+
+
+def describe_transform(transform: Transform) -> dict[str, Any] | str:
+    """A transform as a checkpoint stores it: its ``config`` (an `Augment`'s settings), else
+    its class name."""
+    settings = getattr(transform, "config", None)
+    return dict(settings) if isinstance(settings, Mapping) else type(transform).__name__
 
 
 # --------------------------------------------------------------------------- dataset
@@ -343,10 +351,7 @@ class ThyroidDataset(Dataset):
         """
         config = dict(self._store.config)
         if self.transform is not None:
-            settings = getattr(self.transform, "config", None)
-            config["transform"] = (
-                dict(settings) if isinstance(settings, Mapping) else type(self.transform).__name__
-            )
+            config["transform"] = describe_transform(self.transform)
         return config
 
     @property

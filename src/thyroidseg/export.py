@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,14 @@ from torch import Tensor, nn
 from thyroidseg._io import PathLike, atomic_write_bytes
 from thyroidseg.model import UNet
 
-__all__ = ["ONNX_INPUT", "ONNX_OUTPUT", "export_onnx", "export_torchscript"]
+__all__ = [
+    "ONNX_INPUT",
+    "ONNX_OUTPUT",
+    "cascade_paths",
+    "export_cascade",
+    "export_onnx",
+    "export_torchscript",
+]
 
 ONNX_INPUT = "image"
 """Name of the ONNX graph's input: ``(batch, in_channels, height, width)`` float32."""
@@ -144,6 +152,44 @@ def export_onnx(
         )
 
     return _export(model, path, write)
+
+
+def cascade_paths(path: PathLike) -> tuple[Path, Path]:
+    """Where `export_cascade` puts the refine network and the description beside ``path``.
+
+    >>> [str(p) for p in cascade_paths("out/thyroid.onnx")]
+    ['out/thyroid-refine.onnx', 'out/thyroid.json']
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}-refine{path.suffix}"), path.with_suffix(".json")
+
+
+def export_cascade(
+    model: nn.Module,
+    refine_model: nn.Module,
+    description: Mapping[str, Any],
+    path: PathLike,
+    *,
+    exporter: Callable[[nn.Module, PathLike], Path] = export_onnx,
+) -> list[Path]:
+    """Export both stages of a segmenter with a second stage, and how to run them.
+
+    Writes ``model`` (the whole-frame network) to ``path``, ``refine_model`` beside it as
+    ``STEM-refine.SUFFIX`` and ``description`` as ``STEM.json`` (`cascade_paths`): the
+    preprocessing, inference settings and crop rule that
+    `thyroidseg.inference.Segmenter.describe` gives, which a runtime without thyroidseg
+    needs to cut the crops and paste the refined probabilities back.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The three files.
+    """
+    refine_path, json_path = cascade_paths(path)
+    written = [exporter(model, path), exporter(refine_model, refine_path)]
+    text = json.dumps(description, indent=2) + "\n"
+    atomic_write_bytes(json_path, text.encode())
+    return [*written, json_path]
 
 
 def _export(model: nn.Module, path: PathLike, write: _Writer) -> Path:

@@ -29,6 +29,7 @@ overlay pictures, probability maps and the nodule measurements of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -293,16 +294,23 @@ class Segmenter:
         )
 
     @classmethod
-    def pretrained(cls, **options: Any) -> Segmenter:
+    def pretrained(
+        cls, *, refine: bool | PathLike | Sequence[PathLike] | None = None, **options: Any
+    ) -> Segmenter:
         """The segmenter of the model shipped with the package, ready to use.
 
         Loads `thyroidseg.model_loading.shipped_weights` through `from_checkpoint` (the same
         safe loader, ``weights_only=True``), so its preprocessing and its recommended
         inference settings (``config["inference"]``: TTA, hole filling, minimum area) come
-        with it.
+        with it, and its second stage (``shipped_weights("refine")``) when the package has
+        one.
 
         Parameters
         ----------
+        refine
+            ``None`` (default): the shipped refine stage if installed; ``True``: it, and an
+            error if it is missing; ``False``: the whole-frame model alone; checkpoint
+            path(s): those refine models behind the shipped whole-frame model.
         **options
             Keyword arguments of `from_checkpoint` (``device``, ``amp``, ``tta``,
             ``fill_holes``, ``min_area``, ``keep_largest``, ``batch_size``); given ones
@@ -311,19 +319,42 @@ class Segmenter:
         Raises
         ------
         FileNotFoundError
-            No shipped model is installed (a build of thyroidseg without its weights file).
+            No shipped model is installed (a build of thyroidseg without its weights file),
+            or ``refine=True`` and no shipped refine stage.
         ValueError
             As `from_checkpoint`.
         """
-        weights = shipped_weights()
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"no shipped model is installed ({weights} is missing from this thyroidseg "
-                "installation); train one with `thyroidseg train` and load it with "
-                "Segmenter.from_checkpoint(PATH) or `thyroidseg predict --model PATH`"
-            )
-        with resources.as_file(weights) as path:
-            return cls.from_checkpoint(path, **options)
+        weights, second = shipped_weights(), shipped_weights("refine")
+        for file, wanted in ((weights, True), (second, refine is True)):
+            if wanted and not file.is_file():
+                raise FileNotFoundError(
+                    f"no shipped model is installed ({file} is missing from this thyroidseg "
+                    "installation); train one with `thyroidseg train` and load it with "
+                    "Segmenter.from_checkpoint(PATH) or `thyroidseg predict --model PATH`"
+                )
+        with contextlib.ExitStack() as stack:
+            path = stack.enter_context(resources.as_file(weights))
+            if refine is None or refine is True:
+                refine = (
+                    stack.enter_context(resources.as_file(second)) if second.is_file() else None
+                )
+            return cls.from_checkpoint(path, refine=refine or None, **options)
+
+    def describe(self) -> dict[str, Any]:
+        """How frames are segmented, JSON-ready: what `thyroidseg.export` writes beside a
+        cascade's networks.
+
+        ``{"preprocess_options", "tta", "keep_largest", "min_area", "fill_holes",
+        "refine"}``; ``"refine"`` is `thyroidseg.refine.Refiner.describe` or ``None``.
+        """
+        return {
+            "preprocess_options": dict(self.preprocess_options),
+            "tta": self.tta,
+            "keep_largest": self.keep_largest,
+            "min_area": self.min_area,
+            "fill_holes": self.fill_holes,
+            "refine": self.refiner.describe() if self.refiner is not None else None,
+        }
 
     @overload
     def predict(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INFERENCE_DEFAULTS",
+    "SHIPPED_REFINE_WEIGHTS",
     "SHIPPED_WEIGHTS",
     "StoredModel",
     "load_network",
@@ -43,6 +44,9 @@ __all__ = [
 
 SHIPPED_WEIGHTS = "thyroidseg-unet-ddti.pt"
 """File name of the shipped model, in the package's ``weights`` folder (`shipped_weights`)."""
+
+SHIPPED_REFINE_WEIGHTS = "thyroidseg-unet-ddti-refine.pt"
+"""File name of the shipped model's second (refine) stage, beside `SHIPPED_WEIGHTS`."""
 
 INFERENCE_DEFAULTS: dict[str, Any] = {
     "tta": False,
@@ -68,14 +72,18 @@ class StoredModel(NamedTuple):
     settings); ``None`` for a whole-frame network."""
 
 
-def shipped_weights() -> Traversable:
+def shipped_weights(stage: Literal["whole", "refine"] = "whole") -> Traversable:
     """Where the shipped model lives: ``thyroidseg/weights/<SHIPPED_WEIGHTS>`` in the package.
 
-    Package data read through ``importlib.resources``, so it is found in an installed wheel,
-    an editable install or a source checkout alike. The location is returned whether or not
-    the file exists; ``Segmenter.pretrained()`` says clearly when it does not.
+    ``stage="refine"``: its second stage, `SHIPPED_REFINE_WEIGHTS`. Package data read through
+    ``importlib.resources``, so it is found in an installed wheel, an editable install or a
+    source checkout alike. The location is returned whether or not the file exists;
+    ``Segmenter.pretrained()`` says clearly when it does not.
     """
-    return resources.files("thyroidseg") / "weights" / SHIPPED_WEIGHTS
+    if stage not in ("whole", "refine"):
+        raise ValueError(f"stage must be 'whole' or 'refine', got {stage!r}")
+    name = SHIPPED_WEIGHTS if stage == "whole" else SHIPPED_REFINE_WEIGHTS
+    return resources.files("thyroidseg") / "weights" / name
 
 
 def load_network(

@@ -222,6 +222,22 @@ class Preprocessed:
         out[self.box.slices] = mask[np.ix_(rows, cols)]
         return out
 
+    def cleaned_frame(self) -> np.ndarray:
+        """The frame at its original size as the steps before resizing left it.
+
+        ``cleaned`` in its place ``box``, zero elsewhere: ``uint8`` ``(H, W)``.
+
+        Raises
+        ------
+        ValueError
+            This `Preprocessed` was made by hand, without ``cleaned``.
+        """
+        if self.cleaned is None:
+            raise ValueError("this Preprocessed holds no cleaned frame (made without preprocess)")
+        frame = np.zeros(self.original_shape, np.uint8)
+        frame[self.box.slices] = self.cleaned
+        return frame
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready geometry and settings (no pixels)."""
         top, bottom, left, right = self.padding

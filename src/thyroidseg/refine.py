@@ -9,7 +9,7 @@ winners.
 
 Crops are cut from the frame as `thyroidseg.preprocessing.preprocess` cleans it (scan
 region kept, everything outside the views zeroed, burned-in marks inpainted:
-`thyroidseg.preprocessing.Preprocessed.cleaned`), then resized and equalised/smoothed crop
+`thyroidseg.preprocessing.Preprocessed.cleaned_frame`), then resized and equalised/smoothed crop
 by crop with the stage's own ``equalization``/``smoothing`` settings.
 
 - `CropRule`: where a crop goes around a nodule's box, in training and at inference;
@@ -44,8 +44,7 @@ from torch.utils.data import Dataset
 
 from thyroidseg._checks import check_int
 from thyroidseg._io import PathLike
-from thyroidseg.augment import Augment
-from thyroidseg.data import ThyroidDataset
+from thyroidseg.data import ThyroidDataset, Transform, describe_transform
 from thyroidseg.ensemble import class_probabilities
 from thyroidseg.geometry import Box, _resize_to, resize_mask
 from thyroidseg.intensity import equalize, smooth
@@ -54,6 +53,8 @@ from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
 __all__ = [
+    "CLEANING_OPTIONS",
+    "REFINE_RECIPE",
     "CropDataset",
     "CropRule",
     "Refiner",
@@ -62,6 +63,11 @@ __all__ = [
     "cut_mask",
     "nodule_boxes",
 ]
+
+REFINE_RECIPE: dict[str, int] = {"epochs": 40, "base_channels": 16, "stem_stride": 2}
+"""`thyroidseg.workflows.train_folder` settings of the refine stage that differ from the
+whole-frame recipe (``thyroidseg train --stage refine``), chosen by grouped cross-validation
+on DDTI (docs/model-card.md)."""
 
 CLEANING_OPTIONS = ("crop", "margin", "inpaint_annotations")
 """`preprocess` options that decide the cleaned full-resolution frame; both stages must agree."""
@@ -190,13 +196,6 @@ def _overlap(square: Box, shape: tuple[int, int]) -> tuple[Box, Box]:
     return Box(x0, y0, x1, y1), Box(x0 - square.x0, y0 - square.y0, x1 - square.x0, y1 - square.y0)
 
 
-def cleaned_frame(prepared: Preprocessed) -> np.ndarray:
-    """The full-resolution cleaned frame: `Preprocessed.cleaned` in place, zero elsewhere."""
-    frame = np.zeros(prepared.original_shape, np.uint8)
-    frame[prepared.box.slices] = prepared.cleaned
-    return frame
-
-
 def _intensity(crop: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
     """The stage's equalisation and smoothing, as `preprocess` applies them."""
     equalization = options.get("equalization", "clahe")
@@ -231,7 +230,8 @@ class CropDataset(Dataset):
     train
         Random margins and jitter (default ``True``); ``False``: `CropRule.margin`, centred.
     transform
-        Paired augmentation of crop and mask (default none).
+        Paired augmentation of crop and mask, called as
+        ``transform(image=..., mask=...)`` (a `thyroidseg.augment.Augment`; default none).
     seed
         Seed of the margins and jitter (default 0).
     """
@@ -242,7 +242,7 @@ class CropDataset(Dataset):
         rule: CropRule | None = None,
         *,
         train: bool = True,
-        transform: Augment | None = None,
+        transform: Transform | None = None,
         seed: int = 0,
     ) -> None:
         config = dataset.config
@@ -264,7 +264,7 @@ class CropDataset(Dataset):
         for index in range(len(dataset)):
             image, mask = dataset.load_original(index)
             prepared = preprocess(image, **self.options)
-            self.frames.append(cleaned_frame(prepared))
+            self.frames.append(prepared.cleaned_frame())
             self.masks.append(mask)
             for box in nodule_boxes(mask, prepared.views):
                 self.items.append((index, box))
@@ -275,13 +275,13 @@ class CropDataset(Dataset):
         """The dataset's config plus ``"crops"`` (the rule) and the transform's settings."""
         config = {**self._config, "crops": self.rule.to_dict()}
         if self.transform is not None:
-            config["transform"] = dict(self.transform.config)
+            config["transform"] = describe_transform(self.transform)
         return config
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the crops (and the transform's changes) of epoch ``epoch``."""
         self.epoch = epoch
-        if self.transform is not None:
+        if hasattr(self.transform, "set_epoch"):
             self.transform.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -384,6 +384,18 @@ class Refiner:
             amp=amp,
         )
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: the crop rule, the preprocessing and how crops become the mask."""
+        return {
+            "crops": self.rule.to_dict(),
+            "preprocess_options": dict(self.preprocess_options),
+            "rule": "for each connected component of the whole-frame mask (per view), the "
+            "square of side max(round(L (1 + 2 margin)), min_side) around its box centre (L: "
+            "the box's longer side), cut from the cleaned frame (zero outside it), resized to "
+            "size x size, equalised and smoothed; nodule probabilities resized back and "
+            "averaged where squares overlap; mask = probability > 0.5 inside the squares",
+        }
+
     def cleaning(self) -> dict[str, Any]:
         """The `CLEANING_OPTIONS` it was trained with (`cleaning_options`)."""
         return cleaning_options(self.preprocess_options)
@@ -406,7 +418,7 @@ class Refiner:
         count = np.zeros(shape, np.float32)
         if not squares:
             return mask, total, count > 0
-        frame = cleaned_frame(prepared)
+        frame = prepared.cleaned_frame()
         crops = np.stack(
             [
                 _intensity(cut_crop(frame, s, self.rule.size), self.preprocess_options)

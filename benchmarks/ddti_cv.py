@@ -44,7 +44,7 @@ from pathlib import Path
 from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
 from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
-from thyroidseg.refine import CropRule
+from thyroidseg.refine import WHOLE_WEIGHT, CropRule, Refiner
 from thyroidseg.splits import group_kfold
 from thyroidseg.workflows import SCHEDULE_NAMES, train_folder
 
@@ -77,6 +77,12 @@ def main() -> None:
     parser.add_argument("--stage1", help="run folder of the whole-frame fold models (refine)")
     parser.add_argument(
         "--crops", type=json.loads, default={}, metavar="JSON", help="CropRule keyword arguments"
+    )
+    parser.add_argument(
+        "--whole-weight",
+        type=float,
+        default=WHOLE_WEIGHT,
+        help=f"Refiner.whole_weight at scoring (default {WHOLE_WEIGHT})",
     )
     parser.add_argument("--loss", default="dice_ce")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -114,7 +120,9 @@ def main() -> None:
         refine = args.stage1 is not None
         segmenter = Segmenter.from_checkpoint(
             Path(args.stage1) / f"fold{fold}" / LAST_CHECKPOINT if refine else trained_here,
-            refine=trained_here if refine else None,
+            refine=Refiner.from_checkpoint(trained_here, whole_weight=args.whole_weight)
+            if refine
+            else None,
             tta=args.tta,
             fill_holes=args.fill_holes,
             min_area=args.min_area,

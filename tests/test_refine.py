@@ -124,7 +124,8 @@ def test_refiner_tightens_a_loose_outline_and_keeps_the_rest(tmp_path: Path) -> 
     prepared = preprocess(image, **CLEAN)
     loose = np.zeros_like(truth)
     loose[12:70, 22:110] = 1  # the rectangle grown by 8-10 px
-    refiner = Refiner(Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off")
+    rule = CropRule(size=64)
+    refiner = Refiner(Threshold(), rule, CLEAN, device="cpu", amp="off", whole_weight=0.0)
     refined, probability, covered = refiner.refine(prepared, loose)
     assert iou(loose, truth) < 0.7 and iou(refined, truth) > 0.97
     assert covered[truth == 1].all() and not covered.all()
@@ -132,6 +133,18 @@ def test_refiner_tightens_a_loose_outline_and_keeps_the_rest(tmp_path: Path) -> 
     empty = np.zeros_like(truth)
     same, _, nothing = refiner.refine(prepared, empty)
     assert not same.any() and not nothing.any()
+
+    # Blending in the whole-frame probability: w * whole + (1 - w) * refine inside the squares.
+    whole = loose.astype(np.float32)  # certain of the loose outline
+    blending = Refiner(Threshold(), rule, CLEAN, device="cpu", amp="off", whole_weight=0.75)
+    mixed, blended, _ = blending.refine(prepared, loose, whole)
+    expected = 0.75 * whole + 0.25 * probability
+    np.testing.assert_allclose(blended[covered], expected[covered], atol=1e-6)
+    assert (mixed == loose).all()  # three quarters of a certain vote outweigh the refiner
+    with pytest.raises(ValueError, match="pass whole_probability"):
+        blending.refine(prepared, loose)
+    with pytest.raises(ValueError, match="whole_weight must be a number in"):
+        Refiner(Threshold(), rule, CLEAN, whole_weight=1.5)
 
 
 def test_segmenter_runs_the_refiner_and_checks_its_cleaning() -> None:
@@ -142,7 +155,9 @@ def test_segmenter_runs_the_refiner_and_checks_its_cleaning() -> None:
             grown = torch.nn.functional.max_pool2d((x > 0.5).float(), 7, 1, 3)
             return torch.cat([torch.zeros_like(x), 2 * grown - 1], dim=1)
 
-    refiner = Refiner(Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off")
+    refiner = Refiner(
+        Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off", whole_weight=0.0
+    )
     alone = Segmenter(Loose(), CLEAN, device="cpu", amp="off")
     both = Segmenter(Loose(), CLEAN, device="cpu", amp="off", refiner=refiner)
     mask, probability = both.predict(image, return_probabilities=True)

@@ -228,7 +228,7 @@ class Segmenter:
         fill_holes: bool | None = None,
         tta: bool | None = None,
         batch_size: int = 8,
-        refine: PathLike | Sequence[PathLike] | None = None,
+        refine: PathLike | Sequence[PathLike] | Refiner | None = None,
     ) -> Segmenter:
         """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
@@ -254,7 +254,8 @@ class Segmenter:
         refine
             Checkpoint(s) of a refine network (``thyroidseg train --stage refine``) to run
             as the second stage (`thyroidseg.refine.Refiner.from_checkpoint`; several are
-            averaged). Default: none.
+            averaged), or a `thyroidseg.refine.Refiner` built with other settings. Default:
+            none.
 
         Raises
         ------
@@ -281,7 +282,9 @@ class Segmenter:
                 "by a whole-frame model: give it as refine=... (--refine) beside one"
             )
         refiner = (
-            Refiner.from_checkpoint(refine, device=device, amp=amp) if refine is not None else None
+            Refiner.from_checkpoint(refine, device=device, amp=amp)
+            if refine is not None and not isinstance(refine, Refiner)
+            else refine
         )
         return cls(
             stored.network,
@@ -595,15 +598,13 @@ class Segmenter:
         results = []
         for p, label, probability in zip(prepared, labels, nodule, strict=True):
             mask = self._postprocess(p.mask_to_original((label == 1).astype(np.uint8)), p)
-            refined = None
-            if self.refiner is not None:
-                mask, *refined = self.refiner.refine(p, mask, tta=tta)
-                mask = self._postprocess(mask, p)
-            if with_probabilities:
+            blend = self.refiner is not None and self.refiner.whole_weight > 0
+            if with_probabilities or blend:
                 probability = _probability_to_original(p, probability)
-                if refined is not None:
-                    second, covered = refined
-                    probability[covered] = second[covered]
+            if self.refiner is not None:
+                mask, second, covered = self.refiner.refine(p, mask, probability, tta=tta)
+                mask = self._postprocess(mask, p)
+                probability[covered] = second[covered]
             results.append((mask, probability if with_probabilities else None))
         return results
 

@@ -55,6 +55,7 @@ from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 __all__ = [
     "CLEANING_OPTIONS",
     "REFINE_RECIPE",
+    "WHOLE_WEIGHT",
     "CropDataset",
     "CropRule",
     "Refiner",
@@ -68,6 +69,10 @@ REFINE_RECIPE: dict[str, int] = {"epochs": 40, "base_channels": 16, "stem_stride
 """`thyroidseg.workflows.train_folder` settings of the refine stage that differ from the
 whole-frame recipe (``thyroidseg train --stage refine``), chosen by grouped cross-validation
 on DDTI (docs/model-card.md)."""
+
+WHOLE_WEIGHT = 0.25
+"""Default `Refiner.whole_weight`: a quarter of the whole-frame probability is kept inside the
+crops (chosen by grouped cross-validation on DDTI, docs/model-card.md)."""
 
 CLEANING_OPTIONS = ("crop", "margin", "inpaint_annotations")
 """`preprocess` options that decide the cleaned full-resolution frame; both stages must agree."""
@@ -310,7 +315,7 @@ class CropDataset(Dataset):
 
 
 class Refiner:
-    """Stage 2 at inference: segment each stage-1 nodule again from a full-resolution crop.
+    r"""Stage 2 at inference: segment each stage-1 nodule again from a full-resolution crop.
 
     For each connected component of the stage-1 mask (`nodule_boxes`, per view), the
     `CropRule.square` crop with `CropRule.margin` is cut from the cleaned frame, prepared as
@@ -330,6 +335,11 @@ class Refiner:
         stage 1's (`Segmenter` checks), ``equalization``/``smoothing`` prepare the crops.
     device, amp
         As for `thyroidseg.inference.Segmenter`.
+    whole_weight
+        ``w`` in the probability inside the squares,
+        :math:`p = w\,p_{\mathrm{whole}} + (1 - w)\,p_{\mathrm{refine}}`: how much of the
+        whole-frame network's probability (resampled to the frame) is kept, an ensemble of
+        the two stages (default `WHOLE_WEIGHT`, chosen by cross-validation).
     """
 
     def __init__(
@@ -340,6 +350,7 @@ class Refiner:
         *,
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
+        whole_weight: float = WHOLE_WEIGHT,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -348,8 +359,11 @@ class Refiner:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        if not (isinstance(whole_weight, int | float) and 0.0 <= whole_weight <= 1.0):
+            raise ValueError(f"whole_weight must be a number in [0, 1], got {whole_weight!r}")
         self.rule = rule
         self.preprocess_options = dict(preprocess_options or {})
+        self.whole_weight = float(whole_weight)
 
     @classmethod
     def from_checkpoint(
@@ -358,6 +372,7 @@ class Refiner:
         *,
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
+        whole_weight: float = WHOLE_WEIGHT,
     ) -> Refiner:
         """The refine network(s) of checkpoint(s) written by a crop run of ``thyroidseg train``.
 
@@ -382,6 +397,7 @@ class Refiner:
             stored.preprocess_options,
             device=device,
             amp=amp,
+            whole_weight=whole_weight,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -389,11 +405,13 @@ class Refiner:
         return {
             "crops": self.rule.to_dict(),
             "preprocess_options": dict(self.preprocess_options),
+            "whole_weight": self.whole_weight,
             "rule": "for each connected component of the whole-frame mask (per view), the "
             "square of side max(round(L (1 + 2 margin)), min_side) around its box centre (L: "
             "the box's longer side), cut from the cleaned frame (zero outside it), resized to "
             "size x size, equalised and smoothed; nodule probabilities resized back and "
-            "averaged where squares overlap; mask = probability > 0.5 inside the squares",
+            "averaged where squares overlap, then whole_weight * (the whole-frame probability) + "
+            "(1 - whole_weight) * that; mask = probability > 0.5 inside the squares",
         }
 
     def cleaning(self) -> dict[str, Any]:
@@ -401,17 +419,38 @@ class Refiner:
         return cleaning_options(self.preprocess_options)
 
     def refine(
-        self, prepared: Preprocessed, mask: np.ndarray, *, tta: bool = False
+        self,
+        prepared: Preprocessed,
+        mask: np.ndarray,
+        whole_probability: np.ndarray | None = None,
+        *,
+        tta: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Refine the stage-1 ``mask`` of one frame.
+        """Refine the whole-frame ``mask`` of one frame.
+
+        Parameters
+        ----------
+        prepared
+            The frame as `preprocess` prepared it for the whole-frame network.
+        mask
+            The whole-frame network's ``{0, 1}`` mask at the frame's size, post-processed.
+        whole_probability
+            Its nodule probability at the frame's size; needed when ``whole_weight > 0``.
+        tta
+            Flip test-time augmentation of the crops.
 
         Returns
         -------
         (mask, probability, covered)
-            The ``uint8`` {0, 1} mask, the stage-2 nodule probability (``float32``, 0 outside
-            the squares) and the ``bool`` map of the pixels some square covered, all of the
-            frame's size.
+            The ``uint8`` {0, 1} mask, the nodule probability inside the squares (``float32``,
+            0 outside them) and the ``bool`` map of the pixels some square covered, all of
+            the frame's size.
         """
+        if self.whole_weight > 0 and whole_probability is None:
+            raise ValueError(
+                f"whole_weight={self.whole_weight} blends in the whole-frame probability: "
+                "pass whole_probability"
+            )
         shape = prepared.original_shape
         squares = [self.rule.square(box) for box in nodule_boxes(mask, prepared.views)]
         total = np.zeros(shape, np.float32)
@@ -440,6 +479,9 @@ class Refiner:
             count[on_frame.slices] += 1
         covered = count > 0
         total[covered] /= count[covered]
+        if self.whole_weight > 0:
+            blended = self.whole_weight * whole_probability + (1 - self.whole_weight) * total
+            total[covered] = blended[covered]
         refined = mask.copy()
         refined[covered] = total[covered] > 0.5
         return refined, total, covered

@@ -27,6 +27,7 @@ from thyroidseg._cli_options import (
     cli_words,
     default,
     one_line_warning,
+    pixel_spacing_option,
     progress,
     set_threads,
 )
@@ -425,9 +426,17 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--pixel-spacing",
-        type=float,
+        nargs="+",
         metavar="MM",
-        help="millimetres per pixel: adds the _mm columns to measurements.csv (needs --measure)",
+        help="millimetres per pixel for the _mm columns of measurements.csv (needs --measure): "
+        "auto (default with --measure: what each DICOM file states, none for other images), "
+        "one number, or row and column size",
+    )
+    parser.add_argument(
+        "--frames",
+        default=default(Segmenter.predict_folder, "frames"),
+        help="frames of each DICOM cine loop: all, first, or N-M (from 1; default: all), "
+        "written as OUT_DIR/<stem>_f0001.png...",
     )
     parser.add_argument(
         "--keep-largest",
@@ -486,7 +495,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         overlays=args.overlay,
         probabilities=args.probabilities,
         measurements=args.measure,
-        pixel_spacing=args.pixel_spacing,
+        pixel_spacing=pixel_spacing_option(args.pixel_spacing, args.measure),
+        frames=args.frames,
         overwrite=args.overwrite,
         progress=progress(args),
     )

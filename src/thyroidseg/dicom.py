@@ -85,6 +85,7 @@ __all__ = [
     "RegionSpacing",
     "SpacingSource",
     "check_spacing",
+    "frame_outputs",
     "is_dicom",
     "iter_frames",
     "read_dicom_info",
@@ -702,3 +703,30 @@ def _converted(array: np.ndarray, dataset: Dataset) -> np.ndarray:
     if photometric == "MONOCHROME1":  # 0 is white
         array = ((1 << bits) - 1 - array.astype(np.int32)).astype(array.dtype)
     return np.ascontiguousarray(array)
+
+
+def frame_outputs(
+    stem: str, path: str | os.PathLike[str], frames: str | FrameRange = "all"
+) -> dict[str, int | None]:
+    """Output names and frame indices of one input file: each selected frame its own name.
+
+    ``{stem: None}`` for an image that is not DICOM or a single-frame DICOM file;
+    ``{f"{stem}_f0001": 0, f"{stem}_f0002": 1, ...}`` (frame numbers from 1, four digits or
+    more) for the ``frames`` of a cine loop.
+
+    Raises
+    ------
+    ImportError, FileNotFoundError, ValueError
+        As `read_dicom_info`; ``frames`` outside the loop.
+    """
+    selection = FrameRange.parse(frames)
+    if not is_dicom(path):
+        return {stem: None}
+    count = read_dicom_info(path).frames
+    if count == 1:
+        return {stem: None}
+    try:
+        indices = selection.indices(count)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return {f"{stem}_f{index + 1:04d}": index for index in indices}

@@ -345,7 +345,8 @@ class FrameRange:
         last = count if self.last is None else self.last
         if last > count:
             raise ValueError(
-                f"frames={self.first}-{last} (--frames) but the loop has {count} frames"
+                f"the loop has {count} frames, fewer than the {last} that "
+                f"frames={self.first}-{last} (--frames) asks for"
             )
         return range(self.first - 1, last)
 
@@ -570,6 +571,7 @@ def write_dicom(
         dataset.PixelSpacing = list(check_spacing(pixel_spacing_mm, "pixel_spacing_mm"))
     dataset.PixelData = stack.tobytes()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
     return path
 

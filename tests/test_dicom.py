@@ -30,9 +30,6 @@ from thyroidseg._io import list_inputs, read_image, write_image  # noqa: E402
 from thyroidseg.cli import main  # noqa: E402
 from thyroidseg.dicom import (  # noqa: E402
     FrameRange,
-    FrameSpacing,
-    RegionSpacing,
-    check_spacing,
     iter_frames,
     read_dicom_info,
     read_frame,
@@ -42,6 +39,7 @@ from thyroidseg.dicom import (  # noqa: E402
 from thyroidseg.inference import Segmenter  # noqa: E402
 from thyroidseg.measurements import measure  # noqa: E402
 from thyroidseg.preprocessing import preprocess_folder  # noqa: E402
+from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing  # noqa: E402
 from tiny_models import Threshold  # noqa: E402
 
 RNG = np.random.default_rng(0)

@@ -14,10 +14,11 @@ and the rest of thyroidseg works as before.
 - `read_dicom_info` checks a file without decoding it (a DICOMDIR, missing pixel data, a
   truncated file, an unsupported transfer syntax or photometric interpretation are each a
   ``ValueError`` naming the file) and says how many frames it holds.
-- `read_spacing` finds the pixel size, a `FrameSpacing`: the 2-D tissue regions of the
-  Sequence of Ultrasound Regions (0018,6011), whose ``PhysicalDeltaX``/``PhysicalDeltaY``
-  are centimetres per pixel when ``PhysicalUnitsX/YDirection`` is 3; else Pixel Spacing
-  (0028,0030); else Imager Pixel Spacing (0018,1164); else none. A nodule takes the spacing
+- `read_spacing` finds the pixel size, a `thyroidseg.spacing.FrameSpacing`: the 2-D
+  tissue regions of the Sequence of Ultrasound Regions (0018,6011), whose
+  ``PhysicalDeltaX``/``PhysicalDeltaY`` are centimetres per pixel when
+  ``PhysicalUnitsX/YDirection`` is 3; else Pixel Spacing (0028,0030); else Imager Pixel
+  Spacing (0018,1164); else none. A nodule takes the spacing
   of the region that holds its centre (`FrameSpacing.at`).
 
 Files are recognised by the extension ``.dcm`` or ``.dicom`` (any case), or, for names
@@ -44,16 +45,17 @@ array([24, 25, 26, 27, 28, 29], dtype=uint8)
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
+
+from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing
 
 try:  # the optional extra thyroidseg[dicom]; reading a DICOM file says how to install it
     import pydicom
@@ -77,14 +79,8 @@ __all__ = [
     "DICOM_EXTENSIONS",
     "INSTALL_HINT",
     "PHOTOMETRIC_INTERPRETATIONS",
-    "SPACING_RANGE_MM",
-    "SPACING_SOURCES",
     "DicomInfo",
     "FrameRange",
-    "FrameSpacing",
-    "RegionSpacing",
-    "SpacingSource",
-    "check_spacing",
     "frame_outputs",
     "is_dicom",
     "iter_frames",
@@ -112,14 +108,6 @@ PHOTOMETRIC_INTERPRETATIONS: tuple[str, ...] = (
 )
 """Photometric interpretations `read_frame` converts (YBR_RCT/ICT: JPEG 2000 colour)."""
 
-SpacingSource = Literal["ultrasound-region", "pixel-spacing", "user", "none"]
-SPACING_SOURCES: tuple[str, ...] = get_args(SpacingSource)
-
-SPACING_RANGE_MM: tuple[float, float] = (1e-4, 10.0)
-"""Plausible millimetres per pixel of an ultrasound frame; `check_spacing` refuses others."""
-
-_PixelPair = tuple[float, float]
-_Box = tuple[int, int, int, int]
 _DEFER_BYTES = 1024  # elements larger than this (the pixel data) are read only when used
 _CM = 3  # PhysicalUnitsX/YDirection: centimetres
 _TISSUE = 1  # RegionDataType: tissue (Doppler, M-mode and the rest have other codes)
@@ -173,123 +161,6 @@ class DicomInfo:
     columns: int
     photometric: str
     transfer_syntax: str
-
-
-@dataclass(frozen=True)
-class RegionSpacing:
-    """One 2-D tissue region of the Sequence of Ultrasound Regions and its pixel size.
-
-    Attributes
-    ----------
-    box
-        ``(x0, y0, x1, y1)``, half-open: ``RegionLocationMinX0``, ``MinY0``, ``MaxX1 + 1``,
-        ``MaxY1 + 1``.
-    spacing
-        ``(row, col)`` millimetres per pixel: ``10 * PhysicalDeltaY``, ``10 *
-        PhysicalDeltaX`` (the deltas are centimetres per pixel).
-    """
-
-    box: _Box
-    spacing: _PixelPair
-
-    def contains(self, x: float, y: float) -> bool:
-        """Whether the point ``(x, y)`` (column, row) lies in the box."""
-        x0, y0, x1, y1 = self.box
-        return x0 <= x < x1 and y0 <= y < y1
-
-
-@dataclass(frozen=True)
-class FrameSpacing:
-    """The pixel size of a frame, in millimetres, and where it came from.
-
-    Attributes
-    ----------
-    source
-        ``"ultrasound-region"`` (per region, `regions`), ``"pixel-spacing"`` (the file's
-        Pixel Spacing or Imager Pixel Spacing), ``"user"`` (given by hand) or ``"none"``.
-    spacing
-        ``(row, col)`` millimetres per pixel for the whole frame; ``None`` for
-        ``"ultrasound-region"`` and ``"none"``.
-    regions
-        The tissue regions with their spacing, for ``"ultrasound-region"``.
-
-    Examples
-    --------
-    >>> FrameSpacing("user", (0.1, 0.1)).at(5, 5)
-    ((0.1, 0.1), 'user')
-    >>> two = FrameSpacing("ultrasound-region", regions=(
-    ...     RegionSpacing((0, 0, 10, 10), (0.1, 0.1)), RegionSpacing((10, 0, 20, 10), (0.2, 0.2))))
-    >>> two.at(15, 3), two.at(25, 3)
-    (((0.2, 0.2), 'ultrasound-region'), (None, 'none'))
-    """
-
-    source: SpacingSource
-    spacing: _PixelPair | None = None
-    regions: tuple[RegionSpacing, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.source not in SPACING_SOURCES:
-            raise ValueError(f"source must be one of {SPACING_SOURCES}, got {self.source!r}")
-        whole = self.source in ("pixel-spacing", "user")
-        by_region = self.source == "ultrasound-region"
-        if whole != (self.spacing is not None) or by_region != bool(self.regions):
-            raise ValueError(
-                "a FrameSpacing has a spacing iff its source is pixel-spacing or user, and "
-                f"regions iff it is ultrasound-region; got source {self.source!r}, spacing "
-                f"{self.spacing!r} and {len(self.regions)} regions"
-            )
-
-    def at(self, x: float, y: float) -> tuple[_PixelPair | None, SpacingSource]:
-        """Spacing and source for a point ``(x, y)`` (column, row), e.g. a nodule's centre.
-
-        For ``"ultrasound-region"``: the spacing of the smallest region that contains the
-        point; ``(None, "none")`` outside every region. Otherwise the frame's one spacing.
-        """
-        if self.source != "ultrasound-region":
-            return self.spacing, self.source
-        inside = [r for r in self.regions if r.contains(x, y)]
-        if not inside:
-            return None, "none"
-        smallest = min(inside, key=lambda r: (r.box[2] - r.box[0]) * (r.box[3] - r.box[1]))
-        return smallest.spacing, "ultrasound-region"
-
-
-def check_spacing(spacing: object, where: str) -> _PixelPair:
-    """``spacing`` (one number or ``(row, col)``) as a pair, if plausible for ultrasound.
-
-    Each value must lie in `SPACING_RANGE_MM` (0.0001 to 10 mm per pixel): zero, negative,
-    NaN and absurd sizes (a spacing in metres, or in centimetres taken as millimetres, is
-    usually off by 10-1000x) are refused.
-
-    Raises
-    ------
-    ValueError
-        Not one or two numbers, or out of range; the message starts with ``where`` (the
-        file, or the option that gave it).
-
-    >>> check_spacing(0.1, "here")
-    (0.1, 0.1)
-    >>> check_spacing((0.0, 0.1), "scan.dcm")
-    Traceback (most recent call last):
-    ...
-    ValueError: scan.dcm: pixel spacing (0.0, 0.1) mm is not plausible for ultrasound: each value must lie between 0.0001 and 10 mm per pixel
-    """  # noqa: E501
-    values = list(spacing) if isinstance(spacing, list | tuple | np.ndarray) else [spacing]
-    low, high = SPACING_RANGE_MM
-    numbers = all(
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-        for v in values
-    )
-    if not (
-        len(values) in (1, 2)
-        and numbers
-        and all(math.isfinite(v) and low <= v <= high for v in values)
-    ):
-        raise ValueError(
-            f"{where}: pixel spacing {spacing!r} mm is not plausible for ultrasound: each "
-            f"value must lie between {low:g} and {high:g} mm per pixel"
-        )
-    return float(values[0]), float(values[-1])
 
 
 @dataclass(frozen=True)
@@ -457,7 +328,7 @@ def read_spacing(path: str | os.PathLike[str]) -> FrameSpacing:
     ------
     ImportError, FileNotFoundError, ValueError
         As `read_dicom_info`; tissue regions that all give other units than centimetres
-        (or no deltas), and any spacing outside `SPACING_RANGE_MM` (`check_spacing`).
+        (or no deltas), and any spacing outside 0.0001-10 mm (`thyroidseg.spacing.check_spacing`).
     """
     path, dataset, _ = _read_header(path)
     regions = dataset.get("SequenceOfUltrasoundRegions") or []

@@ -53,15 +53,7 @@ from thyroidseg._io import (
     reserve_folder,
     write_image,
 )
-from thyroidseg.dicom import (
-    FrameRange,
-    FrameSpacing,
-    check_spacing,
-    frame_outputs,
-    is_dicom,
-    read_frame,
-    read_spacing,
-)
+from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.ensemble import class_probabilities
 from thyroidseg.measurements import (
     ImageKey,
@@ -76,6 +68,7 @@ from thyroidseg.postprocess import postprocess_views
 from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
 from thyroidseg.refine import Refiner, cleaning_options
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
+from thyroidseg.spacing import FrameSpacing, check_spacing
 
 __all__ = [
     "MEASUREMENTS_CSV",
@@ -530,7 +523,7 @@ class Segmenter:
             one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
             the size each DICOM file states (`thyroidseg.dicom.read_spacing`: its ultrasound
             region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
-            Spacings outside 0.0001-10 mm are refused (`thyroidseg.dicom.check_spacing`),
+            Spacings outside 0.0001-10 mm are refused (`thyroidseg.spacing.check_spacing`),
             a file's as that file's failure.
         frames
             Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers

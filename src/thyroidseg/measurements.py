@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike, write_csv
-from thyroidseg.dicom import FrameSpacing, SpacingSource
+from thyroidseg.spacing import FrameSpacing, SpacingSource
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -97,7 +97,7 @@ class Nodule:
         The same in millimetres (formulas above); ``None`` without a pixel spacing.
     spacing_source
         Where the spacing came from when `measure` was given a
-        `thyroidseg.dicom.FrameSpacing` (``"ultrasound-region"``, ``"pixel-spacing"``,
+        `thyroidseg.spacing.FrameSpacing` (``"ultrasound-region"``, ``"pixel-spacing"``,
         ``"user"``, ``"none"``); ``None`` otherwise.
     """
 
@@ -145,8 +145,8 @@ def measure(
     pixel_spacing
         Millimetres per pixel: one number for square pixels, or ``(row, col)`` spacing (down
         and across the image, the order of `thyroidseg.metrics` spacings). A
-        `thyroidseg.dicom.FrameSpacing` (what a DICOM file states): each nodule is measured
-        with the spacing at the centre of its bounding box (`FrameSpacing.at`: the
+        `thyroidseg.spacing.FrameSpacing` (e.g. what a DICOM file states): each nodule is
+        measured with the spacing at the centre of its bounding box (`FrameSpacing.at`: the
         ultrasound region that holds it) and records its ``spacing_source``. ``None``
         (default): no ``_mm`` fields.
     probabilities

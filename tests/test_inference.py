@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import thyroidseg.inference
 import thyroidseg.model_loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
 from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
+from thyroidseg.data import ThyroidDataset
 from thyroidseg.ensemble import Ensemble
 from thyroidseg.inference import Segmenter
 from thyroidseg.model import UNet
@@ -22,6 +24,7 @@ from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
 from thyroidseg.overlay import overlay
 from thyroidseg.postprocess import postprocess_views
 from thyroidseg.preprocessing import preprocess
+from thyroidseg.refine import CropDataset, CropRule
 from thyroidseg.synthetic import synthetic_phantoms
 from thyroidseg.training import Trainer
 from tiny_models import Threshold
@@ -286,14 +289,38 @@ def test_pretrained_loads_the_shipped_checkpoint_with_its_settings(
 ) -> None:
     weights = with_config(trained_checkpoint(tmp_path), tmp_path / SHIPPED_WEIGHTS,
                           inference={"tta": True, "min_area": 3})  # fmt: skip
-    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda: weights)
+    files = {"whole": weights, "refine": tmp_path / "no-refine-stage.pt"}
+    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda stage="whole": files[stage])
     segmenter = Segmenter.pretrained(device="cpu", amp="off")
-    assert (segmenter.tta, segmenter.min_area) == (True, 3)
+    assert (segmenter.tta, segmenter.min_area) == (True, 3) and segmenter.refiner is None
+    with pytest.raises(FileNotFoundError, match="no-refine-stage.pt is missing"):
+        Segmenter.pretrained(refine=True)
     assert segmenter.preprocess_options["size"] == list(PLAIN["size"])
     assert Segmenter.pretrained(tta=False).tta is False
     image, _ = frame_with_square()
     expected = Segmenter.from_checkpoint(weights, device="cpu", amp="off").predict(image)
     np.testing.assert_array_equal(segmenter.predict(image), expected)
+
+
+def test_pretrained_runs_the_shipped_refine_stage_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = trained_checkpoint(tmp_path)
+    frames = ThyroidDataset(
+        tmp_path / "data", size=PLAIN["size"], preprocess=functools.partial(preprocess, **PLAIN)
+    )
+    Trainer(
+        UNet(base_channels=4, depth=2, seed=0), CropDataset(frames, CropRule(size=32)),
+        loss=nn.CrossEntropyLoss(), epochs=1, out_dir=tmp_path / "refine", progress=False,
+    ).fit()  # fmt: skip
+    files = {"whole": whole, "refine": tmp_path / "refine" / LAST_CHECKPOINT}
+    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda stage="whole": files[stage])
+    both = Segmenter.pretrained(device="cpu", amp="off")
+    assert both.refiner is not None and both.refiner.rule == CropRule(size=32)
+    assert Segmenter.pretrained(refine=False).refiner is None
+    image, _ = frame_with_square()
+    expected = Segmenter.from_checkpoint(whole, refine=files["refine"], device="cpu", amp="off")
+    np.testing.assert_array_equal(both.predict(image), expected.predict(image))
 
 
 def test_overlay_draws_both_outlines() -> None:

@@ -68,8 +68,9 @@ def test_predict_writes_masks_overlays_probabilities_and_measurements(
         assert iou(probability > 127, masks[stem]) > 0.95  # the map the mask was cut from
 
     columns, rows = read_rows(out / "measurements.csv")
-    assert columns == [*MEASUREMENT_COLUMNS, *MM_COLUMNS]
+    assert columns == [*MEASUREMENT_COLUMNS, *MM_COLUMNS, "spacing_source"]
     assert [row["image"] for row in rows] == ["a.png", "b.jpg"]  # file names, one nodule each
+    assert {row["spacing_source"] for row in rows} == {"user"}
     for row, stem in zip(rows, sizes, strict=True):
         rows_spanned, columns_spanned = np.nonzero(masks[stem])
         assert int(row["area_px"]) == masks[stem].sum()

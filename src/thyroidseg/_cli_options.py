@@ -68,6 +68,28 @@ class Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def pixel_spacing_option(words: list[str] | None, measure: bool) -> object:
+    """``predict --pixel-spacing`` as the library's ``pixel_spacing``: ``"auto"``, a number,
+    a ``(row, col)`` pair, or None; ``"auto"`` when absent and ``--measure`` is given.
+
+    >>> pixel_spacing_option(["0.1", "0.2"], True), pixel_spacing_option(None, True)
+    ((0.1, 0.2), 'auto')
+    """
+    if words is None:
+        return "auto" if measure else None
+    if words == ["auto"]:
+        return "auto"
+    try:
+        numbers = [float(word) for word in words]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2):
+        raise ValueError(
+            f"--pixel-spacing takes auto, one number or two (row and column), got {' '.join(words)}"
+        )
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N|auto``: CPU threads for PyTorch and OpenCV (applied in `main`)."""
     parser.add_argument(

@@ -1,7 +1,8 @@
 """Reading and writing image files with errors that name the file.
 
 OpenCV's ``cv2.imread`` returns ``None`` for a missing, unreadable or corrupt file and
-never says which; every reader in the library goes through `read_image` instead.
+never says which; every reader in the library goes through `read_image` instead. DICOM
+files (`thyroidseg.dicom.is_dicom`) are read there too, by `thyroidseg.dicom.read_frame`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ import cv2
 import numpy as np
 
 from thyroidseg._progress import Progress
+from thyroidseg.dicom import DICOM_EXTENSIONS, is_dicom, read_frame
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-"""File extensions (lower case) that count as images when a folder is listed."""
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS
+)  # fmt: skip
+"""File extensions (lower case) that count as images when a folder is listed (DICOM files
+without one are recognised by content, `thyroidseg.dicom.is_dicom`)."""
 
 PathLike = str | os.PathLike[str]
 
@@ -46,7 +51,8 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(H, W)`` or ``(H, W, 3)`` (BGR); an alpha channel is dropped.
+        ``(H, W)`` or ``(H, W, 3)`` (BGR); an alpha channel is dropped. A DICOM file's one
+        frame as `thyroidseg.dicom.read_frame` converts it.
 
     Raises
     ------
@@ -54,11 +60,17 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
         The file does not exist.
     ValueError
         The file exists but cannot be decoded as an image, or is a JPEG whose decoder
-        reported damaged data (a picture with garbage in it is no picture to segment).
+        reported damaged data (a picture with garbage in it is no picture to segment), or
+        is a DICOM cine loop (several frames; `thyroidseg.dicom.read_frame` reads them).
+    ImportError
+        A DICOM file, and pydicom is not installed.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
+    if is_dicom(path):
+        image = read_frame(path)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if grayscale and image.ndim == 3 else image
     data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths on Windows
     if path.suffix.lower() in LOSSY_EXTENSIONS:
         image, complaint = _decode_jpeg(data)
@@ -187,10 +199,12 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
 def list_images(folder: PathLike) -> dict[str, Path]:
     """Map file stem -> path for every image file in ``folder`` (not recursive).
 
-    An entry counts as an image by its extension (`IMAGE_EXTENSIONS`, any case). Entries
-    named like images that are not image files (a broken symbolic link, a directory called
-    ``a.png``, a pipe...) are an error that lists them all: skipping them would silently
-    drop frames, e.g. from a dataset whose links point to files not yet downloaded.
+    An entry counts as an image by its extension (`IMAGE_EXTENSIONS`, any case), or as a
+    DICOM file by content when its name has no extension (`thyroidseg.dicom.is_dicom`; its
+    stem is then its whole name). Entries named like images that are not image files (a
+    broken symbolic link, a directory called ``a.png``, a pipe...) are an error that lists
+    them all: skipping them would silently drop frames, e.g. from a dataset whose links
+    point to files not yet downloaded.
     Symbolic links to image files count as images.
 
     Raises
@@ -208,14 +222,15 @@ def list_images(folder: PathLike) -> dict[str, Path]:
     clashes: list[str] = []
     not_files: list[str] = []
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if not _is_image(path):
             continue
+        stem = image_stem(path)
         if not path.is_file():
             not_files.append(f"{path.name} ({_not_a_file(path)})")
-        elif path.stem in found:
-            clashes.append(f"{found[path.stem].name} and {path.name}")
+        elif stem in found:
+            clashes.append(f"{found[stem].name} and {path.name}")
         else:
-            found[path.stem] = path
+            found[stem] = path
     problems = []
     if not_files:
         problems.append(
@@ -226,8 +241,16 @@ def list_images(folder: PathLike) -> dict[str, Path]:
     if problems:
         raise ValueError(f"{folder}: " + "; ".join(problems))
     if not found:
-        raise ValueError(f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(
+            f"{folder}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM)"
+        )
     return found
+
+
+def image_stem(path: Path) -> str:
+    """The name outputs for ``path`` are made from: the stem, or the whole name of a file
+    without an image extension (a DICOM file named ``1.2.840.55`` keeps its dots)."""
+    return path.stem if path.suffix.lower() in IMAGE_EXTENSIONS else path.name
 
 
 Inputs = PathLike | Sequence[PathLike]
@@ -240,7 +263,7 @@ def list_inputs(inputs: Inputs) -> dict[str, Path]:
     Each input is a folder (its images, `list_images`), an image file, or a glob pattern
     (``*``, ``?`` or ``[`` in the name; its matches, sorted). Outputs are named by stem, so
     two inputs with one stem are an error, as are a missing file, a file that is not an
-    image by its extension, and a pattern that matches nothing.
+    image by its extension (or a DICOM file by content), and a pattern that matches nothing.
 
     Raises
     ------
@@ -255,20 +278,21 @@ def list_inputs(inputs: Inputs) -> dict[str, Path]:
         path = Path(entry)
         if any(char in str(entry) for char in "*?["):
             matches = sorted(Path(p) for p in glob.glob(str(entry)))
-            images = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS]
+            images = [m for m in matches if _is_image(m)]
             if not images:
                 raise FileNotFoundError(f"{entry}: the pattern matches no image file")
-            listed = {m.stem: m for m in images}
+            listed = {image_stem(m): m for m in images}
         elif path.is_dir():
             listed = list_images(path)
         elif path.is_file() or path.is_symlink():
             if not path.is_file():
                 raise ValueError(f"{path}: {_not_a_file(path)}")
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not _is_image(path):
                 raise ValueError(
-                    f"{path}: not an image file (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                    f"{path}: not an image file (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                    "and DICOM)"
                 )
-            listed = {path.stem: path}
+            listed = {image_stem(path): path}
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
         for stem, source in listed.items():
@@ -279,6 +303,11 @@ def list_inputs(inputs: Inputs) -> dict[str, Path]:
                 )
             found[stem] = source
     return found
+
+
+def _is_image(path: Path) -> bool:
+    """Named like an image (`IMAGE_EXTENSIONS`), or a DICOM file by content (`is_dicom`)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS or (path.is_file() and is_dicom(path))
 
 
 def _not_a_file(path: Path) -> str:
@@ -387,10 +416,11 @@ Loaded = TypeVar("Loaded")
 def map_folder(
     in_dir: Inputs,
     out_dir: PathLike,
-    load: Callable[[Path], Loaded],
+    load: Callable[[Any], Loaded],
     save: Callable[[dict[Path, Loaded]], None],
     *,
     verb: str,
+    split: Callable[[str, Path], Mapping[str, Any]] | None = None,
     overwrite: bool = False,
     batch_size: int = 1,
     summary: tuple[PathLike, Callable[[dict[str, str]], bytes]] | None = None,
@@ -403,7 +433,9 @@ def map_folder(
     The one folder loop of the library, in this order:
 
     1. list the inputs (`list_inputs`: a folder, image files, glob patterns); ``out_dir``
-       must be another folder than an input folder;
+       must be another folder than an input folder; with ``split``, each input becomes
+       the items it names (the frames of a cine loop), each written as its own
+       ``<stem>.png``;
     2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``,
        companion ``<folder>/<stem>.png``, ``also_writes`` file or the summary file exists
        already, and never write over an input: all are checked before anything is written;
@@ -423,11 +455,16 @@ def map_folder(
         Inputs (a folder, not recursive; image files; glob patterns; see `list_inputs`) and
         the output folder (created).
     load
-        ``source path -> loaded``; raises ``ValueError``/``OSError`` for a bad file.
+        ``source path -> loaded`` (``item -> loaded`` with ``split``); raises
+        ``ValueError``/``OSError`` for a bad file.
     save
         Writes a batch, ``{target path: loaded}``. Its errors are not caught.
     verb
         Past participle for the messages and the progress bar, e.g. ``"preprocessed"``.
+    split
+        ``(stem, source path) -> {output stem: item}``: what one input gives (default: the
+        input itself under its stem); a ``ValueError`` or ``OSError`` is that input's
+        failure, as in ``load``. Output stems must not repeat across inputs.
     overwrite
         Replace existing targets.
     batch_size
@@ -454,7 +491,7 @@ def map_folder(
     OutputExistsError
         Targets exist and ``overwrite`` is False (nothing was written).
     """
-    sources = list_inputs(in_dir)
+    inputs = list_inputs(in_dir)
     out_dir = Path(out_dir)
     folders = [in_dir] if isinstance(in_dir, str | os.PathLike) else list(in_dir)
     if any(out_dir.resolve() == Path(folder).resolve() for folder in folders):
@@ -463,25 +500,40 @@ def map_folder(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: is a file, not a folder")
-    targets = {stem: out_dir / f"{stem}.png" for stem in sources}
-    outputs = list(targets.values()) + ([Path(summary[0])] if summary is not None else [])
+    failures: dict[str, str] = {}
+    sources: dict[str, Path] = {}  # output stem -> its input
+    items: dict[str, Any] = {}
+    for stem, source in inputs.items():
+        try:
+            parts = {stem: source} if split is None else split(stem, source)
+        except (OSError, ValueError) as error:  # this file is bad: record it, go on
+            failures[stem] = _naming(error, source)
+            continue
+        for part, item in parts.items():
+            if part in sources:
+                raise ValueError(
+                    f"{sources[part]} and {source} both give the output {part}.png: rename one"
+                )
+            sources[part], items[part] = source, item
+    targets = {stem: out_dir / f"{stem}.png" for stem in [*sources, *failures]}
+    outputs = [targets[stem] for stem in sources]
+    outputs += [Path(summary[0])] if summary is not None else []
     outputs += [folder / f"{stem}.png" for folder in companions for stem in sources]
     outputs += list(also_writes)
     with reserve_folder(out_dir):
-        check_outputs(outputs, inputs=sources.values(), overwrite=overwrite)
+        check_outputs(outputs, inputs=inputs.values(), overwrite=overwrite)
         written: dict[str, Path] = {}
-        failures: dict[str, str] = {}
         batch: dict[str, Loaded] = {}
         stems = list(sources)
+        for stem in failures if overwrite else ():  # an earlier run's outputs would pass
+            _remove_outputs(targets[stem], companions)  # for this run's
         for index, stem in enumerate(Progress(stems, desc=verb, enabled=progress)):
             try:
-                batch[stem] = load(sources[stem])
+                batch[stem] = load(items[stem])
             except (OSError, ValueError) as error:  # this file is bad: record it, go on
-                message, source = str(error), str(sources[stem])
-                failures[stem] = message if source in message else f"{source}: {message}"
-                if overwrite:  # an earlier run's outputs for it would pass for this run's
-                    for stale in (targets[stem], *(f / f"{stem}.png" for f in companions)):
-                        stale.unlink(missing_ok=True)
+                failures[stem] = _naming(error, sources[stem])
+                if overwrite:
+                    _remove_outputs(targets[stem], companions)
             if batch and (len(batch) == batch_size or index == len(stems) - 1):
                 save({targets[s]: loaded for s, loaded in batch.items()})
                 written.update((s, targets[s]) for s in batch)
@@ -491,11 +543,24 @@ def map_folder(
             atomic_write_bytes(summary[0], summary[1](failures))
             also = f", and {summary[0]}"
     if failures:
+        total = len(written) + len(failures)
         raise ValueError(
-            f"{len(failures)} of {len(sources)} images could not be {verb} (the other "
+            f"{len(failures)} of {total} images could not be {verb} (the other "
             f"{len(written)} were written to {out_dir}{also}):\n  " + "\n  ".join(failures.values())
         )
     return written
+
+
+def _naming(error: Exception, source: Path) -> str:
+    """The error's message, starting with the file's name unless it names it already."""
+    message = str(error)
+    return message if str(source) in message else f"{source}: {message}"
+
+
+def _remove_outputs(target: Path, companions: Sequence[Path]) -> None:
+    """Remove ``target`` and its pictures in ``companions`` (stale outputs of a failed file)."""
+    for stale in (target, *(folder / target.name for folder in companions)):
+        stale.unlink(missing_ok=True)
 
 
 class OutputExistsError(FileExistsError):

@@ -29,6 +29,7 @@ from thyroidseg._cli_options import (
     default,
     load_segmenter,
     one_line_warning,
+    pixel_spacing_option,
     progress,
     set_threads,
 )
@@ -40,6 +41,7 @@ from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.export import cascade_paths, export_cascade, export_onnx, export_torchscript
 from thyroidseg.geometry import RESIZE_MODES
 from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
+from thyroidseg.inference import Segmenter
 from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess, preprocess_folder
@@ -433,9 +435,17 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--pixel-spacing",
-        type=float,
+        nargs="+",
         metavar="MM",
-        help="millimetres per pixel: adds the _mm columns to measurements.csv (needs --measure)",
+        help="millimetres per pixel for the _mm columns of measurements.csv (needs --measure): "
+        "auto (default with --measure: what each DICOM file states, none for other images), "
+        "one number, or row and column size",
+    )
+    parser.add_argument(
+        "--frames",
+        default=default(Segmenter.predict_folder, "frames"),
+        help="frames of each DICOM cine loop: all, first, or N-M (from 1; default: all), "
+        "written as OUT_DIR/<stem>_f0001.png...",
     )
     parser.add_argument(
         "--keep-largest",
@@ -490,7 +500,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         overlays=args.overlay,
         probabilities=args.probabilities,
         measurements=args.measure,
-        pixel_spacing=args.pixel_spacing,
+        pixel_spacing=pixel_spacing_option(args.pixel_spacing, args.measure),
+        frames=args.frames,
         overwrite=args.overwrite,
         progress=progress(args),
     )
@@ -571,10 +582,11 @@ def _run_export(args: argparse.Namespace) -> int:
         (p, e) for p, e in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)) if p
     ]
     outputs = [path for path, _ in jobs]
-    if refiner is not None:
-        outputs += [extra for path, _ in jobs for extra in cascade_paths(path)]
+    if refiner is not None:  # the onnx and torchscript files of one stem share STEM.json
+        outputs += [cascade_paths(path)[0] for path, _ in jobs]
+        outputs += sorted({str(cascade_paths(path)[1]) for path, _ in jobs})
     inputs = [*(args.model or ()), *(args.refine or ())]
-    check_outputs(sorted(set(map(str, outputs))), inputs=inputs, overwrite=args.overwrite)
+    check_outputs(outputs, inputs=inputs, overwrite=args.overwrite)
     for path, export in jobs:
         written = (
             [export(segmenter.model, path)]

@@ -24,7 +24,9 @@ Where the network comes from (`thyroidseg.model_loading`):
 Device and autocast follow `thyroidseg.runtime`, as in training; nothing here imports the
 training code. `Segmenter.predict_folder` is ``thyroidseg predict``: masks, and optionally
 overlay pictures, probability maps and the nodule measurements of
-`thyroidseg.measurements`.
+`thyroidseg.measurements`. DICOM files are read wherever images are (`thyroidseg.dicom`):
+`Segmenter.predict_folder` and `Segmenter.predict_file` segment every frame of a cine loop,
+and measure in millimetres with the pixel size each file states.
 """
 
 from __future__ import annotations
@@ -52,19 +54,28 @@ from thyroidseg._io import (
     reserve_folder,
     write_image,
 )
+from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.ensemble import class_probabilities
-from thyroidseg.measurements import Nodule, PixelSpacing, measure, write_measurements_csv
+from thyroidseg.measurements import (
+    ImageKey,
+    Nodule,
+    PixelSpacing,
+    measure,
+    write_measurements_csv,
+)
 from thyroidseg.model_loading import load_network, shipped_weights
 from thyroidseg.overlay import overlay
 from thyroidseg.postprocess import postprocess_views
 from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
 from thyroidseg.refine import Refiner, cleaning_options
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
+from thyroidseg.spacing import FrameSpacing, check_spacing
 
 __all__ = [
     "MEASUREMENTS_CSV",
     "OVERLAYS_DIR",
     "PROBABILITIES_DIR",
+    "FilePrediction",
     "FolderPrediction",
     "Frame",
     "Prediction",
@@ -133,12 +144,46 @@ class FolderPrediction:
 
 
 @dataclass(frozen=True)
-class _LoadedFrame:
-    """One frame of a folder: its file name, its pixels and its preprocessing."""
+class FilePrediction:
+    """What `Segmenter.predict_file` found in one file (an image, or a DICOM cine loop).
 
-    name: str
+    Attributes
+    ----------
+    path
+        The file.
+    frames
+        Frame numbers (from 1) of the masks, in order; ``(1,)`` for a single image.
+    masks
+        One ``uint8`` ``{0, 1}`` ``(H, W)`` mask per frame, as `Segmenter.predict` returns.
+    spacing
+        The pixel size the file states (`thyroidseg.dicom.read_spacing`); source
+        ``"none"`` for an image that is not DICOM. ``measure(mask, spacing)`` measures a
+        mask in millimetres.
+    """
+
+    path: Path
+    frames: tuple[int, ...]
+    masks: list[np.ndarray]
+    spacing: FrameSpacing
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One output of a folder: its file, its frame index (None: the only one), its spacing."""
+
+    source: Path
+    index: int | None
+    spacing: FrameSpacing | None
+
+
+@dataclass(frozen=True)
+class _LoadedFrame:
+    """One frame of a folder: its CSV key, pixels, preprocessing and pixel size."""
+
+    key: ImageKey
     image: np.ndarray
     prepared: Preprocessed
+    spacing: FrameSpacing | None
 
 
 class Segmenter:
@@ -467,14 +512,18 @@ class Segmenter:
         overlays: bool = False,
         probabilities: bool = False,
         measurements: bool = False,
-        pixel_spacing: PixelSpacing | None = None,
+        pixel_spacing: PixelSpacing | Literal["auto"] | None = None,
+        frames: str | FrameRange = "all",
         overwrite: bool = False,
         progress: bool | None = None,
     ) -> FolderPrediction:
         """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
         ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
-        (`thyroidseg._io.list_inputs`); outputs are named by the inputs' stems.
+        (`thyroidseg._io.list_inputs`; DICOM files count as images); outputs are named by
+        the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
+        ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
+        file (the loop is never held in memory).
 
         Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
         request:
@@ -486,8 +535,8 @@ class Segmenter:
         - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
           written mask (`thyroidseg.measurements.measure` with the frame's views and its
           probability map; columns of `thyroidseg.measurements.write_measurements_csv`,
-          ``image`` the frame's file name), with millimetre columns when ``pixel_spacing``
-          (millimetres per pixel, one number or ``(row, col)``) is given.
+          ``image`` the frame's file name, ``frame`` its number in a cine loop), with
+          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given.
 
         The folder loop is `thyroidseg._io.map_folder`'s: every file is written atomically;
         existing outputs (masks, overlays, probability maps, the CSV) are an error unless
@@ -504,7 +553,15 @@ class Segmenter:
         overlays, probabilities, measurements
             Write these outputs too (default: masks only).
         pixel_spacing
-            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``).
+            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
+            one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
+            the size each DICOM file states (`thyroidseg.dicom.read_spacing`: its ultrasound
+            region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
+            Spacings outside 0.0001-10 mm are refused (`thyroidseg.spacing.check_spacing`),
+            a file's as that file's failure.
+        frames
+            Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
+            from 1, `thyroidseg.dicom.FrameRange`).
         overwrite
             Replace existing outputs.
         progress
@@ -516,23 +573,36 @@ class Segmenter:
             The files written, the nodule count and the wall time (`FolderPrediction.summary`
             is the one line ``thyroidseg predict`` prints).
         """
-        if pixel_spacing is not None:
-            if not measurements:
-                raise ValueError("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
-            measure(np.zeros((1, 1), np.uint8), pixel_spacing)  # the spacing rule, checked now
+        spacing = _spacing_rule(pixel_spacing, measurements)
+        selection = FrameRange.parse(frames)
         use_tta = self._tta(tta)
         out_dir = Path(out_dir)
         wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
         extras = {name: out_dir / name for name, on in wanted if on}
         csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
         with reserve_folder(out_dir):  # held until the CSV is written too
-            found: dict[str, list[Nodule]] = {}
+            found: dict[ImageKey, list[Nodule]] = {}
             pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
             need_probabilities = probabilities or measurements
 
-            def load(source: Path) -> _LoadedFrame:
-                image = read_image(source)
-                return _LoadedFrame(source.name, image, self._prepare(image))
+            def split(stem: str, source: Path) -> dict[str, _Item]:
+                outputs = frame_outputs(stem, source, selection)
+                here = spacing
+                if spacing == "auto":
+                    here = read_spacing(source) if is_dicom(source) else FrameSpacing("none")
+                return {name: _Item(source, index, here) for name, index in outputs.items()}
+
+            def load(item: _Item) -> _LoadedFrame:
+                if item.index is None:
+                    image = read_image(item.source)
+                    return _LoadedFrame(item.source.name, image, self._prepare(image), item.spacing)
+                number = item.index + 1
+                try:
+                    image = read_frame(item.source, item.index)
+                    prepared = self._prepare(image)
+                except ValueError as error:
+                    raise ValueError(f"{item.source}: frame {number}: {error}") from error
+                return _LoadedFrame((item.source.name, number), image, prepared, item.spacing)
 
             def save(batch: dict[Path, _LoadedFrame]) -> None:
                 frames = list(batch.values())
@@ -541,8 +611,8 @@ class Segmenter:
                     batch, frames, segmented, strict=True
                 ):
                     write_image(target, mask * np.uint8(255))
-                    found[frame.name] = measure(
-                        mask, pixel_spacing, probability, frame.prepared.views
+                    found[frame.key] = measure(
+                        mask, frame.spacing, probability, frame.prepared.views
                     )
                     if OVERLAYS_DIR in extras:
                         path = write_image(
@@ -562,6 +632,7 @@ class Segmenter:
                     load,
                     save,
                     verb="segmented",
+                    split=split,
                     overwrite=overwrite,
                     batch_size=self.batch_size,
                     companions=list(extras.values()),
@@ -580,6 +651,45 @@ class Segmenter:
                 nodules=sum(len(nodules) for nodules in found.values()),
                 seconds=time.perf_counter() - start,
             )
+
+    def predict_file(
+        self, path: PathLike, *, frames: str | FrameRange = "all", tta: bool | None = None
+    ) -> FilePrediction:
+        """Segment one file: an image, or the ``frames`` of a DICOM cine loop.
+
+        Frames are read from the file ``batch_size`` at a time and segmented as they come,
+        so a loop is never held in memory, only its masks.
+
+        Parameters
+        ----------
+        path
+            An image or DICOM file.
+        frames
+            As for `predict_folder` (``"all"``, ``"first"``, ``"N-M"``).
+        tta
+            As for `predict`.
+
+        Returns
+        -------
+        FilePrediction
+            The masks, their frame numbers and the pixel size the file states.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError, ImportError
+            As `thyroidseg.dicom.read_frame` and `thyroidseg.dicom.read_spacing` (an
+            implausible pixel size included); a frame that cannot be preprocessed.
+        """
+        path = Path(path)
+        indices = list(frame_outputs(path.stem, path, frames).values())
+        spacing = read_spacing(path) if is_dicom(path) else FrameSpacing("none")
+        masks: list[np.ndarray] = []
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            images = [read_image(path) if i is None else read_frame(path, i) for i in chunk]
+            masks += self.predict_many(images, tta=tta)
+        numbers = tuple(1 if i is None else i + 1 for i in indices)
+        return FilePrediction(path=path, frames=numbers, masks=masks, spacing=spacing)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -636,6 +746,19 @@ def _check_refiner(refiner: object, stage1_options: Mapping[str, Any]) -> None:
             f"the refiner cleans frames with {refiner.cleaning()}, the whole-frame model with "
             f"{stage1}: both stages must crop and inpaint alike"
         )
+
+
+def _spacing_rule(
+    pixel_spacing: object, measurements: bool
+) -> FrameSpacing | Literal["auto"] | None:
+    """`predict_folder`'s ``pixel_spacing``, checked: ``"auto"``, a user spacing, or none."""
+    if pixel_spacing is None:
+        return None
+    if not measurements:
+        raise ValueError("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
+    if isinstance(pixel_spacing, str) and pixel_spacing == "auto":
+        return "auto"
+    return FrameSpacing("user", check_spacing(pixel_spacing, "pixel_spacing (--pixel-spacing)"))
 
 
 def _check_flag(name: str, value: object) -> bool:

@@ -34,10 +34,12 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike, write_csv
+from thyroidseg.spacing import FrameSpacing, SpacingSource
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
     "MM_COLUMNS",
+    "ImageKey",
     "Nodule",
     "PixelSpacing",
     "ViewBox",
@@ -48,6 +50,8 @@ __all__ = [
 
 PixelSpacing = float | tuple[float, float]
 ViewBox = Sequence[int]
+ImageKey = str | tuple[str, int]
+"""A row key of `write_measurements_csv`: an image's file name, or ``(file name, frame)``."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Nodule:
         Mean nodule probability over the nodule's pixels; ``None`` without probabilities.
     area_mm2, max_diameter_mm, depth_mm, transverse_mm
         The same in millimetres (formulas above); ``None`` without a pixel spacing.
+    spacing_source
+        Where the spacing came from when `measure` was given a
+        `thyroidseg.spacing.FrameSpacing` (``"ultrasound-region"``, ``"pixel-spacing"``,
+        ``"user"``, ``"none"``); ``None`` otherwise.
     """
 
     nodule: int
@@ -109,20 +117,21 @@ class Nodule:
     max_diameter_mm: float | None = None
     depth_mm: float | None = None
     transverse_mm: float | None = None
+    spacing_source: SpacingSource | None = None
 
 
 MM_COLUMNS: tuple[str, ...] = ("area_mm2", "max_diameter_mm", "depth_mm", "transverse_mm")
 """The CSV columns written only when some nodule was measured with a pixel spacing."""
 
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("image",) + tuple(
-    f.name for f in fields(Nodule) if f.name not in MM_COLUMNS
+    f.name for f in fields(Nodule) if f.name not in (*MM_COLUMNS, "spacing_source")
 )
 """The CSV columns always written, in order: ``image`` then the `Nodule` fields."""
 
 
 def measure(
     mask: np.ndarray,
-    pixel_spacing: PixelSpacing | None = None,
+    pixel_spacing: PixelSpacing | FrameSpacing | None = None,
     probabilities: np.ndarray | None = None,
     views: Sequence[ViewBox] | None = None,
 ) -> list[Nodule]:
@@ -135,7 +144,10 @@ def measure(
         (``{0, 1}``, ``{0, 255}``); non-zero is nodule.
     pixel_spacing
         Millimetres per pixel: one number for square pixels, or ``(row, col)`` spacing (down
-        and across the image, the order of `thyroidseg.metrics` spacings). ``None``
+        and across the image, the order of `thyroidseg.metrics` spacings). A
+        `thyroidseg.spacing.FrameSpacing` (e.g. what a DICOM file states): each nodule is
+        measured with the spacing at the centre of its bounding box (`FrameSpacing.at`: the
+        ultrasound region that holds it) and records its ``spacing_source``. ``None``
         (default): no ``_mm`` fields.
     probabilities
         ``(H, W)`` nodule probabilities in ``[0, 1]`` (e.g. the softmax of the network's
@@ -171,7 +183,8 @@ def measure(
     [0, 1]
     """
     binary = _binary_mask(mask)
-    spacing = _spacing(pixel_spacing)
+    calibration = pixel_spacing if isinstance(pixel_spacing, FrameSpacing) else None
+    spacing = None if calibration is not None else _spacing(pixel_spacing)
     probability = _probabilities(probabilities, binary.shape)
     boxes = _views(views, binary)
     found: list[tuple[tuple[int, int, int], dict[str, object]]] = []
@@ -182,7 +195,12 @@ def measure(
             left, top, width, height, area = (int(v) for v in stats[label])
             inside = labels[top : top + height, left : left + width] == label
             x, y = x0 + left, y0 + top
-            values = _component(inside, area, width, height, spacing)
+            here: dict[str, object] = {}
+            if calibration is not None:
+                spacing, here["spacing_source"] = calibration.at(
+                    x + (width - 1) / 2, y + (height - 1) / 2
+                )
+            values = _component(inside, area, width, height, spacing) | here
             if probability is not None:
                 crop = probability[y : y + height, x : x + width]
                 values["mean_probability"] = float(crop[inside].mean())
@@ -244,22 +262,25 @@ def measure_many(
     return results
 
 
-def write_measurements_csv(path: PathLike, rows: Mapping[str, Iterable[Nodule]]) -> Path:
+def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodule]]) -> Path:
     """Write one CSV row per nodule, atomically (an existing file survives a failure).
 
     Columns: `MEASUREMENT_COLUMNS` (``image, nodule, view, area_px, x, y, width, height,
     max_diameter_px, depth_px, transverse_px, taller_than_wide, mean_probability``), then
     `MM_COLUMNS` (``area_mm2, max_diameter_mm, depth_mm, transverse_mm``) when any nodule
-    has them. ``taller_than_wide`` is ``true``/``false``; a missing value (no probability,
-    or no spacing for that frame) is an empty cell; lengths and probabilities have 6
-    significant digits. A frame without nodules has no row.
+    has them or a spacing source, then ``spacing_source`` when any nodule has one. With
+    frames of cine loops among the keys, ``frame`` (numbered from 1; empty for a
+    single-frame image) follows ``image``. ``taller_than_wide`` is ``true``/``false``; a
+    missing value (no probability, or no spacing for that frame) is an empty cell; lengths
+    and probabilities have 6 significant digits. A frame without nodules has no row.
 
     Parameters
     ----------
     path
         Destination file (the folder is created).
     rows
-        Image file name -> its nodules (as `measure` returns them), in the order to write.
+        Image file name, or ``(file name, frame number)`` for a frame of a cine loop -> its
+        nodules (as `measure` returns them), in the order to write.
 
     Returns
     -------
@@ -274,16 +295,32 @@ def write_measurements_csv(path: PathLike, rows: Mapping[str, Iterable[Nodule]])
     >>> print(write_measurements_csv(out, {"a.png": measure(mask)}).read_text(), end="")
     image,nodule,view,area_px,x,y,width,height,max_diameter_px,depth_px,transverse_px,taller_than_wide,mean_probability
     a.png,1,0,3,1,0,3,1,2,1,3,false,
+    >>> loop = {("b.dcm", 2): measure(mask, FrameSpacing("user", (0.1, 0.1)))}
+    >>> print(write_measurements_csv(out, loop).read_text(), end="")
+    image,frame,nodule,view,area_px,x,y,width,height,max_diameter_px,depth_px,transverse_px,taller_than_wide,mean_probability,area_mm2,max_diameter_mm,depth_mm,transverse_mm,spacing_source
+    b.dcm,2,1,0,3,1,0,3,1,2,1,3,false,,0.03,0.2,0.1,0.3,user
     """  # noqa: E501
-    table = [(str(image), nodule) for image, nodules in rows.items() for nodule in nodules]
-    for image, nodule in table:
+    table = [(key, nodule) for key, nodules in rows.items() for nodule in nodules]
+    for key, nodule in table:
         if not isinstance(nodule, Nodule):
-            raise TypeError(f"{image}: expected Nodule objects, got {type(nodule).__name__}")
-    with_mm = any(getattr(nodule, MM_COLUMNS[0]) is not None for _, nodule in table)
-    columns = MEASUREMENT_COLUMNS + (MM_COLUMNS if with_mm else ())
+            raise TypeError(f"{key}: expected Nodule objects, got {type(nodule).__name__}")
+    sourced = any(nodule.spacing_source is not None for _, nodule in table)
+    with_mm = sourced or any(getattr(nodule, MM_COLUMNS[0]) is not None for _, nodule in table)
+    framed = any(isinstance(key, tuple) for key in rows)
+    columns = (
+        ("image",)
+        + (("frame",) if framed else ())
+        + MEASUREMENT_COLUMNS[1:]
+        + (MM_COLUMNS if with_mm else ())
+        + (("spacing_source",) if sourced else ())
+    )
     cells = [
-        {"image": image, **{column: _rounded(getattr(nodule, column)) for column in columns[1:]}}
-        for image, nodule in table
+        {
+            "image": key[0] if isinstance(key, tuple) else str(key),
+            **({"frame": key[1] if isinstance(key, tuple) else None} if framed else {}),
+            **{column: _rounded(getattr(nodule, column)) for column in columns[1 + framed :]},
+        }
+        for key, nodule in table
     ]
     return write_csv(path, cells, columns)
 

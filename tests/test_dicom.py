@@ -1,0 +1,425 @@
+"""DICOM input: frames and colours, the pixel size, cine loops in ``predict``, bad files.
+
+Every DICOM here is built from arrays with pydicom (or is one of pydicom's own test files,
+shipped in its wheel); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
+from pydicom.encaps import encapsulate  # noqa: E402
+from pydicom.pixels import convert_color_space  # noqa: E402
+from pydicom.uid import RLELossless  # noqa: E402
+
+import thyroidseg.dicom  # noqa: E402
+from inference_helpers import PLAIN, frame_with_square, iou  # noqa: E402
+from thyroidseg._io import list_inputs, read_image, write_image  # noqa: E402
+from thyroidseg.cli import main  # noqa: E402
+from thyroidseg.dicom import (  # noqa: E402
+    FrameRange,
+    iter_frames,
+    read_dicom_info,
+    read_frame,
+    read_spacing,
+    write_dicom,
+)
+from thyroidseg.inference import Segmenter  # noqa: E402
+from thyroidseg.measurements import measure  # noqa: E402
+from thyroidseg.preprocessing import preprocess_folder  # noqa: E402
+from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing  # noqa: E402
+from tiny_models import Threshold  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def loop(count: int = 3, height: int = 90, width: int = 140) -> np.ndarray:
+    """``count`` frames with the bright 40 x 70 rectangle of `frame_with_square`."""
+    frame = frame_with_square(height, width)[0]
+    return np.stack([frame] * count)
+
+
+def edited(path: Path, change) -> Path:
+    """Read ``path``, apply ``change(dataset)``, write it back; return ``path``."""
+    dataset = pydicom.dcmread(path)
+    change(dataset)
+    dataset.save_as(path)
+    return path
+
+
+def region(data_type: int = 1, units: int = 3, delta_cm: float = 0.02, box=(0, 0, 139, 89)):
+    item = Dataset()
+    item.RegionSpatialFormat, item.RegionDataType = 1, data_type
+    (item.RegionLocationMinX0, item.RegionLocationMinY0, item.RegionLocationMaxX1,
+     item.RegionLocationMaxY1) = box  # fmt: skip
+    item.PhysicalUnitsXDirection = item.PhysicalUnitsYDirection = units
+    item.PhysicalDeltaX = item.PhysicalDeltaY = delta_cm
+    return item
+
+
+# -- frames and colours ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_grey_frames_read_as_stored_single_and_multi_frame(tmp_path: Path, dtype) -> None:
+    frames = RNG.integers(0, np.iinfo(dtype).max, (3, 5, 7)).astype(dtype)
+    one = write_dicom(tmp_path / "one.dcm", frames[1])
+    many = write_dicom(tmp_path / "many.dcm", frames)
+    assert read_image(one).dtype == dtype
+    np.testing.assert_array_equal(read_image(one), frames[1])
+    np.testing.assert_array_equal(read_frame(many, 2), frames[2])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(many))), frames)
+    np.testing.assert_array_equal(np.stack(list(iter_frames(many, "2-3"))), frames[1:])
+    info = read_dicom_info(many)
+    assert (info.frames, info.rows, info.columns, info.photometric) == (3, 5, 7, "MONOCHROME2")
+
+
+def test_monochrome1_is_inverted(tmp_path: Path) -> None:
+    frame = RNG.integers(0, 256, (4, 6), dtype=np.uint8)
+    path = write_dicom(tmp_path / "m1.dcm", frame, photometric="MONOCHROME1")
+    np.testing.assert_array_equal(read_frame(path), 255 - frame)
+
+
+def test_signed_pixels_are_shifted_to_unsigned_in_order(tmp_path: Path) -> None:
+    signed = np.array([[-32768, -1], [0, 32767]], np.int16)
+    path = write_dicom(tmp_path / "s.dcm", signed.view(np.uint16))
+    edited(path, lambda d: setattr(d, "PixelRepresentation", 1))
+    np.testing.assert_array_equal(read_frame(path), [[0, 32767], [32768, 65535]])
+
+
+def test_rgb_and_ybr_full_become_bgr(tmp_path: Path) -> None:
+    rgb = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        read_frame(write_dicom(tmp_path / "rgb.dcm", rgb)), rgb[..., ::-1]
+    )
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    path = write_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL")
+    difference = read_frame(path).astype(int) - rgb[..., ::-1]
+    assert np.abs(difference).max() <= 2  # the YCbCr round trip rounds
+
+
+def test_compressed_jpeg_baseline_ybr_422_and_palette_decode(tmp_path: Path) -> None:
+    reference = read_frame(get_testdata_file("SC_rgb_rle.dcm"))  # the same bands, lossless
+    jpeg = read_frame(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))  # JPEG baseline, YBR_FULL
+    ybr422 = read_frame(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    assert reference[0, 0].tolist() == [0, 0, 255]  # red top band, as BGR
+    for decoded in (jpeg, ybr422):
+        assert decoded.shape == reference.shape == (100, 100, 3)
+        assert np.abs(decoded.astype(int) - reference).mean() < 3
+    palette = get_testdata_file("examples_palette.dcm")
+    picture = read_frame(palette)
+    assert picture.shape == (350, 800, 3) and picture.dtype == np.uint8
+    spacing = read_spacing(palette)  # a real scanner's region: 0.0262 cm per pixel
+    assert spacing.source == "ultrasound-region"
+    assert spacing.at(400, 300)[0] == pytest.approx((0.26229, 0.26229), rel=1e-4)
+
+
+def test_rle_multi_frame_and_files_without_file_meta(tmp_path: Path) -> None:
+    frames = RNG.integers(0, 256, (4, 9, 11), dtype=np.uint8)
+    path = write_dicom(tmp_path / "rle.dcm", frames)
+    edited(path, lambda d: d.compress(RLELossless))
+    assert read_dicom_info(path).transfer_syntax == "RLE Lossless"
+    np.testing.assert_array_equal(read_frame(path, 3), frames[3])
+    bare = Dataset(pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", frames)))
+    bare.save_as(tmp_path / "nometa.dcm", implicit_vr=True, little_endian=True)
+    assert (tmp_path / "nometa.dcm").read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(read_frame(tmp_path / "nometa.dcm", 2), frames[2])
+
+
+def test_dicom_files_are_listed_by_extension_or_by_content(tmp_path: Path) -> None:
+    frame = RNG.integers(0, 256, (5, 5), dtype=np.uint8)
+    write_dicom(tmp_path / "a.DCM", frame)
+    write_dicom(tmp_path / "1.2.840.55", frame)  # a UID name from a scanner export
+    write_dicom(tmp_path / "IM_0001", frame)
+    (tmp_path / "README").write_text("not an image")
+    (tmp_path / "notes.txt").write_bytes(b"\0" * 128 + b"DICM")  # a .txt is never opened
+    assert sorted(list_inputs(tmp_path)) == ["1.2.840.55", "IM_0001", "a"]
+    assert list(list_inputs(tmp_path / "IM_0001")) == ["IM_0001"]
+    with pytest.raises(ValueError, match="README: not an image file"):
+        list_inputs(tmp_path / "README")
+
+
+# -- the pixel size --------------------------------------------------------------------
+
+
+def test_spacing_from_the_tissue_region_then_pixel_spacing_then_none(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "r.dcm", loop(1)[0])
+
+    def regions(*items):
+        return edited(path, lambda d: setattr(d, "SequenceOfUltrasoundRegions", list(items)))
+
+    anisotropic = region()
+    anisotropic.PhysicalDeltaY = 0.03
+    assert read_spacing(regions(anisotropic)).at(10, 10) == ((0.3, 0.2), "ultrasound-region")
+    doppler = region(data_type=3, delta_cm=0.5)  # a PW Doppler strip is ignored
+    left = region(delta_cm=0.01, box=(0, 0, 69, 89))
+    right = region(delta_cm=0.04, box=(70, 0, 139, 89))
+    spacing = read_spacing(regions(doppler, left, right))
+    assert spacing.at(10, 10)[0] == pytest.approx((0.1, 0.1))
+    assert spacing.at(100, 10)[0] == pytest.approx((0.4, 0.4))
+    assert spacing.at(200, 10) == (None, "none")
+    only_doppler = regions(doppler)
+    edited(only_doppler, lambda d: setattr(d, "PixelSpacing", [0.25, 0.5]))
+    assert read_spacing(path) == FrameSpacing("pixel-spacing", (0.25, 0.5))
+    edited(
+        path, lambda d: (delattr(d, "PixelSpacing"), setattr(d, "ImagerPixelSpacing", [0.3, 0.3]))
+    )
+    assert read_spacing(path) == FrameSpacing("pixel-spacing", (0.3, 0.3))
+    edited(path, lambda d: delattr(d, "ImagerPixelSpacing"))
+    assert read_spacing(path) == FrameSpacing("none")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: setattr(d, "SequenceOfUltrasoundRegions", [region(units=0)]), "units none/none"),
+        (lambda d: setattr(d, "SequenceOfUltrasoundRegions", [region(delta_cm=2.0)]), "20.0"),
+        (lambda d: setattr(d, "PixelSpacing", [0, 0.1]), "PixelSpacing: pixel spacing"),
+        (lambda d: setattr(d, "PixelSpacing", [1e-6, 1e-6]), "not plausible"),
+    ],
+)
+def test_wrong_units_and_absurd_spacings_are_refused_naming_the_file(
+    tmp_path: Path, change, message
+) -> None:
+    path = edited(write_dicom(tmp_path / "bad.dcm", loop(1)[0]), change)
+    with pytest.raises(ValueError, match=message) as error:
+        read_spacing(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("spacing", [0, -0.1, float("nan"), 5e-5, 11.0, (0.1, 20.0), "0.1"])
+def test_check_spacing_refuses_implausible_values(spacing) -> None:
+    with pytest.raises(ValueError, match="not plausible"):
+        check_spacing(spacing, "here")
+
+
+@given(
+    mask=st.lists(st.lists(st.booleans(), min_size=6, max_size=6), min_size=5, max_size=5),
+    row=st.floats(0.01, 2.0),
+    col=st.floats(0.01, 2.0),
+)
+@settings(max_examples=25, deadline=None)
+def test_a_dicom_wrapped_frame_measures_as_the_png_times_its_spacing(mask, row, col) -> None:
+    frame = np.array(mask, np.uint8) * 255
+    with tempfile.TemporaryDirectory() as folder:
+        png = write_image(Path(folder) / "f.png", frame)
+        dcm = write_dicom(Path(folder) / "f.dcm", frame, region_spacing_mm=(row, col))
+        spacing = read_spacing(dcm)
+        in_pixels, in_mm = measure(read_image(png)), measure(read_image(dcm), spacing)
+    assert spacing.regions[0].spacing == pytest.approx((row, col), rel=1e-12)
+    (row, col) = spacing.regions[0].spacing
+    assert len(in_pixels) == len(in_mm)
+    for pixels, mm in zip(in_pixels, in_mm, strict=True):
+        assert (pixels.area_px, pixels.x, pixels.y, pixels.width, pixels.height) == (
+            mm.area_px, mm.x, mm.y, mm.width, mm.height)  # fmt: skip
+        assert mm.area_mm2 == pixels.area_px * row * col
+        assert (mm.depth_mm, mm.transverse_mm) == (pixels.depth_px * row, pixels.width * col)
+        assert mm.spacing_source == "ultrasound-region"
+
+
+@given(
+    frames=st.integers(2, 4).flatmap(
+        lambda n: st.lists(st.binary(min_size=12, max_size=12), min_size=n, max_size=n)
+    ),
+    which=st.integers(0, 3),
+    rle=st.booleans(),
+)
+@settings(max_examples=20, deadline=None)
+def test_a_frame_of_a_loop_equals_the_same_frame_written_alone(frames, which, rle) -> None:
+    stack = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), 3, 4)
+    which %= len(frames)
+    with tempfile.TemporaryDirectory() as folder:
+        many = write_dicom(Path(folder) / "many.dcm", stack)
+        if rle:
+            edited(many, lambda d: d.compress(RLELossless))
+        alone = write_dicom(Path(folder) / "one.dcm", stack[which])
+        np.testing.assert_array_equal(read_frame(many, which), read_image(alone))
+
+
+def test_frame_range() -> None:
+    assert FrameRange.parse("all").indices(3) == range(3)
+    assert FrameRange.parse("2").indices(3) == range(1, 2)
+    for bad in ("0-2", "3-2", "last", "1-"):
+        with pytest.raises(ValueError, match=r"--frames"):
+            FrameRange.parse(bad)
+    with pytest.raises(
+        ValueError, match=r"has 3 frames, fewer than the 5 that frames=2-5 \(--frames\)"
+    ):
+        FrameRange.parse("2-5").indices(3)
+
+
+def test_frame_spacing_is_consistent() -> None:
+    with pytest.raises(ValueError, match="FrameSpacing"):
+        FrameSpacing("user")
+    with pytest.raises(ValueError, match="FrameSpacing"):
+        FrameSpacing("none", regions=(RegionSpacing((0, 0, 1, 1), (0.1, 0.1)),))
+
+
+# -- bad files -------------------------------------------------------------------------
+
+
+def bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Each bad DICOM of the issue, with the words its error must hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_dicom(folder / "good.dcm", loop(3))
+    data = good.read_bytes()
+    (folder / "truncated.dcm").write_bytes(data[: len(data) // 2])
+    no_pixels = pydicom.dcmread(good)
+    del no_pixels.PixelData
+    no_pixels.save_as(folder / "nopixels.dcm")
+    mpeg = pydicom.dcmread(good)
+    mpeg.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2
+    mpeg.PixelData = encapsulate([b"\0\0\1\xb3" * 4])
+    mpeg.save_as(folder / "mpeg.dcm")
+    units = edited(
+        write_dicom(folder / "units.dcm", loop(1)[0]),
+        lambda d: setattr(d, "SequenceOfUltrasoundRegions", [region(units=4)]),
+    )
+    shutil.copy(get_testdata_file("dicomdirtests/DICOMDIR"), folder / "DICOMDIR")
+    return {
+        "truncated": (folder / "truncated.dcm", "truncated"),
+        "nopixels": (folder / "nopixels.dcm", "no pixel data"),
+        "mpeg": (folder / "mpeg.dcm", "MPEG2"),
+        "units": (units, "cm (PhysicalUnitsX/YDirection = 3): region 1: units seconds"),
+        "DICOMDIR": (folder / "DICOMDIR", "a DICOMDIR"),
+    }
+
+
+def test_each_bad_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    for name, (path, words) in bad_files(tmp_path).items():
+        reader = read_spacing if name == "units" else read_dicom_info
+        with pytest.raises(ValueError, match=re.escape(words)) as error:
+            reader(path)
+        assert str(path) in str(error.value), name
+
+
+def test_without_pydicom_a_dicom_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_dicom(tmp_path / "in" / "a.dcm", loop(1)[0])
+    monkeypatch.setattr(thyroidseg.dicom, "pydicom", None)
+    with pytest.raises(ImportError, match=r"pip install 'thyroidseg\[dicom\]'"):
+        read_image(path)
+    assert main(["predict", str(path), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'thyroidseg[dicom]'" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+# -- predict ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipped_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model replaced by `Threshold` on plain resizing."""
+
+    def pretrained(cls: type[Segmenter], **options: object) -> Segmenter:
+        chosen = {name: value for name, value in options.items() if value is not None}
+        return cls(Threshold(), PLAIN, **chosen)
+
+    monkeypatch.setattr(Segmenter, "pretrained", classmethod(pretrained))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_segments_loops_frame_by_frame_and_measures_in_mm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scans = tmp_path / "scans"
+    write_dicom(scans / "loop.dcm", loop(3), region_spacing_mm=(0.3, 0.2))
+    write_dicom(scans / "still.dcm", loop(1)[0], pixel_spacing_mm=0.1)
+    write_image(scans / "frame.png", loop(1)[0])
+    out = tmp_path / "out"
+    assert main(["predict", str(scans), str(out), "--quiet", "--measure", "--batch-size", "2"]) == 0
+    assert "segmented 5 frames, 5 nodules" in capsys.readouterr().out
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["frame.png", "loop_f0001.png", "loop_f0002.png", "loop_f0003.png", "still.png"]
+    rows = read_rows(out / "measurements.csv")
+    got = [(r["image"], r["frame"], r["spacing_source"]) for r in rows]
+    assert got == [("frame.png", "", "none"), ("loop.dcm", "1", "ultrasound-region"),
+                   ("loop.dcm", "2", "ultrasound-region"), ("loop.dcm", "3", "ultrasound-region"),
+                   ("still.dcm", "", "pixel-spacing")]  # fmt: skip
+    frame, first, still = rows[0], rows[1], rows[4]
+    assert frame["area_mm2"] == "" and frame["max_diameter_mm"] == ""
+    assert (int(first["height"]), int(first["width"])) == (40, 70)  # the rectangle
+    assert float(first["depth_mm"]) == pytest.approx(40 * 0.3)
+    assert float(first["transverse_mm"]) == pytest.approx(70 * 0.2)
+    assert float(first["area_mm2"]) == pytest.approx(int(first["area_px"]) * 0.06)
+    assert float(still["area_mm2"]) == pytest.approx(int(still["area_px"]) * 0.01)
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_frames_option_and_user_spacing(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "loop.dcm", loop(4), region_spacing_mm=0.3)
+    out = tmp_path / "out"
+    command = ["predict", str(path), str(out), "--quiet", "--measure", "--frames", "2-3"]
+    assert main([*command, "--pixel-spacing", "0.1", "0.2"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["loop_f0002.png", "loop_f0003.png"]
+    rows = read_rows(out / "measurements.csv")
+    assert [(r["frame"], r["spacing_source"]) for r in rows] == [("2", "user"), ("3", "user")]
+    assert float(rows[0]["depth_mm"]) == pytest.approx(40 * 0.1)
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_refuses_an_absurd_user_spacing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_dicom(tmp_path / "a.dcm", loop(1)[0])
+    assert (
+        main(["predict", str(path), str(tmp_path / "out"), "--measure", "--pixel-spacing", "50"])
+        == 2
+    )
+    assert "--pixel-spacing: pixel spacing 50.0 mm is not plausible" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_predict_keeps_going_past_bad_files_and_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = bad_files(tmp_path / "scans")
+    write_dicom(tmp_path / "scans" / "short.dcm", loop(2))
+    out = tmp_path / "out"
+    command = ["predict", str(tmp_path / "scans"), str(out), "--quiet", "--measure"]
+    assert main([*command, "--frames", "1-3"]) == 2
+    err = capsys.readouterr().err
+    assert "6 of 9 images could not be segmented" in err  # 5 bad files, 1 short loop
+    for path, words in bad.values():
+        assert str(path) in err and words in err
+    assert (
+        "short.dcm: the loop has 2 frames, fewer than the 3 that --frames asks" in err
+    )  # in the CLI's words
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["good_f0001.png", "good_f0002.png", "good_f0003.png"]
+
+
+def test_predict_file_and_the_readers_of_the_library(tmp_path: Path) -> None:
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu", batch_size=2)
+    path = write_dicom(tmp_path / "in" / "loop.dcm", loop(3), region_spacing_mm=0.2)
+    result = segmenter.predict_file(path, frames="2-3")
+    assert result.frames == (2, 3) and result.spacing.source == "ultrasound-region"
+    truth = frame_with_square()[1]
+    assert [iou(mask, truth) > 0.95 for mask in result.masks] == [True, True]
+    (in_mm,), (in_pixels,) = measure(result.masks[0], result.spacing), measure(result.masks[0])
+    assert in_mm.depth_mm == pytest.approx(in_pixels.depth_px * 0.2)
+    with pytest.raises(ValueError, match="a cine loop of 3 frames"):
+        segmenter.predict(path)
+    single = write_dicom(tmp_path / "in2" / "one.dcm", loop(1)[0])
+    assert iou(segmenter.predict(single), truth) > 0.95
+    summary = preprocess_folder(tmp_path / "in2", tmp_path / "pre", size=(32, 32), progress=False)
+    assert list(summary["images"]) == ["one"]

@@ -10,6 +10,10 @@ SHA-256 and library version included).
     python scripts/package_model.py runs/shipped/last.pt --tta \\
         --command "thyroidseg train ../shared/data/ddti runs/shipped --all ..." \\
         --cv benchmarks/results/cv-stem2-128-tta.json
+
+``--stage refine`` packages a ``thyroidseg train --stage refine --all`` run as the shipped
+second stage (``shipped_weights("refine")``); it takes no inference settings (the
+whole-frame model's apply).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ KEEP = ("format", "config", "model")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="last.pt of a `thyroidseg train --all` run")
+    parser.add_argument("--stage", choices=("whole", "refine"), default="whole")
     parser.add_argument("--tta", action="store_true", help="recommend flip TTA")
     parser.add_argument("--fill-holes", action="store_true")
     parser.add_argument("--min-area", type=int, default=0)
@@ -34,6 +39,8 @@ def main() -> None:
     parser.add_argument("--cv", required=True, help="the CV result file that chose the recipe")
     parser.add_argument("--out", type=Path, default=None, help="default: the package's file")
     args = parser.parse_args()
+    if args.stage == "refine" and (args.tta or args.fill_holes or args.min_area):
+        parser.error("the refine stage takes the whole-frame model's inference settings")
     checkpoint = load_checkpoint(args.checkpoint)
     shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
     stored = checkpoint["config"]
@@ -41,10 +48,12 @@ def main() -> None:
         **stored,
         "model_class": canonical_name(stored.get("model_class")),  # the registered name
         "prepare_batch": canonical_name(stored.get("prepare_batch")),
-        "inference": {"tta": args.tta, "fill_holes": args.fill_holes, "min_area": args.min_area},
         "provenance": {"command": args.command, "cross_validation": args.cv},
     }
-    out = args.out if args.out is not None else Path(str(shipped_weights()))
+    if args.stage == "whole":
+        inference = {"tta": args.tta, "fill_holes": args.fill_holes, "min_area": args.min_area}
+        shipped["config"]["inference"] = inference
+    out = args.out if args.out is not None else Path(str(shipped_weights(args.stage)))
     save_checkpoint(out, shipped)
     print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -1,9 +1,9 @@
 """`ThyroidDataset`: thyroid ultrasound frames and nodule masks, ready for a training loop.
 
-The dataset reads any layout of `thyroidseg.layouts` (detected automatically, or chosen
+The dataset reads any layout of `thyroidseg.data.layouts` (detected automatically, or chosen
 with ``layout=``), checks every image/mask pair, preprocesses the frames at network size
 and, by default, caches them; ``ds.groups`` feeds the leakage-safe splits of
-`thyroidseg.splits`.
+`thyroidseg.data.splits`.
 
 Mask rule (one place, `read_binary_mask`): a pixel is nodule iff its value is
 non-zero in a lossless mask (PNG, BMP, TIFF), and iff its value is ``> 127`` in a JPEG mask,
@@ -28,11 +28,11 @@ from typing_extensions import Self
 
 from thyroidseg._io import PathLike, check_mask_threshold, read_binary_mask, read_image
 from thyroidseg._progress import Progress
-from thyroidseg.geometry import _check_size, resize, resize_mask
-from thyroidseg.intensity import to_gray_uint8
-from thyroidseg.layouts import LAYOUTS, Layout, _Item, _rasterise, _scan, detect_layout
-from thyroidseg.preprocessing import DEFAULT_SIZE, to_unit_range
-from thyroidseg.preprocessing import preprocess as preprocess_frame
+from thyroidseg.data.layouts import LAYOUTS, Layout, _Item, _rasterise, _scan, detect_layout
+from thyroidseg.preprocessing.geometry import check_size, resize, resize_mask
+from thyroidseg.preprocessing.intensity import to_gray_uint8
+from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE, to_unit_range
+from thyroidseg.preprocessing.pipeline import preprocess as preprocess_frame
 
 __all__ = [
     "GroupBy",
@@ -201,7 +201,7 @@ class ThyroidDataset(Dataset):
         Called as ``transform(image=image, mask=mask)`` with the ``float32`` ``(H, W)``
         image in ``[0, 1]`` and the ``uint8`` ``{0, 1}`` mask, returning a mapping with
         ``"image"`` and ``"mask"`` (the albumentations convention, so
-        `thyroidseg.augment.Augment` or an ``albumentations.Compose`` fit).
+        `thyroidseg.data.augment.Augment` or an ``albumentations.Compose`` fit).
     cache
         ``True`` (default): decode and preprocess every frame once, now, and keep them as
         ``uint8`` arrays (``2 * N * H * W`` bytes; 48 MB for 365 frames at 256x256). All
@@ -230,7 +230,7 @@ class ThyroidDataset(Dataset):
     Examples
     --------
     >>> import tempfile
-    >>> from thyroidseg.synthetic import write_synthetic_dataset
+    >>> from thyroidseg.data.synthetic import write_synthetic_dataset
     >>> root = write_synthetic_dataset(tempfile.mkdtemp(), 4, size=(64, 64))
     >>> ds = ThyroidDataset(root, size=(32, 32), preprocess=None, progress=False)
     >>> len(ds), ds.layout
@@ -262,7 +262,7 @@ class ThyroidDataset(Dataset):
             raise ValueError(f"unknown layout {layout!r}; choose 'auto' or one of {LAYOUTS}")
         if on_invalid not in ("raise", "skip"):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
-        size = _check_size(size)
+        size = check_size(size)
         mask_threshold = check_mask_threshold(mask_threshold)
         if preprocess == "default":
             preprocess = functools.partial(preprocess_frame, size=size)

@@ -60,7 +60,7 @@ def group_kfold(
         never split between training and validation.
     folds
         Number of folds, at least 2 and at most the number of groups (the name
-        ``thyroidseg train --folds`` and `thyroidseg.workflows.train_folder` use).
+        ``thyroidseg train --folds`` and `thyroidseg.training.workflows.train_folder` use).
     stratify
         Optional label per item (e.g. `size_tertiles`); each group takes its most
         common label and the folds get each label in proportion.

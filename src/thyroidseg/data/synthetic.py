@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike, atomic_write_bytes, write_image
-from thyroidseg.geometry import MIN_FRAME_SIDE
+from thyroidseg.preprocessing.geometry import MIN_FRAME_SIDE
 
 __all__ = ["synthetic_phantoms", "write_synthetic_dataset"]
 

@@ -1,9 +1,9 @@
 """Measure the nodules of a segmentation: area, bounding box, longest diameter, aspect.
 
 A nodule is one connected component of the mask (8-connectivity, as
-`thyroidseg.inference.postprocess_views` uses). `measure` returns one `Nodule` per
-component, numbered 1, 2, ... by decreasing area; `write_measurements_csv` writes them as
-the CSV of ``thyroidseg predict --measure``. Every definition, with its formula and its
+`thyroidseg.inference.postprocess.postprocess_views` uses). `measure` returns one `Nodule`
+per component, numbered 1, 2, ... by decreasing area; `write_measurements_csv` writes them
+as the CSV of ``thyroidseg predict --measure``. Every definition, with its formula and its
 limits, is in ``docs/measure.md``.
 
 Coordinates follow the image: ``x`` is the column (across the ultrasound beam), ``y`` the
@@ -155,10 +155,10 @@ def measure(
     views
         Boxes ``(x0, y0, x1, y1)`` (half-open, as ``Preprocessed.views``) of the views of a
         split-screen frame. Components are then found inside each view separately, exactly
-        as `thyroidseg.inference.postprocess_views` cleans them, and each nodule records its
-        view's index. Views must lie inside the mask and not overlap, and every nodule pixel
-        must lie in a view (post-processing guarantees it). ``None`` (default): the whole
-        frame is view 0.
+        as `thyroidseg.inference.postprocess.postprocess_views` cleans them, and each nodule
+        records its view's index. Views must lie inside the mask and not overlap, and every
+        nodule pixel must lie in a view (post-processing guarantees it). ``None`` (default):
+        the whole frame is view 0.
 
     Returns
     -------

@@ -12,19 +12,20 @@ zeros outside the scan region) and applies the per-view post-processing of
 measured against the original labels, never against resized ones. On request the nodule
 probability map comes back too, bilinearly resampled to the frame.
 
-Where the network comes from (`thyroidseg.model_loading`):
+Where the network comes from (`thyroidseg.models.loading`):
 
 - ``Segmenter.from_checkpoint("run/best.pt")`` rebuilds it from a checkpoint written by
   `thyroidseg.training.Trainer` (architecture and preprocessing are stored in it), loaded
-  with `thyroidseg.checkpoint.load_checkpoint` (``torch.load(weights_only=True)``); several
-  checkpoints become one `thyroidseg.ensemble.Ensemble`;
+  with `thyroidseg.models.checkpoint.load_checkpoint` (``torch.load(weights_only=True)``); several
+  checkpoints become one `thyroidseg.models.ensemble.Ensemble`;
 - ``Segmenter.pretrained()`` loads the model shipped inside the package
-  (`thyroidseg.model_loading.shipped_weights`), the same way.
+  (`thyroidseg.models.loading.shipped_weights`), the same way.
 
 Device and autocast follow `thyroidseg.runtime`, as in training; nothing here imports the
-training code. `Segmenter.predict_folder` is ``thyroidseg predict``: masks, and optionally
+training code. `Segmenter.predict_folder` is ``thyroidseg predict`` (its folder code is
+`thyroidseg.inference.folders`): masks, and optionally
 overlay pictures, probability maps and the nodule measurements of
-`thyroidseg.measurements`. DICOM files are read wherever images are (`thyroidseg.dicom`):
+`thyroidseg.inference.measurements`. DICOM files are read wherever images are (`thyroidseg.dicom`):
 `Segmenter.predict_folder` and `Segmenter.predict_file` segment every frame of a cine loop,
 and measure in millimetres with the pixel size each file states.
 """
@@ -33,11 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import cv2
@@ -46,144 +44,29 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import check_int
-from thyroidseg._io import (
-    Inputs,
-    PathLike,
-    map_folder,
-    read_image,
-    reserve_folder,
-    write_image,
+from thyroidseg._io import Inputs, PathLike
+from thyroidseg.dicom import FrameRange
+from thyroidseg.inference.folders import (
+    FilePrediction,
+    FolderPrediction,
+    _predict_file,
+    _predict_folder,
 )
-from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
-from thyroidseg.ensemble import class_probabilities
-from thyroidseg.measurements import (
-    ImageKey,
-    Nodule,
+from thyroidseg.inference.measurements import (
     PixelSpacing,
-    measure,
-    write_measurements_csv,
 )
-from thyroidseg.model_loading import load_network, shipped_weights
-from thyroidseg.overlay import overlay
-from thyroidseg.postprocess import postprocess_views
-from thyroidseg.preprocessing import Preprocessed, preprocess, to_unit_range
-from thyroidseg.refine import Refiner, cleaning_options
+from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg.inference.refine import Refiner
+from thyroidseg.models.ensemble import class_probabilities
+from thyroidseg.models.loading import load_network, shipped_weights
+from thyroidseg.preprocessing.crops import cleaning_options
+from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
-from thyroidseg.spacing import FrameSpacing, check_spacing
 
-__all__ = [
-    "MEASUREMENTS_CSV",
-    "OVERLAYS_DIR",
-    "PROBABILITIES_DIR",
-    "FilePrediction",
-    "FolderPrediction",
-    "Frame",
-    "Prediction",
-    "Segmenter",
-]
-
-OVERLAYS_DIR = "overlays"
-"""Sub-folder of `Segmenter.predict_folder`'s output for the overlay pictures."""
-PROBABILITIES_DIR = "probabilities"
-"""Sub-folder of `Segmenter.predict_folder`'s output for the probability maps."""
-MEASUREMENTS_CSV = "measurements.csv"
-"""File of `Segmenter.predict_folder`'s output with one row per nodule."""
+__all__ = ["Frame", "Prediction", "Segmenter"]
 
 Frame = np.ndarray | PathLike
 Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class FolderPrediction:
-    """What `Segmenter.predict_folder` wrote, and how long it took.
-
-    Attributes
-    ----------
-    out_dir
-        The output folder.
-    masks
-        ``stem -> out_dir/<stem>.png`` for every frame segmented, in stem order.
-    overlays, probabilities
-        ``stem -> out_dir/overlays/<stem>.png`` (``.../probabilities/<stem>.png``); empty
-        when not asked for.
-    measurements
-        ``out_dir/measurements.csv``, or ``None`` when not asked for.
-    nodules
-        Nodules (8-connected components, per view) in all the masks written.
-    seconds
-        Wall time of the whole folder: reading, preprocessing, the network, writing.
-    """
-
-    out_dir: Path
-    masks: dict[str, Path]
-    overlays: dict[str, Path]
-    probabilities: dict[str, Path]
-    measurements: Path | None
-    nodules: int
-    seconds: float
-
-    @property
-    def frames(self) -> int:
-        """Frames segmented (``len(masks)``)."""
-        return len(self.masks)
-
-    def summary(self) -> str:
-        """One line: frames, nodules, time, frames per second, and where the files went."""
-        rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
-        places = [f"masks in {self.out_dir}"]
-        if self.overlays:
-            places.append(f"overlays in {self.out_dir / OVERLAYS_DIR}")
-        if self.probabilities:
-            places.append(f"probabilities in {self.out_dir / PROBABILITIES_DIR}")
-        if self.measurements is not None:
-            places.append(f"measurements in {self.measurements}")
-        return (
-            f"segmented {self.frames} frames, {self.nodules} nodules in {self.seconds:.1f} s "
-            f"({rate:.1f} frames/s): " + ", ".join(places)
-        )
-
-
-@dataclass(frozen=True)
-class FilePrediction:
-    """What `Segmenter.predict_file` found in one file (an image, or a DICOM cine loop).
-
-    Attributes
-    ----------
-    path
-        The file.
-    frames
-        Frame numbers (from 1) of the masks, in order; ``(1,)`` for a single image.
-    masks
-        One ``uint8`` ``{0, 1}`` ``(H, W)`` mask per frame, as `Segmenter.predict` returns.
-    spacing
-        The pixel size the file states (`thyroidseg.dicom.read_spacing`); source
-        ``"none"`` for an image that is not DICOM. ``measure(mask, spacing)`` measures a
-        mask in millimetres.
-    """
-
-    path: Path
-    frames: tuple[int, ...]
-    masks: list[np.ndarray]
-    spacing: FrameSpacing
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One output of a folder: its file, its frame index (None: the only one), its spacing."""
-
-    source: Path
-    index: int | None
-    spacing: FrameSpacing | None
-
-
-@dataclass(frozen=True)
-class _LoadedFrame:
-    """One frame of a folder: its CSV key, pixels, preprocessing and pixel size."""
-
-    key: ImageKey
-    image: np.ndarray
-    prepared: Preprocessed
-    spacing: FrameSpacing | None
 
 
 class Segmenter:
@@ -194,8 +77,8 @@ class Segmenter:
     model
         One network: maps the preprocessed batch ``(N, C, H, W)`` float32 in ``[0, 1]`` to
         class scores ``(N, K, H, W)`` (logits, or log-probabilities as an
-        `thyroidseg.ensemble.Ensemble` returns; only their softmax is used). Class 1 is
-        nodule. Kept as `model`, the one module that `thyroidseg.export` exports.
+        `thyroidseg.models.ensemble.Ensemble` returns; only their softmax is used). Class 1 is
+        nodule. Kept as `model`, the one module that `thyroidseg.models.export` exports.
     preprocess_options
         Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
         exactly as in training. Default: ``preprocess``'s defaults.
@@ -212,15 +95,15 @@ class Segmenter:
     batch_size
         Frames per forward pass in `predict_many` and `predict_folder` (default 8).
     refiner
-        A second stage (`thyroidseg.refine.Refiner`) that segments each nodule found by
+        A second stage (`thyroidseg.inference.refine.Refiner`) that segments each nodule found by
         ``model`` again from a full-resolution crop; the mask is post-processed before it
         (the components it refines) and again after it (default: none). Its cleaning
         options (``crop``, ``margin``, ``inpaint_annotations``) must be ``model``'s.
 
     Examples
     --------
-    >>> from thyroidseg.model import UNet
-    >>> from thyroidseg.synthetic import synthetic_phantoms
+    >>> from thyroidseg.models.unet import UNet
+    >>> from thyroidseg.data.synthetic import synthetic_phantoms
     >>> images, _ = synthetic_phantoms(2, size=(90, 140), seed=0)
     >>> segmenter = Segmenter(UNet(seed=0), {"size": (64, 64)}, device="cpu")
     >>> [mask.shape for mask in segmenter.predict_many(images)]
@@ -277,10 +160,10 @@ class Segmenter:
     ) -> Segmenter:
         """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
-        Reads them with `thyroidseg.model_loading.load_network`: a `thyroidseg.model.UNet`
+        Reads them with `thyroidseg.models.loading.load_network`: a `thyroidseg.models.unet.UNet`
         rebuilt from the stored ``config`` (for any other architecture pass an instance as
         ``model``, whose weights are replaced), frames prepared exactly as in training, and
-        several checkpoints as one `thyroidseg.ensemble.Ensemble` (the mean of the members'
+        several checkpoints as one `thyroidseg.models.ensemble.Ensemble` (the mean of the members'
         probabilities, which becomes `Segmenter.model`; their preprocessing must be
         identical).
 
@@ -295,17 +178,17 @@ class Segmenter:
         keep_largest, min_area, fill_holes, tta
             As for `Segmenter`. ``None`` (default): the checkpoint's recommendation,
             ``config["inference"]`` (stored with a shipped model), else off
-            (`thyroidseg.model_loading.INFERENCE_DEFAULTS`).
+            (`thyroidseg.models.loading.INFERENCE_DEFAULTS`).
         refine
             Checkpoint(s) of a refine network (``thyroidseg train --stage refine``) to run
-            as the second stage (`thyroidseg.refine.Refiner.from_checkpoint`; several are
-            averaged), or a `thyroidseg.refine.Refiner` built with other settings. Default:
-            none.
+            as the second stage (`thyroidseg.inference.refine.Refiner.from_checkpoint`;
+            several are averaged), or a `thyroidseg.inference.refine.Refiner` built with other
+            settings. Default: none.
 
         Raises
         ------
         FileNotFoundError, ValueError
-            As `thyroidseg.model_loading.load_network`: a missing, corrupt or unsafe file, a
+            As `thyroidseg.models.loading.load_network`: a missing, corrupt or unsafe file, a
             model that cannot be rebuilt, frames prepared otherwise than by `preprocess`
             (build ``Segmenter(model, preprocess_options)`` yourself then), ensemble members
             that differ in preprocessing, a refine checkpoint given as ``path`` or a
@@ -347,7 +230,7 @@ class Segmenter:
     ) -> Segmenter:
         """The segmenter of the model shipped with the package, ready to use.
 
-        Loads `thyroidseg.model_loading.shipped_weights` through `from_checkpoint` (the same
+        Loads `thyroidseg.models.loading.shipped_weights` through `from_checkpoint` (the same
         safe loader, ``weights_only=True``), so its preprocessing and its recommended
         inference settings (``config["inference"]``: TTA, hole filling, minimum area) come
         with it, and its second stage (``shipped_weights("refine")``) when the package has
@@ -389,11 +272,11 @@ class Segmenter:
             return cls.from_checkpoint(path, refine=refine or None, **options)
 
     def describe(self) -> dict[str, Any]:
-        """How frames are segmented, JSON-ready: what `thyroidseg.export` writes beside a
+        """How frames are segmented, JSON-ready: what `thyroidseg.models.export` writes beside a
         cascade's networks.
 
         ``{"preprocess_options", "tta", "keep_largest", "min_area", "fill_holes",
-        "refine"}``; ``"refine"`` is `thyroidseg.refine.Refiner.describe` or ``None``.
+        "refine"}``; ``"refine"`` is `thyroidseg.inference.refine.Refiner.describe` or ``None``.
         """
         return {
             "preprocess_options": dict(self.preprocess_options),
@@ -479,7 +362,7 @@ class Segmenter:
 
         ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
         ``tta`` and ``return_probabilities``; a separate method so that the return type
-        never depends on the input's shape (as `thyroidseg.measurements.measure_many`).
+        never depends on the input's shape (as `thyroidseg.inference.measurements.measure_many`).
 
         Parameters
         ----------
@@ -533,8 +416,8 @@ class Segmenter:
         - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
           `predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
         - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
-          written mask (`thyroidseg.measurements.measure` with the frame's views and its
-          probability map; columns of `thyroidseg.measurements.write_measurements_csv`,
+          written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
+          probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
           ``image`` the frame's file name, ``frame`` its number in a cine loop), with
           millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given.
 
@@ -573,84 +456,19 @@ class Segmenter:
             The files written, the nodule count and the wall time (`FolderPrediction.summary`
             is the one line ``thyroidseg predict`` prints).
         """
-        spacing = _spacing_rule(pixel_spacing, measurements)
-        selection = FrameRange.parse(frames)
-        use_tta = self._tta(tta)
-        out_dir = Path(out_dir)
-        wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
-        extras = {name: out_dir / name for name, on in wanted if on}
-        csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-        with reserve_folder(out_dir):  # held until the CSV is written too
-            found: dict[ImageKey, list[Nodule]] = {}
-            pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
-            need_probabilities = probabilities or measurements
-
-            def split(stem: str, source: Path) -> dict[str, _Item]:
-                outputs = frame_outputs(stem, source, selection)
-                here = spacing
-                if spacing == "auto":
-                    here = read_spacing(source) if is_dicom(source) else FrameSpacing("none")
-                return {name: _Item(source, index, here) for name, index in outputs.items()}
-
-            def load(item: _Item) -> _LoadedFrame:
-                if item.index is None:
-                    image = read_image(item.source)
-                    return _LoadedFrame(item.source.name, image, self._prepare(image), item.spacing)
-                number = item.index + 1
-                try:
-                    image = read_frame(item.source, item.index)
-                    prepared = self._prepare(image)
-                except ValueError as error:
-                    raise ValueError(f"{item.source}: frame {number}: {error}") from error
-                return _LoadedFrame((item.source.name, number), image, prepared, item.spacing)
-
-            def save(batch: dict[Path, _LoadedFrame]) -> None:
-                frames = list(batch.values())
-                segmented = self._segment([f.prepared for f in frames], use_tta, need_probabilities)
-                for target, frame, (mask, probability) in zip(
-                    batch, frames, segmented, strict=True
-                ):
-                    write_image(target, mask * np.uint8(255))
-                    found[frame.key] = measure(
-                        mask, frame.spacing, probability, frame.prepared.views
-                    )
-                    if OVERLAYS_DIR in extras:
-                        path = write_image(
-                            extras[OVERLAYS_DIR] / target.name, overlay(frame.image, mask)
-                        )
-                        pictures[OVERLAYS_DIR][target.stem] = path
-                    if PROBABILITIES_DIR in extras:
-                        grey = np.round(probability * 255).astype(np.uint8)
-                        path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
-                        pictures[PROBABILITIES_DIR][target.stem] = path
-
-            start = time.perf_counter()
-            try:
-                written = map_folder(
-                    in_dir,
-                    out_dir,
-                    load,
-                    save,
-                    verb="segmented",
-                    split=split,
-                    overwrite=overwrite,
-                    batch_size=self.batch_size,
-                    companions=list(extras.values()),
-                    also_writes=[csv_path] if csv_path is not None else [],
-                    progress=progress,
-                )
-            finally:  # the rows of every frame written, also when some frames failed
-                if csv_path is not None and found:
-                    write_measurements_csv(csv_path, found)
-            return FolderPrediction(
-                out_dir=out_dir,
-                masks=written,
-                overlays=pictures.get(OVERLAYS_DIR, {}),
-                probabilities=pictures.get(PROBABILITIES_DIR, {}),
-                measurements=csv_path,
-                nodules=sum(len(nodules) for nodules in found.values()),
-                seconds=time.perf_counter() - start,
-            )
+        return _predict_folder(
+            self,
+            in_dir,
+            out_dir,
+            tta=tta,
+            overlays=overlays,
+            probabilities=probabilities,
+            measurements=measurements,
+            pixel_spacing=pixel_spacing,
+            frames=frames,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     def predict_file(
         self, path: PathLike, *, frames: str | FrameRange = "all", tta: bool | None = None
@@ -680,16 +498,7 @@ class Segmenter:
             As `thyroidseg.dicom.read_frame` and `thyroidseg.dicom.read_spacing` (an
             implausible pixel size included); a frame that cannot be preprocessed.
         """
-        path = Path(path)
-        indices = list(frame_outputs(path.stem, path, frames).values())
-        spacing = read_spacing(path) if is_dicom(path) else FrameSpacing("none")
-        masks: list[np.ndarray] = []
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
-            images = [read_image(path) if i is None else read_frame(path, i) for i in chunk]
-            masks += self.predict_many(images, tta=tta)
-        numbers = tuple(1 if i is None else i + 1 for i in indices)
-        return FilePrediction(path=path, frames=numbers, masks=masks, spacing=spacing)
+        return _predict_file(self, path, frames=frames, tta=tta)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -739,26 +548,13 @@ class Segmenter:
 def _check_refiner(refiner: object, stage1_options: Mapping[str, Any]) -> None:
     """A `Refiner` whose frames are cleaned like the whole-frame model's."""
     if not isinstance(refiner, Refiner):
-        raise ValueError(f"refiner must be a thyroidseg.refine.Refiner, got {refiner!r}")
+        raise ValueError(f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}")
     stage1 = cleaning_options(stage1_options)
     if refiner.cleaning() != stage1:
         raise ValueError(
             f"the refiner cleans frames with {refiner.cleaning()}, the whole-frame model with "
             f"{stage1}: both stages must crop and inpaint alike"
         )
-
-
-def _spacing_rule(
-    pixel_spacing: object, measurements: bool
-) -> FrameSpacing | Literal["auto"] | None:
-    """`predict_folder`'s ``pixel_spacing``, checked: ``"auto"``, a user spacing, or none."""
-    if pixel_spacing is None:
-        return None
-    if not measurements:
-        raise ValueError("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
-    if isinstance(pixel_spacing, str) and pixel_spacing == "auto":
-        return "auto"
-    return FrameSpacing("user", check_spacing(pixel_spacing, "pixel_spacing (--pixel-spacing)"))
 
 
 def _check_flag(name: str, value: object) -> bool:

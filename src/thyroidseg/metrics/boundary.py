@@ -10,7 +10,7 @@ pixel ``spacing``:
   directions;
 * `normalized_surface_dice`: the share of both borders within a tolerance of the other;
 * `boundary_metrics`: both from one distance computation (what
-  `thyroidseg.evaluation.evaluate_folders` uses), and the one place where the empty-mask
+  `thyroidseg.metrics.evaluation.evaluate_folders` uses), and the one place where the empty-mask
   rules are applied: NaN when both masks are empty, HD95 ``inf`` and NSD 0 when exactly one is.
 """
 
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from thyroidseg.counting import LabelMap
+from thyroidseg.metrics.counting import LabelMap
 
 __all__ = ["Spacing", "boundary_metrics", "hausdorff_distance_95", "normalized_surface_dice"]
 

@@ -1,7 +1,7 @@
 r"""Overlap metrics from confusion matrices: per class, pooled and per image.
 
 Everything here starts from the **confusion matrix** $M$ of a label map, counted by
-`thyroidseg.counting.confusion_matrices`: $M_{ij}$ is the number of pixels whose true class
+`thyroidseg.metrics.counting.confusion_matrices`: $M_{ij}$ is the number of pixels whose true class
 is $i$ and whose predicted class is $j$ (rows truth, columns prediction). For a class $c$:
 
 $$TP_c = M_{cc}, \quad FP_c = \sum_i M_{ic} - TP_c, \quad FN_c = \sum_j M_{cj} - TP_c,
@@ -23,8 +23,8 @@ The module has three parts:
   matrices of all images, then take the ratio) and **per image** (one ratio per image, then
   `summarize`).
 
-Boundary metrics are in `thyroidseg.boundary`; scoring folders of masks is
-`thyroidseg.evaluation`.
+Boundary metrics are in `thyroidseg.metrics.boundary`; scoring folders of masks is
+`thyroidseg.metrics.evaluation`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from thyroidseg.counting import LabelMap, _check_arguments, confusion_matrices
-from thyroidseg.statistics import Summary, _json_number, summarize
+from thyroidseg.metrics.counting import LabelMap, _check_arguments, confusion_matrices
+from thyroidseg.metrics.statistics import Summary, _json_number, summarize
 
 __all__ = [
     "ConfusionMatrix",
@@ -47,6 +47,7 @@ __all__ = [
     "iou",
     "mean_dice",
     "mean_iou",
+    "nanmean",
     "pixel_accuracy",
     "precision",
     "recall",
@@ -71,12 +72,15 @@ def _divide_or_nan(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray
     return out
 
 
-def _nanmean(values: np.ndarray | Sequence[float], axis: int = -1) -> np.ndarray | float:
+def nanmean(values: np.ndarray | Sequence[float], axis: int = -1) -> np.ndarray | float:
     r"""Mean over ``axis`` of the defined (non-NaN) values: $\frac{1}{|D|}\sum_{v \in D} v$.
 
     NaN, without a warning, when no value is defined (all NaN, or none at all). A float
     for a 1-D input, else an array. The one NaN-aware mean of the library (also the
     Trainer's validation mean).
+
+    >>> nanmean([0.5, float("nan"), 1.0])
+    0.75
     """
     values = np.asarray(values, dtype=np.float64)
     defined = ~np.isnan(values)
@@ -191,7 +195,7 @@ def mean_iou(matrix: np.ndarray, include_background: bool = True) -> np.ndarray 
     0.5
     """
     values = iou(matrix)
-    return _nanmean(values if include_background else values[..., 1:])
+    return nanmean(values if include_background else values[..., 1:])
 
 
 def mean_dice(matrix: np.ndarray, include_background: bool = True) -> np.ndarray | float:
@@ -200,7 +204,7 @@ def mean_dice(matrix: np.ndarray, include_background: bool = True) -> np.ndarray
     With ``include_background=True`` this is the macro-averaged F1 score.
     """
     values = dice(matrix)
-    return _nanmean(values if include_background else values[..., 1:])
+    return nanmean(values if include_background else values[..., 1:])
 
 
 def frequency_weighted_iou(matrix: np.ndarray) -> np.ndarray | float:
@@ -225,7 +229,7 @@ def balanced_accuracy(matrix: np.ndarray) -> np.ndarray | float:
     Unlike `pixel_accuracy`, a model that predicts background everywhere scores
     $1/|D|$ (0.5 for a binary task), not the background's share of the pixels.
     """
-    return _nanmean(recall(matrix))
+    return nanmean(recall(matrix))
 
 
 _PER_CLASS_METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

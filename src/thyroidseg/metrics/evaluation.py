@@ -3,7 +3,7 @@
 `evaluate_folders` (the ``thyroidseg evaluate`` command) pairs the two folders by file stem,
 reads every mask with the library's one mask rule (`thyroidseg._io.read_binary_mask`), counts
 one confusion matrix per image (`thyroidseg.metrics.ConfusionMatrix`) and measures the
-boundary metrics with `thyroidseg.boundary.boundary_metrics`, which also owns their
+boundary metrics with `thyroidseg.metrics.boundary.boundary_metrics`, which also owns their
 empty-mask rules. Problems are collected over the whole folder and reported together:
 unpaired stems, unreadable files and size mismatches are each listed in full, never skipped.
 """
@@ -20,11 +20,11 @@ import numpy as np
 
 from thyroidseg._io import PathLike, check_mask_threshold, csv_text, list_images, read_binary_mask
 from thyroidseg._progress import Progress
-from thyroidseg.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
-from thyroidseg.counting import confusion_matrices
-from thyroidseg.geometry import resize_mask
-from thyroidseg.metrics import _PER_CLASS_METRICS, ConfusionMatrix, iou
-from thyroidseg.statistics import _json_number, summarize
+from thyroidseg.metrics.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
+from thyroidseg.metrics.confusion import _PER_CLASS_METRICS, ConfusionMatrix, iou
+from thyroidseg.metrics.counting import confusion_matrices
+from thyroidseg.metrics.statistics import _json_number, summarize
+from thyroidseg.preprocessing.geometry import resize_mask
 
 __all__ = ["FolderEvaluation", "evaluate_folders"]
 
@@ -40,8 +40,8 @@ class FolderEvaluation:
     confusion
         The `ConfusionMatrix` (2 classes, one matrix per image, same order).
     hd95, nsd
-        Per image `thyroidseg.boundary.hausdorff_distance_95` and
-        `thyroidseg.boundary.normalized_surface_dice` of the nodule (NaN/inf for empty
+        Per image `thyroidseg.metrics.boundary.hausdorff_distance_95` and
+        `thyroidseg.metrics.boundary.normalized_surface_dice` of the nodule (NaN/inf for empty
         masks as documented there).
     tolerance
         NSD tolerance, in the unit of ``spacing``.
@@ -161,7 +161,7 @@ def evaluate_folders(
         interpolation (never bilinear, which would invent intermediate labels). Note that
         this changes the reference; resizing predictions back to the label size is better.
     tolerance
-        Tolerance of `thyroidseg.boundary.normalized_surface_dice` (default 2, in the unit
+        Tolerance of `thyroidseg.metrics.boundary.normalized_surface_dice` (default 2, in the unit
         of ``pixel_spacing``).
     pixel_spacing
         Pixel size for the boundary metrics, one number or ``(row, col)``; ``None``

@@ -2,7 +2,7 @@
 
 `summarize` is how every per-image number of the library is reported (`Summary`): the
 mean per-image nodule IoU of `thyroidseg.metrics.ConfusionMatrix.summary`, the boundary
-metrics of `thyroidseg.evaluation`, the paired differences of the benchmarks.
+metrics of `thyroidseg.metrics.evaluation`, the paired differences of the benchmarks.
 """
 
 from __future__ import annotations

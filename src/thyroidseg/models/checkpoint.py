@@ -11,7 +11,7 @@ leaves the old or the new file, never a truncated one), and reads them back with
 * the zip archive's CRC-32 of every member, and the SHA-256 of the weights that
   `save_checkpoint` stores under ``"model_sha256"`` (`weights_sha256`): a flipped byte is an
   error naming the file, not silently different masks;
-* the ``"config"`` and ``"model"`` entries, and the options of a `thyroidseg.model.UNet`
+* the ``"config"`` and ``"model"`` entries, and the options of a `thyroidseg.models.unet.UNet`
   config and of its preprocessing: a file written by another version of the library is an
   error naming the file, the key and that version.
 
@@ -41,9 +41,9 @@ import torch
 
 from thyroidseg._io import PathLike, atomic_write_bytes
 from thyroidseg._version import __version__
-from thyroidseg.model import UNet
-from thyroidseg.preprocessing import preprocess
-from thyroidseg.registry import model_class
+from thyroidseg.models.registry import model_class
+from thyroidseg.models.unet import UNet
+from thyroidseg.preprocessing.pipeline import preprocess
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -134,7 +134,7 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
     accepted, so a file cannot run code when it is opened. Before that, the CRC-32 of every
     member of the zip archive is verified; after it, the ``"model_sha256"`` written by
     `save_checkpoint` (a checkpoint without one, from thyroidseg 0.1.0, loads with a
-    warning), the ``"config"`` and ``"model"`` entries, and, for a `thyroidseg.model.UNet`,
+    warning), the ``"config"`` and ``"model"`` entries, and, for a `thyroidseg.models.unet.UNet`,
     that every option of ``config["model"]`` and of
     ``config["data"]["preprocess_options"]`` is one this version knows.
 

@@ -2,14 +2,14 @@
 
 `Ensemble` wraps trained networks that take the same input (the same preprocessing) and
 returns log-probabilities, so that everything downstream of a network (softmax, argmax,
-`thyroidseg.inference.Segmenter`, `thyroidseg.export`) treats the ensemble exactly like
+`thyroidseg.inference.Segmenter`, `thyroidseg.models.export`) treats the ensemble exactly like
 one network. ``thyroidseg predict --model A.pt --model B.pt`` builds one through
 `thyroidseg.inference.Segmenter.from_checkpoint`.
 
 Examples
 --------
 >>> import torch
->>> from thyroidseg.model import UNet
+>>> from thyroidseg.models.unet import UNet
 >>> ensemble = Ensemble([UNet(base_channels=4, depth=2, seed=s) for s in (0, 1)])
 >>> scores = ensemble(torch.rand(1, 1, 32, 32))
 >>> scores.shape, bool(torch.allclose(scores.exp().sum(dim=1), torch.ones(1, 32, 32)))

@@ -17,7 +17,7 @@ chosen over the ``torch.export``-based one (``dynamo=True``, which needs ``onnxs
 Examples
 --------
 >>> import tempfile, pathlib, torch
->>> from thyroidseg.model import UNet
+>>> from thyroidseg.models.unet import UNet
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> model = UNet(base_channels=4, depth=2, seed=0)
 >>> scripted = torch.jit.load(export_torchscript(model, folder / "unet.pt"))
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from thyroidseg._io import PathLike, atomic_write_bytes
-from thyroidseg.model import UNet
+from thyroidseg.models.unet import UNet
 
 __all__ = [
     "ONNX_INPUT",
@@ -69,7 +69,7 @@ def export_torchscript(model: nn.Module, path: PathLike) -> Path:
     Parameters
     ----------
     model
-        The network to export (a `thyroidseg.model.UNet`, or any scriptable module).
+        The network to export (a `thyroidseg.models.unet.UNet`, or any scriptable module).
     path
         Destination file (conventionally ``.pt``).
 
@@ -110,7 +110,7 @@ def export_onnx(
         ONNX opset (default 17, supported by onnxruntime >= 1.13).
     example_size
         ``(H, W)`` of the example input used for tracing; any size works afterwards. For a
-        ``padding="valid"`` `UNet` it must be a size `thyroidseg.model.valid_output_size`
+        ``padding="valid"`` `UNet` it must be a size `thyroidseg.models.unet.valid_output_size`
         accepts.
     in_channels
         Channels of the example input. ``None`` (default): ``model.config["in_channels"]``
@@ -157,8 +157,8 @@ def export_onnx(
 def cascade_paths(path: PathLike) -> tuple[Path, Path]:
     """Where `export_cascade` puts the refine network and the description beside ``path``.
 
-    >>> [str(p) for p in cascade_paths("out/thyroid.onnx")]
-    ['out/thyroid-refine.onnx', 'out/thyroid.json']
+    >>> tuple(p.as_posix() for p in cascade_paths("out/thyroid.onnx"))
+    ('out/thyroid-refine.onnx', 'out/thyroid.json')
     """
     path = Path(path)
     return path.with_name(f"{path.stem}-refine{path.suffix}"), path.with_suffix(".json")

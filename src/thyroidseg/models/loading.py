@@ -1,9 +1,9 @@
 """Networks from checkpoint files: one, several as an ensemble, or the model that ships.
 
 `load_network` reads checkpoints written by `thyroidseg.training.Trainer` with the safe
-loader `thyroidseg.checkpoint.load_checkpoint` (``torch.load(weights_only=True)``) and
+loader `thyroidseg.models.checkpoint.load_checkpoint` (``torch.load(weights_only=True)``) and
 returns what a `thyroidseg.inference.Segmenter` needs: the network (one
-`thyroidseg.model.UNet`, or one `thyroidseg.ensemble.Ensemble` of several), the
+`thyroidseg.models.unet.UNet`, or one `thyroidseg.models.ensemble.Ensemble` of several), the
 `thyroidseg.preprocessing.preprocess` options the frames were prepared with in training,
 and the inference settings (TTA and post-processing). `shipped_weights` is where the model
 inside the package lives; ``Segmenter.pretrained()`` loads it through `load_network`.
@@ -25,10 +25,10 @@ from torch import nn
 
 from thyroidseg._checks import check_int
 from thyroidseg._io import PathLike
-from thyroidseg.checkpoint import load_checkpoint
-from thyroidseg.ensemble import Ensemble
-from thyroidseg.model import UNet
-from thyroidseg.registry import MODELS, model_class
+from thyroidseg.models.checkpoint import load_checkpoint
+from thyroidseg.models.ensemble import Ensemble
+from thyroidseg.models.registry import MODELS, model_class
+from thyroidseg.models.unet import UNet
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -62,14 +62,14 @@ class StoredModel(NamedTuple):
     """What `load_network` read from one or several checkpoints."""
 
     network: nn.Module
-    """The `thyroidseg.model.UNet` (or given model), or an `Ensemble` of several."""
+    """The `thyroidseg.models.unet.UNet` (or given model), or an `Ensemble` of several."""
     preprocess_options: dict[str, Any]
     """Keyword arguments of `thyroidseg.preprocessing.preprocess`, as in training."""
     inference: dict[str, Any]
     """One value for each key of `INFERENCE_DEFAULTS`."""
     crops: dict[str, Any] | None = None
-    """A refine network's crop rule (``config["data"]["crops"]``, `thyroidseg.refine.CropRule`
-    settings); ``None`` for a whole-frame network."""
+    """A refine network's crop rule (``config["data"]["crops"]``,
+    `thyroidseg.preprocessing.crops.CropRule` settings); ``None`` for a whole-frame network."""
 
 
 def shipped_weights(stage: Literal["whole", "refine"] = "whole") -> Traversable:
@@ -94,7 +94,7 @@ def load_network(
 ) -> StoredModel:
     """Rebuild the network, preprocessing and inference settings of checkpoints.
 
-    A `thyroidseg.model.UNet` is rebuilt from each checkpoint's ``config``; for any other
+    A `thyroidseg.models.unet.UNet` is rebuilt from each checkpoint's ``config``; for any other
     architecture pass an instance as ``model`` (its weights are replaced). The preprocessing
     comes from ``config["data"]`` (the training dataset's
     `thyroidseg.data.ThyroidDataset.config`): `preprocess` with the stored
@@ -119,7 +119,7 @@ def load_network(
     Raises
     ------
     FileNotFoundError, ValueError
-        As `thyroidseg.checkpoint.load_checkpoint`; also a model that cannot be rebuilt or
+        As `thyroidseg.models.checkpoint.load_checkpoint`; also a model that cannot be rebuilt or
         whose weights do not fit ``model``, frames prepared otherwise than by `preprocess`
         (``preprocess=None`` or a custom callable: build
         ``Segmenter(model, preprocess_options)`` yourself then), unknown keys in

@@ -1,7 +1,7 @@
 """Stable names for what a checkpoint records: the model class (and, for runs, the batch hook).
 
 A checkpoint names the class that rebuilds its network and the ``prepare_batch`` hook of its
-run by a registered name (``"unet"``; ``"default"`` in `thyroidseg.batching.BATCH_HOOKS`,
+run by a registered name (``"unet"``; ``"default"`` in `thyroidseg.training.batching.BATCH_HOOKS`,
 kept there so that inference imports no training code), not by import path, so modules can move
 without breaking saved runs or the shipped weights: the way segmentation_models.pytorch
 resolves a stored class name and nnU-Net stores ``trainer_name``. The class is rebuilt from
@@ -12,7 +12,7 @@ registered names.
 
 Examples
 --------
->>> from thyroidseg.model import UNet
+>>> from thyroidseg.models.unet import UNet
 >>> model_name(UNet(base_channels=4, depth=2))
 'unet'
 >>> model_class("thyroidseg.model.UNet") is UNet  # a 0.1.x checkpoint
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from thyroidseg.model import UNet
+from thyroidseg.models.unet import UNet
 
 __all__ = [
     "LEGACY_NAMES",

@@ -307,7 +307,7 @@ class UNet(nn.Module):
     full resolution and every later stage halves it. The decoder mirrors the encoder, doubling
     the resolution and concatenating the encoder's features at each stage; a final 1x1
     convolution gives ``num_classes`` logits (apply softmax yourself, or use a loss from
-    `thyroidseg.losses`, which expect logits).
+    `thyroidseg.training.losses`, which expect logits).
 
     Parameters
     ----------

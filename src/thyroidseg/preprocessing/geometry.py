@@ -23,6 +23,7 @@ __all__ = [
     "RESIZE_MODES",
     "Box",
     "ResizeMode",
+    "check_size",
     "fit_box",
     "resize",
     "resize_mask",
@@ -115,7 +116,7 @@ def fit_box(shape: tuple[int, int], size: tuple[int, int], mode: ResizeMode = "l
     >>> fit_box((300, 400), (256, 256), "stretch")
     Box(x0=0, y0=0, x1=256, y1=256)
     """
-    height, width = _check_size(size)
+    height, width = check_size(size)
     h, w = shape
     if h < 1 or w < 1:
         raise ValueError(f"fit_box: empty source shape {shape}")
@@ -161,7 +162,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.size == 0:
         raise ValueError("resize_mask: expected a non-empty (H, W) array")
-    height, width = _check_size(size)
+    height, width = check_size(size)
     return mask[np.ix_(_nearest(mask.shape[0], height), _nearest(mask.shape[1], width))]
 
 
@@ -179,8 +180,14 @@ MAX_SIDE = 8192
 """Largest network frame side `preprocess` and the dataset accept (scanner frames are ~1000)."""
 
 
-def _check_size(size: Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` as two positive ints (the one size check of the library)."""
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` as two positive ints (the one size check of the library).
+
+    Raises
+    ------
+    ValueError
+        Not two positive integers, or a side longer than `MAX_SIDE`.
+    """
     if len(size) != 2 or not all(
         isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in size
     ):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike
-from thyroidseg.intensity import _load_frame, _to_gray
+from thyroidseg.preprocessing.intensity import _load_frame, _to_gray
 
 __all__ = ["find_annotations", "inpaint_annotations"]
 

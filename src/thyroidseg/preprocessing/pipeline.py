@@ -4,19 +4,20 @@ A scanner frame holds much more than the ultrasound image: black borders, column
 scanner settings, side labels (DER/IZQ), a grey-scale bar, a body-marker icon, depth ticks,
 and, inside the image, caliper crosses and typed notes. `preprocess` turns such a
 frame into a fixed-size network input in five switchable steps, each public in the module
-that owns it (and at the top level, ``thyroidseg.<name>``):
+of `thyroidseg.preprocessing` that owns it:
 
-1. `thyroidseg.scan_region`: `find_views` / `find_scan_region`, the ultrasound field of
-   view, one box per view on split-screen frames (`thyroidseg.geometry.Box`, original
-   pixel coordinates), and a crop to it.
-2. `thyroidseg.inpainting`: `find_annotations` + `inpaint_annotations`, burned-in marks
-   inside the field of view (thin, bright, high-contrast strokes; coloured pixels) are
-   filled from their unmarked neighbours.
-3. `thyroidseg.geometry`: `fit_box` / `resize` to the network size, ``"letterbox"``
-   (aspect kept, zero padding) or ``"stretch"``.
-4. `thyroidseg.intensity`: `equalize`, ``"clahe"`` or ``"global"`` histogram equalisation.
-5. `thyroidseg.intensity`: `smooth`, ``"median"``, ``"gaussian"`` or ``"bilateral"``
-   speckle smoothing.
+1. `thyroidseg.preprocessing.scan_region`: `find_views` / `find_scan_region`, the
+   ultrasound field of view, one box per view on split-screen frames
+   (`thyroidseg.preprocessing.geometry.Box`, original pixel coordinates), and a crop to it.
+2. `thyroidseg.preprocessing.inpainting`: `find_annotations` + `inpaint_annotations`,
+   burned-in marks inside the field of view (thin, bright, high-contrast strokes; coloured
+   pixels) are filled from their unmarked neighbours.
+3. `thyroidseg.preprocessing.geometry`: `fit_box` / `resize` to the network size,
+   ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``.
+4. `thyroidseg.preprocessing.intensity`: `equalize`, ``"clahe"`` or ``"global"`` histogram
+   equalisation.
+5. `thyroidseg.preprocessing.intensity`: `smooth`, ``"median"``, ``"gaussian"`` or
+   ``"bilateral"`` speckle smoothing.
 
 Equalisation and smoothing run on the resized content *before* the letterbox padding is
 added, so the padding never enters the histogram and the work is done on the smaller image.
@@ -62,18 +63,18 @@ import numpy as np
 
 from thyroidseg._checks import check_int
 from thyroidseg._io import PathLike, map_folder, write_image
-from thyroidseg.geometry import (
+from thyroidseg.preprocessing.geometry import (
     RESIZE_MODES,
     Box,
     ResizeMode,
-    _check_size,
     _nearest,
     _resize_to,
     _union,
+    check_size,
     fit_box,
 )
-from thyroidseg.inpainting import _inpaint_marks
-from thyroidseg.intensity import (
+from thyroidseg.preprocessing.inpainting import _inpaint_marks
+from thyroidseg.preprocessing.intensity import (
     EQUALIZE_METHODS,
     SMOOTH_METHODS,
     EqualizeMethod,
@@ -83,7 +84,7 @@ from thyroidseg.intensity import (
     equalize,
     smooth,
 )
-from thyroidseg.scan_region import _find_views
+from thyroidseg.preprocessing.scan_region import _find_views
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -144,7 +145,7 @@ class Preprocessed:
         The keyword arguments `preprocess` ran with.
     cleaned
         ``uint8`` grey crop ``box`` at the original resolution, after the views were kept
-        and the marks inpainted: what was resized (`thyroidseg.refine` cuts its crops from
+        and the marks inpainted: what was resized (`thyroidseg.inference.refine` cuts its crops from
         it). ``None`` for a `Preprocessed` made by hand.
     """
 
@@ -329,7 +330,7 @@ def preprocess(
         smoothing=smoothing,
         resize_mode=resize_mode,
     )
-    network_size = _check_size(size)
+    network_size = check_size(size)
     array, name = _load_frame(image)
     gray = _to_gray(array, name)
     if crop:
@@ -370,7 +371,7 @@ def _checked_settings(**settings: object) -> dict[str, object]:
     bound.apply_defaults()
     checked = dict(bound.arguments)
     checked.pop("image", None)
-    checked["size"] = list(_check_size(checked["size"]))  # type: ignore[arg-type]
+    checked["size"] = list(check_size(checked["size"]))  # type: ignore[arg-type]
     check_int("margin", checked["margin"], 0)
     _check_choice("equalization", checked["equalization"], (*EQUALIZE_METHODS, None))
     _check_choice("smoothing", checked["smoothing"], (*SMOOTH_METHODS, None))

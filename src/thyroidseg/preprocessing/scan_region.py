@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import PathLike
-from thyroidseg.geometry import MIN_FRAME_SIDE, Box, _union
-from thyroidseg.intensity import _load_frame, _to_gray
+from thyroidseg.preprocessing.geometry import MIN_FRAME_SIDE, Box, _union
+from thyroidseg.preprocessing.intensity import _load_frame, _to_gray
 
 __all__ = ["find_scan_region", "find_views"]
 

@@ -78,7 +78,7 @@ def default_prepare_batch(
     loss_kwargs
         ``{"weight_map": batch["weight_map"]}`` (float32 on ``device``) when the items
         carry a ``"weight_map"`` (the keyword of
-        `thyroidseg.losses.WeightedCrossEntropyLoss`), else ``{}``. Other keys are not
+        `thyroidseg.training.losses.WeightedCrossEntropyLoss`), else ``{}``. Other keys are not
         passed to the loss: write your own ``prepare_batch`` for them.
     """
     inputs = batch["image"].to(device, non_blocking=True).float()

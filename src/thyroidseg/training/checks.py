@@ -1,7 +1,7 @@
 """How a `thyroidseg.training.Trainer` run is checked and recorded: arguments, settings, resume.
 
 * `check_components` and `check_settings` refuse what the trainer cannot use, with a message
-  saying what it needs instead (`thyroidseg.workflows.train_folder` calls `check_settings`
+  saying what it needs instead (`thyroidseg.training.workflows.train_folder` calls `check_settings`
   before it reads any data);
 * `describe` and `qualified_name` turn the loss, optimizer, scheduler and model class into
   the texts stored in a checkpoint's ``config``;
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import check_int
-from thyroidseg.registry import canonical_name, model_config
+from thyroidseg.models.registry import canonical_name, model_config
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
 __all__ = [
@@ -52,8 +52,8 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
     Compares the `RESUME_MUST_MATCH` keys and every entry of ``stored["data"]`` (the data
     folder, fold, size, augmentation, preprocessing...); an entry older checkpoints lack is
     not compared, 0.1.x import paths count as their registered names
-    (`thyroidseg.registry.canonical_name`), and a model option the checkpoint predates counts
-    as its default (`thyroidseg.registry.model_config`). Each difference reads
+    (`thyroidseg.models.registry.canonical_name`), and a model option the checkpoint predates counts
+    as its default (`thyroidseg.models.registry.model_config`). Each difference reads
     ``"<setting>=<stored> there, <current> here"``.
     """
 
@@ -82,10 +82,10 @@ def data_conflicts(
     """The data settings (a checkpoint's ``config["data"]``) in which ``current`` differs.
 
     The one data comparison of a resume, used by `resume_conflicts` and, before any data is
-    read, by `thyroidseg.workflows.train_folder`. Every entry of ``stored`` is compared (one
-    ``current`` lacks counts as changed); with ``labels``, only those keys, each named by its
-    label (e.g. ``{"root": "data_dir"}``), else as ``data['key']``. The data folder
-    (``"root"``) is compared after resolving links and relative paths.
+    read, by `thyroidseg.training.workflows.train_folder`. Every entry of ``stored`` is
+    compared (one ``current`` lacks counts as changed); with ``labels``, only those keys,
+    each named by its label (e.g. ``{"root": "data_dir"}``), else as ``data['key']``. The
+    data folder (``"root"``) is compared after resolving links and relative paths.
     """
     changed = []
     keys = [key for key in labels if key in stored] if labels is not None else list(stored)
@@ -143,7 +143,8 @@ def check_components(
     if isinstance(loss, str):
         raise ValueError(
             f"loss must be a loss object or callable, got the name {loss!r}: build it with "
-            f"thyroidseg.losses.make_loss({loss!r}) (train_folder and the command line take names)"
+            f"thyroidseg.training.losses.make_loss({loss!r}) (train_folder and the command "
+            "line take names)"
         )
     if not callable(loss):
         raise ValueError(f"loss must be callable (logits, target) -> loss, got {loss!r}")
@@ -221,7 +222,7 @@ def check_settings(
     """Raise ``ValueError`` for settings the trainer refuses, before any data is read.
 
     The arguments are those of `thyroidseg.training.Trainer`, which calls this;
-    ``validation`` says whether ``val_data`` is given. `thyroidseg.workflows.train_folder`
+    ``validation`` says whether ``val_data`` is given. `thyroidseg.training.workflows.train_folder`
     calls it before reading the dataset, so ``epochs=0``, ``batch_size=0`` or an unavailable
     ``device="cuda"`` is reported at once.
     """

@@ -2,14 +2,14 @@
 
 Every loss is an `torch.nn.Module` called as ``loss(logits, target)`` with
 
-- ``logits``: float tensor ``(N, C, H, W)``, the raw output of `thyroidseg.model.UNet`
+- ``logits``: float tensor ``(N, C, H, W)``, the raw output of `thyroidseg.models.unet.UNet`
   (softmax is applied inside, in float32 even under bfloat16 autocast);
 - ``target``: int64 tensor ``(N, H, W)`` of class indices in ``[0, C)``, where pixels equal to
   ``ignore_index`` (default ``-100``, as `torch.nn.CrossEntropyLoss`) count for nothing.
 
 Any other target value or a shape mismatch raises ``ValueError``. Non-finite logits give a
 non-finite loss (no check here, no extra device sync): the `Trainer` stops on it with
-`thyroidseg.divergence.NonFiniteLossError`, naming the epoch and step.
+`thyroidseg.training.divergence.NonFiniteLossError`, naming the epoch and step.
 
 `unet_weight_map` computes the per-pixel weights of Ronneberger et al. (2015) from a mask
 with NumPy and OpenCV, so a dataset can precompute it once per image.

@@ -7,16 +7,16 @@ parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect aroun
   optimizer and a learning-rate scheduler, plus a ``prepare_batch`` hook that turns a batch
   into ``(inputs, target, loss keyword arguments)`` (so a precomputed ``weight_map`` of the
   dataset reaches the loss). Names such as ``"dice_ce"`` or ``"cosine"`` are resolved by
-  `thyroidseg.workflows.train_folder` and the command line, not here;
+  `thyroidseg.training.workflows.train_folder` and the command line, not here;
 * validation after every epoch, reporting the **per-image** nodule IoU and Dice (mean over
   validation images); the IoU selects the ``best`` checkpoint and drives early stopping;
-* ``best.pt`` on improvement, then ``last.pt`` after every epoch (`thyroidseg.checkpoint`),
+* ``best.pt`` on improvement, then ``last.pt`` after every epoch (`thyroidseg.models.checkpoint`),
   holding everything needed to resume bit-exactly on the CPU; the order keeps the two
   consistent under a kill at any moment (``last.pt`` never claims a ``best.pt`` that is not
   on disk), and a resumed run checks it;
 * a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named), a
   non-finite validation output with `NonFiniteOutputError` (epoch and item named);
-* ``history.csv`` and ``history.png`` in ``out_dir`` (`thyroidseg.history`);
+* ``history.csv`` and ``history.png`` in ``out_dir`` (`thyroidseg.training.history`);
 * the device, autocast and CPU settings of `thyroidseg.runtime`, and DistributedDataParallel
   when launched with ``torchrun``.
 
@@ -48,11 +48,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from thyroidseg._io import PathLike, reserve_folder
+from thyroidseg._io import PathLike
+from thyroidseg._outputs import reserve_folder
 from thyroidseg._progress import Progress
 from thyroidseg._version import __version__
-from thyroidseg.batching import PrepareBatch, collate, default_prepare_batch, hook_name
-from thyroidseg.checkpoint import (
+from thyroidseg.metrics.confusion import ConfusionMatrix, nanmean
+from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
@@ -64,19 +65,19 @@ from thyroidseg.checkpoint import (
     save_checkpoint,
     seed_global_rngs,
 )
-from thyroidseg.distributed import DistContext, join_process_group
-from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
-from thyroidseg.history import HISTORY_CSV, HISTORY_PNG, write_history
-from thyroidseg.metrics import ConfusionMatrix, _nanmean
-from thyroidseg.registry import model_name
+from thyroidseg.models.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
-from thyroidseg.trainer_checks import (
+from thyroidseg.training.batching import PrepareBatch, collate, default_prepare_batch, hook_name
+from thyroidseg.training.checks import (
     check_components,
     check_settings,
     describe,
     ignore_index_of,
     resume_conflicts,
 )
+from thyroidseg.training.distributed import DistContext, join_process_group
+from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
+from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG, write_history
 
 __all__ = [
     "MONITORS",
@@ -126,7 +127,7 @@ class Trainer:
     ----------
     model
         Any ``nn.Module`` mapping images ``(N, C, H, W)`` to logits ``(N, K, H, W)``, e.g.
-        `thyroidseg.model.UNet`. Its ``config`` attribute (if any) is stored in the
+        `thyroidseg.models.unet.UNet`. Its ``config`` attribute (if any) is stored in the
         checkpoints so `thyroidseg.inference` can rebuild it.
     train_data, val_data
         Datasets whose items are dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"``
@@ -147,7 +148,7 @@ class Trainer:
         ``generator``).
     loss
         A loss object or callable ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
-        ``thyroidseg.losses.make_loss("dice_ce")`` or ``nn.CrossEntropyLoss()``; it is
+        ``thyroidseg.training.losses.make_loss("dice_ce")`` or ``nn.CrossEntropyLoss()``; it is
         computed in float32 even under autocast. Its ``ignore_index`` (if it has one) is
         also left out of the validation counts.
     optimizer
@@ -156,7 +157,7 @@ class Trainer:
     scheduler
         A learning-rate scheduler of ``optimizer``, stepped once per epoch (``step()``
         without arguments, so not ``ReduceLROnPlateau``). ``None`` (default): a constant
-        learning rate. `thyroidseg.workflows.train_folder` builds cosine or poly schedules.
+        learning rate. `thyroidseg.training.workflows.train_folder` builds cosine or poly schedules.
     prepare_batch
         ``prepare_batch(batch, device, memory_format) -> (inputs, target, loss_kwargs)``:
         ``batch`` is a dict of the collated items (tensor entries stacked along a new first
@@ -314,7 +315,7 @@ class Trainer:
     def fit(self, resume: PathLike | None = None) -> list[dict[str, float]]:
         """Train until ``epochs`` (or early stopping); returns the history, one dict per epoch.
 
-        First `thyroidseg.checkpoint.prepare_run_folder` checks that ``out_dir`` can be
+        First `thyroidseg.models.checkpoint.prepare_run_folder` checks that ``out_dir`` can be
         written and removes the temporary files a killed run left there.
 
         Parameters
@@ -324,7 +325,7 @@ class Trainer:
             optimizer, scheduler, gradient scaler, epoch, best score, early-stopping counter,
             history and random states. On the CPU the result is bit-identical to a run that
             was never interrupted. When it lies in ``out_dir``, that folder's ``best.pt`` is
-            checked against it (`thyroidseg.checkpoint.check_best_checkpoint`).
+            checked against it (`thyroidseg.models.checkpoint.check_best_checkpoint`).
 
         Raises
         ------
@@ -337,7 +338,7 @@ class Trainer:
             (see the class notes), or its ``best.pt`` is lost.
         FileExistsError
             A new run (no ``resume``) into an ``out_dir`` that holds run files already.
-        thyroidseg._io.FolderInUseError
+        thyroidseg._outputs.FolderInUseError
             Another live process trains into ``out_dir`` (``out_dir/.thyroidseg.lock``).
         """
         with join_process_group(self.device) as self._dist, contextlib.ExitStack() as held:
@@ -494,8 +495,8 @@ class Trainer:
             improved = False
             if self.val_data is not None:
                 matrix = self._evaluate(self.val_data, epoch + 1)
-                row["val_iou"] = _nanmean(matrix.per_image("iou", cls=1))
-                row["val_dice"] = _nanmean(matrix.per_image("dice", cls=1))
+                row["val_iou"] = nanmean(matrix.per_image("iou", cls=1))
+                row["val_dice"] = nanmean(matrix.per_image("dice", cls=1))
                 score = row[self.monitor]
                 improved = score > self.best_score
                 if improved:

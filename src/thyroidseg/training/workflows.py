@@ -3,7 +3,7 @@
 These put the pieces together for the command line and for scripts: read a dataset folder,
 split it by leak group, build a `UNet`, resolve the string shortcuts of a recipe (loss
 ``"dice_ce"``, optimizer ``"adamw"``, schedule ``"cosine"``) into objects
-(`make_optimizer`, `make_scheduler`, `thyroidseg.losses.make_loss`) and hand them to
+(`make_optimizer`, `make_scheduler`, `thyroidseg.training.losses.make_loss`) and hand them to
 `thyroidseg.training.Trainer`, which only takes built objects.
 """
 
@@ -29,38 +29,35 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import check_int
-from thyroidseg._io import (
-    PathLike,
-    atomic_write_bytes,
-    check_outputs,
-    reserve_folder,
-    write_image,
-)
-from thyroidseg.augment import Augment
-from thyroidseg.batching import collate
-from thyroidseg.checkpoint import (
+from thyroidseg._io import PathLike, atomic_write_bytes, write_image
+from thyroidseg._outputs import check_outputs, reserve_folder
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.dataset import ThyroidDataset
+from thyroidseg.data.splits import group_kfold, train_val_test_split
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.inference.overlay import overlay
+from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.metrics.confusion import ConfusionMatrix
+from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     load_checkpoint,
     prepare_run_folder,
 )
-from thyroidseg.data import ThyroidDataset
-from thyroidseg.distributed import launched_as_main
-from thyroidseg.inference import Segmenter
-from thyroidseg.losses import make_loss
-from thyroidseg.metrics import ConfusionMatrix
-from thyroidseg.model import UNet
-from thyroidseg.overlay import overlay
-from thyroidseg.preprocessing import DEFAULT_SIZE
-from thyroidseg.refine import CropDataset, CropRule
+from thyroidseg.models.unet import UNet
+from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
-from thyroidseg.splits import group_kfold, train_val_test_split
-from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.trainer_checks import check_settings, data_conflicts
-from thyroidseg.training import Trainer, refuse_other_run
+from thyroidseg.training.batching import collate
+from thyroidseg.training.checks import check_settings, data_conflicts
+from thyroidseg.training.distributed import launched_as_main
+from thyroidseg.training.losses import make_loss
+from thyroidseg.training.trainer import Trainer, refuse_other_run
 
 __all__ = [
     "OPTIMIZER_NAMES",
+    "REFINE_RECIPE",
     "SCHEDULE_NAMES",
     "DemoResult",
     "OptimizerName",
@@ -77,6 +74,11 @@ OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
 ScheduleName = Literal["cosine", "warmup_cosine", "poly", "constant"]
 SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
 """The learning-rate schedule names `make_scheduler` builds."""
+
+REFINE_RECIPE: dict[str, int] = {"epochs": 40, "base_channels": 16, "stem_stride": 2}
+"""`train_folder` settings of the refine stage that differ from the
+whole-frame recipe (``thyroidseg train --stage refine``), chosen by grouped cross-validation
+on DDTI (docs/model-card.md)."""
 
 
 def make_optimizer(
@@ -192,7 +194,7 @@ def train_folder(
         Network input ``(H, W)`` (default `thyroidseg.preprocessing.DEFAULT_SIZE`, 128 x 128).
     base_channels, stem_stride
         Width of the U-Net's first stage (default 24) and its stride (default 2: stage 0 at
-        half resolution, about 3x cheaper than 1; see `thyroidseg.model.UNet`).
+        half resolution, about 3x cheaper than 1; see `thyroidseg.models.unet.UNet`).
     model
         The network to train instead of ``UNet(base_channels=base_channels,
         stem_stride=stem_stride, seed=seed)`` (any `nn.Module` mapping ``(N, 1, H, W)`` to
@@ -205,10 +207,10 @@ def train_folder(
         Train a refine (stage 2) network instead of a whole-frame one: on `CropDataset`
         crops of the full-resolution frames around the annotated nodules, cut by this
         `CropRule` (validated on centred crops of the validation frames). Its checkpoints
-        load with `thyroidseg.refine.Refiner.from_checkpoint`. Default: ``None``, the
+        load with `thyroidseg.inference.refine.Refiner.from_checkpoint`. Default: ``None``, the
         whole frame.
     loss
-        A name for `thyroidseg.losses.make_loss` (default ``"dice_ce"``) or a loss object.
+        A name for `thyroidseg.training.losses.make_loss` (default ``"dice_ce"``) or a loss object.
     optimizer, lr, weight_decay
         `make_optimizer`'s name and settings (defaults ``"adamw"``, 2e-3, 1e-4).
     schedule
@@ -386,7 +388,7 @@ def run_demo(
     """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
 
     Without ``data``, writes ``n_images`` synthetic phantoms
-    (`thyroidseg.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
+    (`thyroidseg.data.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
     The frames are read with `ThyroidDataset` and preprocessed at
     ``size``, split 70/15/15 by leak group (`train_val_test_split`),
     a `UNet` with a half-resolution stage 0 (``stem_stride=2``, the cheapest to train on a

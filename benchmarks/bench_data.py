@@ -12,7 +12,7 @@ Measured, best of ``--repeats``:
   every epoch);
 * ``cache build``: constructing ``ThyroidDataset(cache=True)``, paid once;
 * ``cached pass``: ``ds[i]`` for every item of the cached dataset, and the same with the
-  default :class:`~thyroidseg.augment.Augment` as transform;
+  default :class:`~thyroidseg.data.augment.Augment` as transform;
 * ``phantoms``: ``synthetic_phantoms(64, size=(128, 128))``.
 
 Peer (when MONAI is installed, e.g. ``bench-env/bin/python benchmarks/bench_data.py``): the
@@ -20,7 +20,7 @@ same passes with MONAI's ``Dataset`` / ``CacheDataset`` and the dictionary trans
 user would write for ``preprocess=None`` (``LoadImaged`` with PIL, ``EnsureChannelFirstd``,
 ``Resized`` bilinear/nearest, ``ScaleIntensityRanged`` to [0, 1]), and, after the cache,
 random flip, affine, contrast/gamma, Gaussian noise and smoothing with the probabilities of
-:class:`~thyroidseg.augment.Augment`. MONAI's numbers are only comparable with the
+:class:`~thyroidseg.data.augment.Augment`. MONAI's numbers are only comparable with the
 ``--preprocess none`` run.
 
 Printed: seconds, items per second and ratios. The cached items are checked equal to the
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from thyroidseg.augment import Augment
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.synthetic import synthetic_phantoms
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.synthetic import synthetic_phantoms
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ddti"
 

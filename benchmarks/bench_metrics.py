@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from thyroidseg.boundary import hausdorff_distance_95
 from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg.metrics.boundary import hausdorff_distance_95
 from thyroidseg.runtime import cpu_info
 
 

@@ -59,7 +59,7 @@ SIZE = 256
 
 def _thyroidseg(**kwargs: object) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-        from thyroidseg.model import UNet
+        from thyroidseg.models.unet import UNet
 
         return UNet(1, 2, **kwargs)
 
@@ -212,7 +212,7 @@ def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
 
 def _accuracy(name: str, data: tuple, steps: int, seed: int) -> dict[str, object]:
     """Train ``name`` for ``steps`` steps (batch 8, Adam 1e-3, Dice + CE, bf16 autocast)."""
-    from thyroidseg.losses import DiceCELoss
+    from thyroidseg.training.losses import DiceCELoss
 
     images, masks, held_out = data
     train = np.flatnonzero(~held_out)

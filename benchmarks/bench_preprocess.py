@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import list_images, read_binary_mask, read_image
-from thyroidseg.geometry import Box
-from thyroidseg.inpainting import find_annotations
 from thyroidseg.preprocessing import DEFAULT_MARGIN, preprocess
-from thyroidseg.scan_region import _seam_strength, find_scan_region, find_views
+from thyroidseg.preprocessing.geometry import Box
+from thyroidseg.preprocessing.inpainting import find_annotations
+from thyroidseg.preprocessing.scan_region import _seam_strength, find_scan_region, find_views
 
 ROOT = Path(__file__).resolve().parents[1]
 DDTI = ROOT.parent / "shared" / "data" / "ddti"

@@ -1,7 +1,7 @@
 """CPU training speed: float32 vs + glibc allocator tuning vs + channels-last + bf16 autocast.
 
 Each configuration runs in a fresh Python process (the allocator setting is process-wide and
-cannot be undone), trains the library's default :class:`thyroidseg.model.UNet` for a few
+cannot be undone), trains the library's default :class:`thyroidseg.models.unet.UNet` for a few
 steps on a batch of 8 x 1 x 256 x 256 with AdamW and the default Dice + CE loss, and reports
 the median step time, the system (kernel) CPU time per step and the peak resident memory.
 Ratios are against plain float32 measured in the same run.
@@ -39,9 +39,9 @@ CONFIGS = {
 
 def time_steps(allocator: bool, channels_last: bool, amp: str, steps: int) -> dict[str, float]:
     """Run in a child process: warm-up step + ``steps`` timed training steps."""
-    from thyroidseg.losses import make_loss
-    from thyroidseg.model import UNet
+    from thyroidseg.models.unet import UNet
     from thyroidseg.runtime import resolve_amp, tune_cpu_allocator
+    from thyroidseg.training.losses import make_loss
 
     if allocator:
         assert tune_cpu_allocator(), "mallopt was refused (not glibc?)"
@@ -74,7 +74,7 @@ def time_steps(allocator: bool, channels_last: bool, amp: str, steps: int) -> di
 
 
 def phantom_items(n: int, size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    from thyroidseg.synthetic import synthetic_phantoms
+    from thyroidseg.data.synthetic import synthetic_phantoms
 
     images, masks = synthetic_phantoms(n, size=(size, size), seed=seed, decorations=False)
     return [
@@ -84,10 +84,10 @@ def phantom_items(n: int, size: int, seed: int) -> list[dict[str, torch.Tensor]]
 
 
 def accuracy_check(epochs: int, n_train: int, size: int) -> dict[str, float]:
-    from thyroidseg.losses import make_loss
-    from thyroidseg.model import UNet
+    from thyroidseg.models.unet import UNet
     from thyroidseg.training import Trainer
-    from thyroidseg.workflows import make_optimizer, make_scheduler
+    from thyroidseg.training.losses import make_loss
+    from thyroidseg.training.workflows import make_optimizer, make_scheduler
 
     train, val = phantom_items(n_train, size, seed=0), phantom_items(32, size, seed=1)
     result = {}

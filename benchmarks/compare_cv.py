@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from thyroidseg.metrics import ConfusionMatrix
-from thyroidseg.statistics import summarize
+from thyroidseg.metrics.statistics import summarize
 
 
 def _load(paths: str) -> tuple[dict, dict[int, np.ndarray]]:

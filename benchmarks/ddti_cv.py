@@ -1,6 +1,6 @@
 """Grouped k-fold cross-validation of the default pipeline on real DDTI frames.
 
-Every fold trains with ``thyroidseg.workflows.train_folder`` (the code behind
+Every fold trains with ``thyroidseg.training.workflows.train_folder`` (the code behind
 ``thyroidseg train``: split by leak group, augmentation, the default UNet), then segments
 its validation frames with ``Segmenter.from_checkpoint(last.pt)`` (see ``--checkpoint``) at
 their ORIGINAL size and counts them against the original masks. Each frame is validated
@@ -43,10 +43,11 @@ from pathlib import Path
 
 from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg._io import atomic_write_bytes
-from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
-from thyroidseg.refine import WHOLE_WEIGHT, CropRule, Refiner
-from thyroidseg.splits import group_kfold
-from thyroidseg.workflows import SCHEDULE_NAMES, train_folder
+from thyroidseg.data.splits import group_kfold
+from thyroidseg.inference.refine import WHOLE_WEIGHT, Refiner
+from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
+from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.training.workflows import SCHEDULE_NAMES, train_folder
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ import numpy as np
 
 from thyroidseg import ConfusionMatrix
 from thyroidseg._io import atomic_write_bytes
-from thyroidseg.evaluation import evaluate_folders
-from thyroidseg.statistics import summarize
+from thyroidseg.metrics.evaluation import evaluate_folders
+from thyroidseg.metrics.statistics import summarize
 
 
 def _model_matrices(cv_json: Path) -> dict[str, np.ndarray]:

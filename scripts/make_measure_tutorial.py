@@ -32,9 +32,10 @@ import numpy as np
 
 from thyroidseg import Nodule, Segmenter, measure, preprocess
 from thyroidseg._io import read_binary_mask, read_image, write_image
-from thyroidseg.geometry import Box
-from thyroidseg.inference import MEASUREMENTS_CSV, overlay
-from thyroidseg.measurements import _hull_vertices
+from thyroidseg.inference.folders import MEASUREMENTS_CSV
+from thyroidseg.inference.measurements import _hull_vertices
+from thyroidseg.inference.segmenter import overlay
+from thyroidseg.preprocessing.geometry import Box
 
 ROOT = Path(__file__).resolve().parents[1]
 

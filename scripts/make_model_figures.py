@@ -25,7 +25,7 @@ import numpy as np
 
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image, write_image
-from thyroidseg.overlay import overlay
+from thyroidseg.inference.overlay import overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 360

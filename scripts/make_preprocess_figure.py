@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from thyroidseg._io import read_image, write_image
-from thyroidseg.inpainting import find_annotations
 from thyroidseg.preprocessing import preprocess
+from thyroidseg.preprocessing.inpainting import find_annotations
 
 ROOT = Path(__file__).resolve().parents[1]
 STEMS = ("2_1", "80_2", "58_1", "95_1")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
-from thyroidseg.model_loading import shipped_weights
-from thyroidseg.registry import canonical_name
+from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
+from thyroidseg.models.loading import shipped_weights
+from thyroidseg.models.registry import canonical_name
 
 KEEP = ("format", "config", "model")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from thyroidseg.checkpoint import LAST_CHECKPOINT
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.model import UNet
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT
+from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing import preprocess as preprocess_frame
-from thyroidseg.synthetic import write_synthetic_dataset
 from thyroidseg.training import Trainer
 
 PLAIN = {  # preprocessing that only resizes, so the expected mask is known exactly

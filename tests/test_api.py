@@ -2,9 +2,14 @@
 
 The rule (package docstring, docs/architecture.md): the top level is the user's API and every
 top-level name is in some module's ``__all__``; a module's ``__all__`` is its full public API
-(every name it defines without a leading underscore); ``_``-prefixed names are private.
-Every ``Literal`` choice alias has its ``get_args`` tuple beside it. The module tables of
-the docs list the thyroidseg modules each module really imports.
+(every name it defines without a leading underscore); ``_``-prefixed names are private to
+their subpackage. Every ``Literal`` choice alias has its ``get_args`` tuple beside it. The
+module tables of the docs list the thyroidseg modules each module really imports, and the
+subpackages import each other in one direction only.
+
+Modules are named by their dotted path below ``thyroidseg`` (``preprocessing.geometry``,
+``models.unet``; a subpackage by its name, ``preprocessing``; the top level's
+``__init__.py`` as ``__init__``).
 """
 
 from __future__ import annotations
@@ -23,29 +28,45 @@ from pathlib import Path
 import pytest
 
 import thyroidseg
+from thyroidseg import _moved
 from thyroidseg.cli import build_parser
-from thyroidseg.geometry import RESIZE_MODES
-from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
-from thyroidseg.losses import LOSS_NAMES
 from thyroidseg.preprocessing import preprocess
+from thyroidseg.preprocessing.geometry import RESIZE_MODES
+from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.runtime import AMP_MODES
-from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
+from thyroidseg.training.losses import LOSS_NAMES
+from thyroidseg.training.workflows import SCHEDULE_NAMES, run_demo, train_folder
 
 PACKAGE = Path(thyroidseg.__file__).parent
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 README = DOCS.parent / "README.md"
 
-MODULE_FILES = sorted(PACKAGE.glob("*.py"))
-PUBLIC_MODULES = [path.stem for path in MODULE_FILES if not path.stem.startswith("_")]
+MODULE_FILES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _dotted(path: Path) -> str:
+    """``preprocessing/geometry.py`` -> ``preprocessing.geometry``; a package by its name."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_dotted(path): path for path in MODULE_FILES}
+"""Every module of the package by dotted name (below ``thyroidseg``) -> its file."""
+PUBLIC_MODULES = [
+    name for name in MODULES if not any(part.startswith("_") for part in name.split("."))
+]
+SUBPACKAGES = sorted({name.split(".")[0] for name in MODULES if "." in name})
 TABLE_HEADER = re.compile(r"^\|\s*module\s*\|\s*owns\s*\|\s*imports \(thyroidseg\)\s*\|$", re.I)
 
 
 def _module(name: str):
-    return importlib.import_module(f"thyroidseg.{name}")
+    return importlib.import_module("thyroidseg" if name == "__init__" else f"thyroidseg.{name}")
 
 
 def _tree(name: str) -> ast.Module:
-    return ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+    return ast.parse(MODULES[name].read_text(encoding="utf-8"))
 
 
 def _thyroidseg_imports(tree: ast.Module) -> set[str]:
@@ -137,8 +158,41 @@ def test_every_top_level_name_comes_from_a_module_all():
 
 
 def test_private_modules_have_no_all():
-    private = [p.stem for p in MODULE_FILES if p.stem.startswith("_") and not p.stem.endswith("__")]
+    private = [
+        name
+        for name in MODULES
+        if any(part.startswith("_") and not part.endswith("__") for part in name.split("."))
+    ]
+    assert private, "no private module found"
     assert [name for name in private if "__all__" in vars(_module(name))] == []
+
+
+MAIN_MODULES = {
+    "preprocessing": ["preprocessing.pipeline"],
+    "data": ["data.dataset"],
+    "models": ["models.unet"],
+    "metrics": ["metrics.confusion"],
+    "inference": ["inference.segmenter", "inference.folders"],
+    "training": ["training.trainer"],
+}
+"""Each subpackage re-exports the ``__all__`` of these modules (for ``data``, ``metrics``,
+``inference``, ``training`` and ``preprocessing``: the 0.1 module of that name)."""
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_a_subpackage_re_exports_its_main_modules_all(package):
+    exported = [name for main in MAIN_MODULES[package] for name in _module(main).__all__]
+    assert sorted(_module(package).__all__) == sorted(exported)
+    for main in MAIN_MODULES[package]:
+        for name in _module(main).__all__:
+            assert getattr(_module(package), name) is getattr(_module(main), name)
+
+
+def test_subpackage_inits_are_thin():
+    """An ``__init__`` only imports from its own modules: no cycles through package inits."""
+    for package in SUBPACKAGES:
+        imported = _thyroidseg_imports(_tree(package))
+        assert imported == set(MAIN_MODULES[package]), package
 
 
 # -- one source for every list of choices -------------------------------------------
@@ -156,17 +210,17 @@ def test_every_literal_alias_has_its_tuple(name):
 
 def test_choice_tuples_are_the_literals():
     from_module = {
-        ("model", "Norm"): "NORMS",
-        ("model", "Downsample"): "DOWNSAMPLES",
-        ("model", "Upsample"): "UPSAMPLES",
-        ("model", "Padding"): "PADDINGS",
-        ("intensity", "EqualizeMethod"): "EQUALIZE_METHODS",
-        ("intensity", "SmoothMethod"): "SMOOTH_METHODS",
-        ("geometry", "ResizeMode"): "RESIZE_MODES",
-        ("layouts", "Layout"): "LAYOUTS",
+        ("models.unet", "Norm"): "NORMS",
+        ("models.unet", "Downsample"): "DOWNSAMPLES",
+        ("models.unet", "Upsample"): "UPSAMPLES",
+        ("models.unet", "Padding"): "PADDINGS",
+        ("preprocessing.intensity", "EqualizeMethod"): "EQUALIZE_METHODS",
+        ("preprocessing.intensity", "SmoothMethod"): "SMOOTH_METHODS",
+        ("preprocessing.geometry", "ResizeMode"): "RESIZE_MODES",
+        ("data.layouts", "Layout"): "LAYOUTS",
         ("runtime", "AmpMode"): "AMP_MODES",
-        ("workflows", "OptimizerName"): "OPTIMIZER_NAMES",
-        ("workflows", "ScheduleName"): "SCHEDULE_NAMES",
+        ("training.workflows", "OptimizerName"): "OPTIMIZER_NAMES",
+        ("training.workflows", "ScheduleName"): "SCHEDULE_NAMES",
     }
     for (name, alias), constant in from_module.items():
         module = _module(name)
@@ -251,10 +305,14 @@ def test_docs_do_not_teach_private_modules():
 # -- the layout ----------------------------------------------------------------------
 
 
-def test_architecture_table_lists_every_module():
-    tables = dict(_module_tables())
-    listed = tables[DOCS / "architecture.md"]
-    assert sorted(listed) == sorted(path.stem for path in MODULE_FILES)
+def test_architecture_tables_list_every_module_once():
+    listed = [
+        module
+        for page, rows in _module_tables()
+        if page == DOCS / "architecture.md"
+        for module in rows
+    ]
+    assert sorted(listed) == sorted(MODULES)
 
 
 def test_module_tables_match_the_imports():
@@ -270,7 +328,7 @@ def test_module_tables_match_the_imports():
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", MODULE_FILES, ids=_dotted)
 def test_no_thyroidseg_import_inside_a_function(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     inner = []
@@ -285,30 +343,143 @@ def test_no_thyroidseg_import_inside_a_function(path):
                     alias.name.startswith("thyroidseg") for alias in statement.names
                 ):
                     inner.append(statement.lineno)
-    assert inner == [], f"{path.name}: thyroidseg imported inside a function at lines {inner}"
+    assert inner == [], f"{_dotted(path)}: thyroidseg imported inside a function at {inner}"
+
+
+def _loaded_by(code: str) -> list[str]:
+    """The thyroidseg modules a fresh interpreter has loaded after running ``code``."""
+    code += "\nimport sys\nprint(sorted(m for m in sys.modules if m.startswith('thyroidseg')))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 def test_predicting_imports_no_training_code():
-    code = (
-        "import sys, numpy as np\n"
+    loaded = _loaded_by(
+        "import numpy as np\n"
         "from thyroidseg import Segmenter, measure\n"
         "frame = np.random.default_rng(0).integers(0, 255, (120, 160), dtype=np.uint8)\n"
         "mask = Segmenter.pretrained(device='cpu').predict(frame)\n"
         "measure(mask)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('thyroidseg.')))\n"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    ).stdout
-    training_side = ("training", "trainer_checks", "workflows", "losses", "batching",
-                     "distributed", "divergence", "augment", "history")  # fmt: skip
-    assert [name for name in training_side if f"'thyroidseg.{name}'" in loaded] == []
+    assert "thyroidseg.inference.segmenter" in loaded
+    training_side = [m for m in loaded if m.startswith("thyroidseg.training")]
+    assert training_side + [m for m in loaded if m == "thyroidseg.data.augment"] == []
+
+
+# -- one direction between the subpackages --------------------------------------------
+
+MAY_IMPORT = {
+    "preprocessing": set(),
+    "data": {"preprocessing"},
+    "models": {"preprocessing"},
+    "metrics": {"preprocessing"},
+    "inference": {"preprocessing", "models"},
+    "training": {"preprocessing", "data", "models", "metrics", "inference"},
+}
+"""The subpackages each subpackage may import (docs/architecture.md draws it)."""
+FRONT = {"__init__", "__main__", "cli", "_cli_options", "_cli_train"}
+"""Top-level modules above the subpackages: they may import anything. Every other
+top-level module (``_io``, ``runtime``, ``dicom``...) lies below them all."""
+
+
+def _layer(module: str) -> str:
+    first = module.split(".")[0]
+    return first if first in SUBPACKAGES else "front" if module in FRONT else "base"
+
+
+def test_the_allowed_imports_between_subpackages_have_no_cycle():
+    assert sorted(MAY_IMPORT) == SUBPACKAGES
+    order: list[str] = []
+    while len(order) < len(MAY_IMPORT):  # peel off the packages whose imports are placed
+        ready = [p for p in MAY_IMPORT if p not in order and MAY_IMPORT[p] <= set(order)]
+        assert ready, f"a cycle among {sorted(set(MAY_IMPORT) - set(order))}"
+        order += sorted(ready)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_go_one_way(name):
+    layer = _layer(name)
+    wrong = []
+    for imported in _thyroidseg_imports(_tree(name)):
+        other = _layer(imported)
+        if layer == "front" or other in ("base", layer):
+            ok = layer != "base" or other == "base"
+        else:
+            ok = other in MAY_IMPORT.get(layer, set())
+        if layer == "inference" and imported == "data.augment":
+            ok = False
+        if not ok:
+            wrong.append(imported)
+    assert wrong == [], f"thyroidseg.{name} ({layer}) must not import {wrong}"
+
+
+def test_inference_never_reaches_training():
+    loaded = _loaded_by("import thyroidseg.inference")
+    assert [m for m in loaded if m.startswith("thyroidseg.training")] == []
+    assert "thyroidseg.data.augment" not in loaded
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_private_names_stay_in_their_subpackage(name):
+    """``from thyroidseg.<package>.<module> import _name`` only inside ``<package>``."""
+    layer = _layer(name)
+    borrowed = []
+    for node in _tree(name).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("thyroidseg."):
+            home = _layer(node.module.removeprefix("thyroidseg."))
+            if home in SUBPACKAGES and home != layer:
+                borrowed += [a.name for a in node.names if a.name.startswith("_")]
+    assert borrowed == [], f"thyroidseg.{name} borrows private names {borrowed}"
 
 
 def test_the_training_side_loads_on_first_use_and_old_names_warn():
     assert thyroidseg.Trainer is importlib.import_module("thyroidseg.training").Trainer
-    with pytest.warns(FutureWarning, match="import it from thyroidseg.measurements"):
+    with pytest.warns(FutureWarning, match="import it from thyroidseg.inference.measurements"):
         moved = thyroidseg.measure_many
-    assert moved is importlib.import_module("thyroidseg.measurements").measure_many
+    assert moved is importlib.import_module("thyroidseg.inference.measurements").measure_many
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         thyroidseg.nothing  # noqa: B018
+
+
+OLD_MODULES = (
+    "__init__ __main__ _checks _cli_options _io _progress _version augment batching boundary "
+    "checkpoint cli counting data diagnostics dicom distributed divergence ensemble evaluation "
+    "export geometry history inference inpainting intensity layouts losses measurements "
+    "metrics model model_loading overlay postprocess preprocessing refine registry runtime "
+    "scan_region spacing splits statistics synthetic trainer_checks training workflows"
+).split()
+"""The flat modules of 0.1."""
+
+
+def test_every_0_1_module_path_still_imports():
+    gone = [name for name in OLD_MODULES if name not in MODULES]
+    assert sorted(f"thyroidseg.{name}" for name in gone) == sorted(_moved.MOVED_MODULES)
+    assert all(new.removeprefix("thyroidseg.") in MODULES for new in _moved.MOVED_MODULES.values())
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(_moved.MOVED_MODULES.items()))
+def test_a_0_1_module_path_is_the_new_module_with_a_warning(old, new):
+    """The one test that imports the old paths (the suite turns their warning into an error)."""
+    with pytest.warns(FutureWarning, match=rf"{re.escape(old)} is deprecated.* {re.escape(new)} "):
+        module = importlib.import_module(old)
+    try:
+        assert module is importlib.import_module(new)
+        assert (module.__name__, module.__spec__.name) == (new, new)
+        assert getattr(thyroidseg, old.rpartition(".")[2]) is module
+    finally:  # as before this test: the old name unloaded
+        del sys.modules[old]
+        delattr(thyroidseg, old.rpartition(".")[2])
+
+
+def test_old_paths_give_the_same_objects():
+    with pytest.warns(FutureWarning, match="thyroidseg.model is deprecated"):
+        from thyroidseg.model import UNet
+    with pytest.warns(FutureWarning, match="thyroidseg.losses is deprecated"):
+        legacy_losses = thyroidseg.losses  # the module __getattr__ imports it
+    try:
+        assert UNet is thyroidseg.models.unet.UNet is thyroidseg.UNet
+        assert legacy_losses is importlib.import_module("thyroidseg.training.losses")
+    finally:
+        for old in ("model", "losses"):
+            del sys.modules[f"thyroidseg.{old}"]
+            delattr(thyroidseg, old)

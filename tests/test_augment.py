@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from thyroidseg.augment import Augment
+from thyroidseg.data.augment import Augment
 
 OFF = dict(hflip=0.0, affine=0.0, intensity=0.0, speckle=0.0, blur=0.0)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import thyroidseg.checkpoint
+import thyroidseg.models.checkpoint
 from thyroidseg._version import __version__
-from thyroidseg.checkpoint import (
+from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
@@ -28,7 +28,7 @@ from thyroidseg.checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from thyroidseg.model import UNet
+from thyroidseg.models.unet import UNet
 
 
 def unet_checkpoint(**extra: Any) -> dict[str, Any]:
@@ -237,7 +237,7 @@ def test_an_unwritable_output_folder_is_named(tmp_path: Path, monkeypatch) -> No
             13, "Permission denied", os.path.join(dir, f"{prefix}x1y2z3w4{suffix}")
         )
 
-    monkeypatch.setattr(thyroidseg.checkpoint.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(thyroidseg.models.checkpoint.tempfile, "mkstemp", refuse)
     with pytest.raises(ValueError, match=r"run: cannot write in this output folder") as raised:
         prepare_run_folder(tmp_path / "run", [])
     assert ".tmp" not in str(raised.value) and "Permission denied" in str(raised.value)

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from thyroidseg._io import write_image
-from thyroidseg.augment import Augment
 from thyroidseg.data import ThyroidDataset, read_binary_mask
-from thyroidseg.layouts import detect_layout
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.layouts import detect_layout
 from thyroidseg.preprocessing import preprocess
 
 SIZE = (24, 32)  # network frame used throughout: small, and not square on purpose

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from thyroidseg.data import ThyroidDataset, read_binary_mask
-from thyroidseg.splits import group_kfold, size_tertiles
+from thyroidseg.data.splits import group_kfold, size_tertiles
 
 pytestmark = pytest.mark.ddti
 

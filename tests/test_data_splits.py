@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.splits import group_kfold, size_tertiles, train_val_test_split
+from thyroidseg.data.splits import group_kfold, size_tertiles, train_val_test_split
 
 group_lists = st.lists(st.integers(0, 30), min_size=1, max_size=80)
 

@@ -37,7 +37,7 @@ from thyroidseg.dicom import (  # noqa: E402
     write_dicom,
 )
 from thyroidseg.inference import Segmenter  # noqa: E402
-from thyroidseg.measurements import measure  # noqa: E402
+from thyroidseg.inference.measurements import measure  # noqa: E402
 from thyroidseg.preprocessing import preprocess_folder  # noqa: E402
 from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing  # noqa: E402
 from tiny_models import Threshold  # noqa: E402

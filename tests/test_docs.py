@@ -22,8 +22,8 @@ import pytest
 from torch import nn
 
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.model import UNet
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.unet import UNet
 from thyroidseg.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for thyroidseg.export and `thyroidseg export`: exports agree with eager PyTorch."""
+"""Tests for thyroidseg.models.export and `thyroidseg export`: exports agree with eager PyTorch."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from torch import nn
 
 from thyroidseg import ThyroidDataset, Trainer, UNet, export_onnx, preprocess
 from thyroidseg.cli import main
-from thyroidseg.ensemble import Ensemble
-from thyroidseg.export import ONNX_INPUT, export_torchscript
+from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.inference import Segmenter
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.models.ensemble import Ensemble
+from thyroidseg.models.export import ONNX_INPUT, export_torchscript
 
 TINY = {"base_channels": 4, "seed": 0}
 

@@ -12,20 +12,21 @@ import torch
 from torch import nn
 
 import thyroidseg
-import thyroidseg.inference
-import thyroidseg.model_loading
+import thyroidseg.inference.segmenter
+import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
-from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.ensemble import Ensemble
+from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.synthetic import synthetic_phantoms
 from thyroidseg.inference import Segmenter
-from thyroidseg.model import UNet
-from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
-from thyroidseg.overlay import overlay
-from thyroidseg.postprocess import postprocess_views
+from thyroidseg.inference.overlay import overlay
+from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
+from thyroidseg.models.ensemble import Ensemble
+from thyroidseg.models.loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing import preprocess
-from thyroidseg.refine import CropDataset, CropRule
-from thyroidseg.synthetic import synthetic_phantoms
+from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.training import Trainer
 from tiny_models import Threshold
 
@@ -278,7 +279,7 @@ def test_from_checkpoint_refuses_frames_prepared_otherwise(tmp_path: Path) -> No
 
 
 def test_pretrained_without_shipped_weights_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(thyroidseg.model_loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
+    monkeypatch.setattr(thyroidseg.models.loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
     assert shipped_weights().name == "no-such-model.pt"
     with pytest.raises(FileNotFoundError, match="no shipped model is installed .*no-such-model"):
         Segmenter.pretrained()
@@ -290,7 +291,9 @@ def test_pretrained_loads_the_shipped_checkpoint_with_its_settings(
     weights = with_config(trained_checkpoint(tmp_path), tmp_path / SHIPPED_WEIGHTS,
                           inference={"tta": True, "min_area": 3})  # fmt: skip
     files = {"whole": weights, "refine": tmp_path / "no-refine-stage.pt"}
-    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda stage="whole": files[stage])
+    monkeypatch.setattr(
+        thyroidseg.inference.segmenter, "shipped_weights", lambda stage="whole": files[stage]
+    )
     segmenter = Segmenter.pretrained(device="cpu", amp="off")
     assert (segmenter.tta, segmenter.min_area) == (True, 3) and segmenter.refiner is None
     with pytest.raises(FileNotFoundError, match="no-refine-stage.pt is missing"):
@@ -314,7 +317,9 @@ def test_pretrained_runs_the_shipped_refine_stage_when_there_is_one(
         loss=nn.CrossEntropyLoss(), epochs=1, out_dir=tmp_path / "refine", progress=False,
     ).fit()  # fmt: skip
     files = {"whole": whole, "refine": tmp_path / "refine" / LAST_CHECKPOINT}
-    monkeypatch.setattr(thyroidseg.inference, "shipped_weights", lambda stage="whole": files[stage])
+    monkeypatch.setattr(
+        thyroidseg.inference.segmenter, "shipped_weights", lambda stage="whole": files[stage]
+    )
     both = Segmenter.pretrained(device="cpu", amp="off")
     assert both.refiner is not None and both.refiner.rule == CropRule(size=32)
     assert Segmenter.pretrained(refine=False).refiner is None

@@ -1,4 +1,4 @@
-"""Tests for thyroidseg.losses: the U-Net weight map on hand-made masks, and every loss."""
+"""Tests for thyroidseg.training.losses: the U-Net weight map on hand-made masks, and every loss."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from thyroidseg.losses import (
+from thyroidseg.training.losses import (
     LOSS_NAMES,
     DiceCELoss,
     SoftDiceLoss,

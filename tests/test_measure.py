@@ -1,4 +1,4 @@
-"""Tests for thyroidseg.measurements: nodule measurements against brute-force definitions."""
+"""Tests for thyroidseg.inference.measurements: measurements against brute-force definitions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from thyroidseg.measurements import (
+from thyroidseg.inference.measurements import (
     MEASUREMENT_COLUMNS,
     MM_COLUMNS,
     Nodule,
@@ -21,7 +21,7 @@ from thyroidseg.measurements import (
     measure_many,
     write_measurements_csv,
 )
-from thyroidseg.postprocess import postprocess_views
+from thyroidseg.inference.postprocess import postprocess_views
 
 FEW = settings(max_examples=60, deadline=None)
 

@@ -13,13 +13,8 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.counting import (
-    _validate_and_count,  # the accelerator path, run here on CPU tensors
-    confusion_matrices,
-)
 from thyroidseg.metrics import (
     ConfusionMatrix,
-    _nanmean,
     balanced_accuracy,
     dice,
     frequency_weighted_iou,
@@ -31,7 +26,12 @@ from thyroidseg.metrics import (
     recall,
     specificity,
 )
-from thyroidseg.statistics import summarize
+from thyroidseg.metrics.confusion import nanmean
+from thyroidseg.metrics.counting import (
+    _validate_and_count,  # the accelerator path, run here on CPU tensors
+    confusion_matrices,
+)
+from thyroidseg.metrics.statistics import summarize
 
 IGNORE = 255
 FEW = settings(max_examples=40, deadline=None)
@@ -309,10 +309,10 @@ def test_mean_over_defined_classes_without_warning(recwarn):
 
 def test_nanmean_skips_undefined_values_without_warning(recwarn):
     values = np.array([[0.2, np.nan, 0.6], [np.nan, np.nan, np.nan]])
-    np.testing.assert_allclose(_nanmean(values), [0.4, np.nan])
-    assert _nanmean([0.5, np.nan, 1.0]) == pytest.approx(0.75)
-    assert isinstance(_nanmean([0.5]), float)
-    assert math.isnan(_nanmean(np.array([])))  # no value at all: undefined too
+    np.testing.assert_allclose(nanmean(values), [0.4, np.nan])
+    assert nanmean([0.5, np.nan, 1.0]) == pytest.approx(0.75)
+    assert isinstance(nanmean([0.5]), float)
+    assert math.isnan(nanmean(np.array([])))  # no value at all: undefined too
     assert not recwarn.list
 
 

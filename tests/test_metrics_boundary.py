@@ -10,7 +10,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.boundary import boundary_metrics, hausdorff_distance_95, normalized_surface_dice
+from thyroidseg.metrics.boundary import (
+    boundary_metrics,
+    hausdorff_distance_95,
+    normalized_surface_dice,
+)
 
 
 def border_by_definition(mask: np.ndarray) -> np.ndarray:

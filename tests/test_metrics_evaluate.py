@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from thyroidseg._io import write_image
-from thyroidseg.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.cli import main
-from thyroidseg.evaluation import evaluate_folders
 from thyroidseg.metrics import ConfusionMatrix
+from thyroidseg.metrics.boundary import hausdorff_distance_95, normalized_surface_dice
+from thyroidseg.metrics.evaluation import evaluate_folders
 
 
 def blob(shape, top, left, size) -> np.ndarray:

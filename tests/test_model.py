@@ -1,4 +1,4 @@
-"""Tests for thyroidseg.model: shapes for any size, valid mode, init, config, torch.compile."""
+"""Tests for thyroidseg.models.unet: shapes for any size, valid mode, init, config, compile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from thyroidseg.model import UNet, valid_output_size
+from thyroidseg.models.unet import UNet, valid_output_size
 
 TINY = {"base_channels": 4, "seed": 0}
 """A narrow network: same code paths, fast tests."""
@@ -65,7 +65,7 @@ def test_narrow_residual_blocks_train_in_channels_last() -> None:
     channels-last backward (heap corruption), so run it in a child process."""
     code = (
         "import torch\n"
-        "from thyroidseg.model import ConvBlock\n"
+        "from thyroidseg.models.unet import ConvBlock\n"
         "block = ConvBlock(8, 16, stride=2).to(memory_format=torch.channels_last)\n"
         "x = torch.randn(8, 8, 128, 128).to(memory_format=torch.channels_last)\n"
         "for _ in range(3):\n"

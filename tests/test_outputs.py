@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thyroidseg._io import (
+from thyroidseg._io import write_image
+from thyroidseg._outputs import (
     LOCK_FILE,
     FolderInUseError,
     OutputExistsError,
     check_outputs,
     reserve_folder,
-    write_image,
 )
 from thyroidseg.cli import main
-from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.workflows import train_folder
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.training.workflows import train_folder
 
 
 def test_check_outputs_refuses_inputs_duplicates_folders_and_existing_files(tmp_path: Path):

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-import thyroidseg.model_loading
+import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
 from thyroidseg._io import read_binary_mask, read_image, write_image
-from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter
-from thyroidseg.measurements import MEASUREMENT_COLUMNS, MM_COLUMNS
-from thyroidseg.model import UNet
+from thyroidseg.inference.measurements import MEASUREMENT_COLUMNS, MM_COLUMNS
+from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
+from thyroidseg.models.unet import UNet
 from tiny_models import Threshold
 
 
@@ -187,7 +187,7 @@ def test_predict_takes_files_globs_and_folders_with_one_output_name_per_stem(
 def test_without_a_model_and_without_shipped_weights_the_error_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(thyroidseg.model_loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
+    monkeypatch.setattr(thyroidseg.models.loading, "SHIPPED_WEIGHTS", "no-such-model.pt")
     two_frames(tmp_path / "frames")
     assert main(["predict", str(tmp_path / "frames"), str(tmp_path / "out")]) == 2
     assert "no shipped model is installed" in capsys.readouterr().err

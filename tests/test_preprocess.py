@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thyroidseg.geometry import Box, fit_box, resize, resize_mask
-from thyroidseg.inpainting import find_annotations, inpaint_annotations
-from thyroidseg.intensity import equalize, smooth, to_gray_uint8
 from thyroidseg.preprocessing import DEFAULT_MARGIN, Preprocessed, preprocess
-from thyroidseg.scan_region import find_scan_region, find_views
+from thyroidseg.preprocessing.geometry import Box, fit_box, resize, resize_mask
+from thyroidseg.preprocessing.inpainting import find_annotations, inpaint_annotations
+from thyroidseg.preprocessing.intensity import equalize, smooth, to_gray_uint8
+from thyroidseg.preprocessing.scan_region import find_scan_region, find_views
 
 FIELD = Box(90, 20, 470, 320)
 

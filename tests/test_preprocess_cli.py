@@ -10,8 +10,8 @@ import pytest
 
 from thyroidseg._io import map_folder
 from thyroidseg.cli import main
-from thyroidseg.geometry import Box
 from thyroidseg.preprocessing import preprocess, preprocess_folder
+from thyroidseg.preprocessing.geometry import Box
 
 
 def _frame(seed: int) -> np.ndarray:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from thyroidseg._io import list_images, read_binary_mask, read_image
-from thyroidseg.geometry import Box
 from thyroidseg.preprocessing import preprocess
-from thyroidseg.scan_region import find_views
+from thyroidseg.preprocessing.geometry import Box
+from thyroidseg.preprocessing.scan_region import find_views
 
 pytestmark = pytest.mark.ddti
 

@@ -12,15 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inference_helpers import PLAIN, frame_with_square, iou
-from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.geometry import Box
+from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.inference import Segmenter
+from thyroidseg.inference.refine import Refiner
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.preprocessing import preprocess
-from thyroidseg.refine import CropDataset, CropRule, Refiner, cut_crop, cut_mask, nodule_boxes
-from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.workflows import train_folder
+from thyroidseg.preprocessing.crops import CropRule, cut_crop, cut_mask, nodule_boxes
+from thyroidseg.preprocessing.geometry import Box
+from thyroidseg.training.workflows import train_folder
 from tiny_models import Threshold
 
 CLEAN = {**PLAIN, "crop": False}  # no equalisation or smoothing: crops keep grey levels
@@ -165,7 +167,7 @@ def test_segmenter_runs_the_refiner_and_checks_its_cleaning() -> None:
     assert ((probability > 0.5) == (mask == 1)).mean() > 0.99
     with pytest.raises(ValueError, match="both stages must crop and inpaint alike"):
         Segmenter(Loose(), {**CLEAN, "crop": True}, device="cpu", refiner=refiner)
-    with pytest.raises(ValueError, match="refiner must be a thyroidseg.refine.Refiner"):
+    with pytest.raises(ValueError, match="refiner must be a thyroidseg.inference.refine.Refiner"):
         Segmenter(Loose(), CLEAN, device="cpu", refiner=Threshold())
 
 

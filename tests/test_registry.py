@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from thyroidseg import Segmenter, ThyroidDataset, Trainer, UNet
-from thyroidseg.batching import hook_name
-from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
-from thyroidseg.registry import canonical_name, model_class, model_name
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.models.registry import canonical_name, model_class, model_name
+from thyroidseg.training.batching import hook_name
 
 LEGACY = Path(__file__).parent / "data" / "unet-0.1.x-last.pt"
 """A 0.1.x run's last.pt (tests/data/README.md says how it was made)."""

@@ -16,13 +16,13 @@ import torch
 import thyroidseg
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image
-from thyroidseg.checkpoint import load_checkpoint
-from thyroidseg.losses import make_loss
-from thyroidseg.model import UNet
-from thyroidseg.model_loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.models.checkpoint import load_checkpoint
+from thyroidseg.models.loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.models.registry import model_config
+from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing import DEFAULT_SIZE
-from thyroidseg.registry import model_config
-from thyroidseg.workflows import train_folder
+from thyroidseg.training.losses import make_loss
+from thyroidseg.training.workflows import train_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25 * 10**6

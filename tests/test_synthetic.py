@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.synthetic import synthetic_phantoms, write_synthetic_dataset
+from thyroidseg.data.synthetic import synthetic_phantoms, write_synthetic_dataset
 
 
 def test_shapes_types_and_every_frame_has_a_nodule():

@@ -22,22 +22,22 @@ from torch.utils.data import DataLoader, IterableDataset
 
 import thyroidseg._io
 from interrupted_run import make_trainer as make_small_run
-from thyroidseg.augment import Augment
-from thyroidseg.batching import collate
-from thyroidseg.checkpoint import (
+from thyroidseg.data import ThyroidDataset
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
     LAST_CHECKPOINT,
     WEIGHTS_CHECKSUM,
     load_checkpoint,
 )
-from thyroidseg.data import ThyroidDataset
-from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
-from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
-from thyroidseg.losses import WeightedCrossEntropyLoss, make_loss
-from thyroidseg.model import UNet
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.models.unet import UNet
 from thyroidseg.training import Trainer
+from thyroidseg.training.batching import collate
+from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
+from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
+from thyroidseg.training.losses import WeightedCrossEntropyLoss, make_loss
 from tiny_models import Threshold, squares
 
 INTERRUPTED_RUN = Path(__file__).with_name("interrupted_run.py")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from thyroidseg.checkpoint import LAST_CHECKPOINT, load_checkpoint
-from thyroidseg.synthetic import write_synthetic_dataset
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint
 
 SCRIPT = textwrap.dedent(
     """

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from thyroidseg import DiceCELoss, Trainer, UNet
-from thyroidseg.synthetic import synthetic_phantoms
+from thyroidseg.data.synthetic import synthetic_phantoms
 
 SIZE = 128
 """Network size."""

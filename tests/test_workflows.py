@@ -13,16 +13,16 @@ import cv2
 import pytest
 import torch
 
-import thyroidseg.workflows
+import thyroidseg.training.workflows
 from thyroidseg._io import read_binary_mask
-from thyroidseg.augment import Augment
-from thyroidseg.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.losses import DiceCELoss
-from thyroidseg.model import UNet
-from thyroidseg.synthetic import write_synthetic_dataset
-from thyroidseg.workflows import (
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
+from thyroidseg.models.unet import UNet
+from thyroidseg.training.losses import DiceCELoss
+from thyroidseg.training.workflows import (
     OPTIMIZER_NAMES,
     SCHEDULE_NAMES,
     make_optimizer,
@@ -143,7 +143,7 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     def read(*args, **kwargs):
         raise AssertionError("the dataset was read before the settings were checked")
 
-    monkeypatch.setattr(thyroidseg.workflows, "ThyroidDataset", read)
+    monkeypatch.setattr(thyroidseg.training.workflows, "ThyroidDataset", read)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_train_resume_refuses_other_data_settings_before_reading(
     def read(*args, **kwargs):
         raise AssertionError("the dataset was read before the resume was checked")
 
-    monkeypatch.setattr(thyroidseg.workflows, "ThyroidDataset", read)
+    monkeypatch.setattr(thyroidseg.training.workflows, "ThyroidDataset", read)
     changes = [
         ({"fold": 1}, "fold=0 there, 1 here"),
         ({"folds": 3}, "folds=2 there, 3 here"),
@@ -260,7 +260,7 @@ def test_predict_on_a_checkpoint_of_another_version_is_one_line(
 
 def test_demo_refuses_a_size_its_network_cannot_take(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 64 x 64"):
-        thyroidseg.workflows.run_demo(
+        thyroidseg.training.workflows.run_demo(
             tmp_path / "demo", n_images=4, size=(32, 64), epochs=1, progress=False
         )
     assert not (tmp_path / "demo" / "phantoms").exists()  # refused before anything is written
@@ -321,7 +321,7 @@ def test_the_demo_estimate_is_within_a_factor_of_two_of_its_training_time(tmp_pa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on shared cores make every timing erratic
     try:
-        result = thyroidseg.workflows.run_demo(
+        result = thyroidseg.training.workflows.run_demo(
             tmp_path / "demo", n_images=32, epochs=3, size=(64, 64), progress=False
         )
     finally:

@@ -1,27 +1,33 @@
 """thyroidseg: thyroid nodule segmentation in ultrasound, and metrics defined correctly.
 
-The pipeline, one module per step:
+Six subpackages, one concept each, importing in one direction (``docs/architecture.md``
+draws it; ``tests/test_api.py`` checks it):
 
-- `thyroidseg.preprocessing`: `preprocess()` turns a scanner frame into network input
-  and carries masks both ways, through its steps `thyroidseg.scan_region` (crop the field
-  of view), `thyroidseg.inpainting` (burned-in marks), `thyroidseg.geometry` (boxes,
-  resizing) and `thyroidseg.intensity` (grey levels, equalise, smooth).
-- `thyroidseg.data`: `ThyroidDataset` over the dataset layouts of `thyroidseg.layouts`;
-  `thyroidseg.splits`: splits that keep every leak group on one side;
-  `thyroidseg.augment`; `thyroidseg.synthetic` (phantoms with exact masks).
-- `thyroidseg.model` and `thyroidseg.losses`: the U-Net and its losses.
-- `thyroidseg.training`: `Trainer` (built model, loss, optimizer; exact resume, DDP), with
-  `thyroidseg.runtime` (device, AMP, CPU tuning), `thyroidseg.checkpoint`,
-  `thyroidseg.history` and `thyroidseg.batching`; `thyroidseg.workflows`: `train_folder`
-  and `run_demo`; `thyroidseg.diagnostics`: `system_info()` for bug reports.
+- `thyroidseg.preprocessing`: `preprocess()` turns a scanner frame into network input and
+  carries masks both ways, through its steps ``scan_region`` (crop the field of view),
+  ``inpainting`` (burned-in marks), ``geometry`` (boxes, resizing) and ``intensity`` (grey
+  levels, equalise, smooth); ``crops``: squares around nodules for the refine stage.
+- `thyroidseg.data`: `ThyroidDataset` over the dataset layouts of ``data.layouts``;
+  ``data.splits`` (every leak group on one side), ``data.augment``, ``data.synthetic``
+  (phantoms with exact masks), ``data.crops`` (the refine stage's training crops).
+- `thyroidseg.models`: the U-Net (``models.unet``), ``ensemble``, ``checkpoint``,
+  ``registry``, ``loading`` (checkpoints, the shipped model) and ``export`` (TorchScript,
+  ONNX).
+- `thyroidseg.metrics`: ``counting``, ``confusion`` (`ConfusionMatrix`), ``boundary``
+  (HD95 / NSD), ``statistics`` and ``evaluation`` (`evaluate_folders`).
 - `thyroidseg.inference`: `Segmenter`, frames in, masks (and probabilities) at the frames'
-  own size out, from `thyroidseg.model_loading` (checkpoints, the shipped model) and
-  `thyroidseg.ensemble` (`Ensemble`, several networks as one).
-- `thyroidseg.measurements`: `measure()`, the size and shape of every nodule of a mask.
-- `thyroidseg.export`: the network to TorchScript or ONNX.
-- `thyroidseg.counting`, `thyroidseg.metrics`, `thyroidseg.boundary` and
-  `thyroidseg.evaluation`: confusion matrices, `ConfusionMatrix`, HD95 / NSD, and
-  `evaluate_folders`.
+  own size out (``segmenter``, ``folders``), the second stage ``refine``, and
+  ``postprocess``, ``overlay``, ``measurements`` (`measure()`, the size and shape of every
+  nodule of a mask).
+- `thyroidseg.training`: `Trainer` (``training.trainer``: built model, loss, optimizer;
+  exact resume, DDP), ``workflows`` (`train_folder`, `run_demo`), ``losses`` and the
+  trainer's parts.
+
+Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning),
+`thyroidseg.dicom` and `thyroidseg.spacing` (DICOM files, pixel sizes),
+`thyroidseg.diagnostics` (`system_info()` for bug reports) and `thyroidseg.cli`. The 0.1
+module paths (``thyroidseg.model``, ``thyroidseg.losses``, ...) still import, as the new
+module and with a ``FutureWarning``, until 0.3.
 
 Three tiers of names, one rule:
 
@@ -32,42 +38,50 @@ Three tiers of names, one rule:
   the types they return and the errors they raise. The training side (`Trainer`,
   `train_folder`, the losses, `Augment`, the errors of a run) loads on first use (PEP 562),
   so ``from thyroidseg import Segmenter`` imports no training code.
-- **A module's ``__all__``** (``from thyroidseg.measurements import measure_many``): the full
-  public API of that module, including the building blocks, constants, choice tuples and
-  type aliases that only someone extending the library needs. Every name in a module
-  without a leading underscore is in its ``__all__``. Names that left the top level in 0.2
+- **A module's ``__all__``** (``from thyroidseg.inference.measurements import
+  measure_many``): the full public API of that module, including the building blocks,
+  constants, choice tuples and type aliases that only someone extending the library needs.
+  Every name in a module without a leading underscore is in its ``__all__``. A
+  subpackage's ``__init__`` re-exports the ``__all__`` of its main module (the 0.1 module of
+  that name: ``from thyroidseg.metrics import iou``). Names that left the top level in 0.2
   still resolve there, with a ``FutureWarning`` naming their module, until 0.3.
-- **A leading underscore** (``thyroidseg._io``, ``geometry._check_size``): private, shared
-  between thyroidseg modules but free to change in any release.
+- **A leading underscore** (``thyroidseg._io``, ``geometry._resize_to``): private, shared
+  between the modules of one subpackage (or, for top-level private modules such as
+  ``_io``, of the whole library) but free to change in any release.
 
 Every list of choices has one source: a ``Literal`` type alias and, beside it, its tuple
-``typing.get_args(Alias)`` (`thyroidseg.model.NORMS`, `thyroidseg.runtime.AMP_MODES`, ...),
-which the checks and the command line use. ``tests/test_api.py`` tests these rules, and
-``docs/architecture.md`` draws the modules and what each imports.
+``typing.get_args(Alias)`` (`thyroidseg.models.unet.NORMS`, `thyroidseg.runtime.AMP_MODES`,
+...), which the checks and the command line use. ``tests/test_api.py`` tests these rules.
 """
 
 import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from thyroidseg import _moved
 from thyroidseg._version import __version__
-from thyroidseg.checkpoint import load_checkpoint, save_checkpoint
-from thyroidseg.data import ThyroidDataset
-from thyroidseg.evaluation import evaluate_folders
-from thyroidseg.export import export_onnx
-from thyroidseg.inference import Segmenter
-from thyroidseg.measurements import Nodule, measure
-from thyroidseg.metrics import ConfusionMatrix
-from thyroidseg.model import UNet
-from thyroidseg.preprocessing import Preprocessed, preprocess
-from thyroidseg.splits import group_kfold
+from thyroidseg.data.dataset import ThyroidDataset
+from thyroidseg.data.splits import group_kfold
+from thyroidseg.inference.measurements import Nodule, measure
+from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.metrics.confusion import ConfusionMatrix
+from thyroidseg.metrics.evaluation import evaluate_folders
+from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
+from thyroidseg.models.export import export_onnx
+from thyroidseg.models.unet import UNet
+from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess
 
 if TYPE_CHECKING:  # loaded on first use, see __getattr__
-    from thyroidseg.augment import Augment
-    from thyroidseg.divergence import NonFiniteLossError, NonFiniteOutputError
-    from thyroidseg.losses import DiceCELoss, SoftDiceLoss, WeightedCrossEntropyLoss, make_loss
-    from thyroidseg.training import Trainer
-    from thyroidseg.workflows import train_folder
+    from thyroidseg.data.augment import Augment
+    from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
+    from thyroidseg.training.losses import (
+        DiceCELoss,
+        SoftDiceLoss,
+        WeightedCrossEntropyLoss,
+        make_loss,
+    )
+    from thyroidseg.training.trainer import Trainer
+    from thyroidseg.training.workflows import train_folder
 
 __all__ = [
     "Augment",
@@ -96,53 +110,55 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Augment": "augment",
-    "DiceCELoss": "losses",
-    "NonFiniteLossError": "divergence",
-    "NonFiniteOutputError": "divergence",
-    "SoftDiceLoss": "losses",
-    "Trainer": "training",
-    "WeightedCrossEntropyLoss": "losses",
-    "make_loss": "losses",
-    "train_folder": "workflows",
+    "Augment": "data.augment",
+    "DiceCELoss": "training.losses",
+    "NonFiniteLossError": "training.divergence",
+    "NonFiniteOutputError": "training.divergence",
+    "SoftDiceLoss": "training.losses",
+    "Trainer": "training.trainer",
+    "WeightedCrossEntropyLoss": "training.losses",
+    "make_loss": "training.losses",
+    "train_folder": "training.workflows",
 }
 """Top-level names of the training side, imported from their module on first use."""
 
 _MOVED = {
-    "Box": "geometry",
-    "DemoResult": "workflows",
-    "Ensemble": "ensemble",
-    "FolderEvaluation": "evaluation",
+    "Box": "preprocessing.geometry",
+    "DemoResult": "training.workflows",
+    "Ensemble": "models.ensemble",
+    "FolderEvaluation": "metrics.evaluation",
     "FolderPrediction": "inference",
-    "Summary": "statistics",
-    "detect_layout": "layouts",
-    "equalize": "intensity",
-    "export_torchscript": "export",
-    "find_annotations": "inpainting",
-    "find_scan_region": "scan_region",
-    "find_views": "scan_region",
-    "fit_box": "geometry",
-    "hausdorff_distance_95": "boundary",
-    "inpaint_annotations": "inpainting",
-    "measure_many": "measurements",
-    "normalized_surface_dice": "boundary",
+    "Summary": "metrics.statistics",
+    "detect_layout": "data.layouts",
+    "equalize": "preprocessing.intensity",
+    "export_torchscript": "models.export",
+    "find_annotations": "preprocessing.inpainting",
+    "find_scan_region": "preprocessing.scan_region",
+    "find_views": "preprocessing.scan_region",
+    "fit_box": "preprocessing.geometry",
+    "hausdorff_distance_95": "metrics.boundary",
+    "inpaint_annotations": "preprocessing.inpainting",
+    "measure_many": "inference.measurements",
+    "normalized_surface_dice": "metrics.boundary",
     "preprocess_folder": "preprocessing",
     "read_binary_mask": "data",
-    "resize": "geometry",
-    "resize_mask": "geometry",
-    "run_demo": "workflows",
-    "size_tertiles": "splits",
-    "smooth": "intensity",
-    "synthetic_phantoms": "synthetic",
+    "resize": "preprocessing.geometry",
+    "resize_mask": "preprocessing.geometry",
+    "run_demo": "training.workflows",
+    "size_tertiles": "data.splits",
+    "smooth": "preprocessing.intensity",
+    "synthetic_phantoms": "data.synthetic",
     "system_info": "diagnostics",
-    "to_gray_uint8": "intensity",
-    "train_val_test_split": "splits",
-    "unet_weight_map": "losses",
-    "valid_output_size": "model",
-    "write_measurements_csv": "measurements",
-    "write_synthetic_dataset": "synthetic",
+    "to_gray_uint8": "preprocessing.intensity",
+    "train_val_test_split": "data.splits",
+    "unet_weight_map": "training.losses",
+    "valid_output_size": "models.unet",
+    "write_measurements_csv": "inference.measurements",
+    "write_synthetic_dataset": "data.synthetic",
 }
 """Top-level names of 0.1 that live in their module only since 0.2 (until 0.3: a warning)."""
+
+_moved.install()  # the 0.1 module paths (thyroidseg.model, ...) until 0.3
 
 
 def __getattr__(name: str) -> Any:
@@ -151,6 +167,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f"thyroidseg.{_LAZY[name]}"), name)
         globals()[name] = value  # once loaded, a plain attribute
         return value
+    if f"thyroidseg.{name}" in _moved.MOVED_MODULES:  # a 0.1 module: warns as it imports
+        return importlib.import_module(f"thyroidseg.{name}")
     if name in _MOVED:
         module = f"thyroidseg.{_MOVED[name]}"
         warnings.warn(

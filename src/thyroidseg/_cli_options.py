@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import torch
 
-from thyroidseg.inference import Segmenter
+from thyroidseg.inference.segmenter import Segmenter
 from thyroidseg.runtime import AMP_MODES, free_cores
 
 API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")

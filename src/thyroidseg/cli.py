@@ -1,7 +1,8 @@
 """The ``thyroidseg`` command line (also ``python -m thyroidseg``).
 
 Each sub-command is a pair: ``_add_<name>(subparsers)`` declares its arguments and
-``_run_<name>(args) -> int`` does the work through the public library API. Errors from
+``_run_<name>(args) -> int`` does the work through the public library API (``train``'s
+pair is ``thyroidseg._cli_train``'s). Errors from
 bad input (missing or unreadable files, size mismatches, ...) are printed as one
 ``thyroidseg <command>: error: ...`` line and give exit status 2; nothing is skipped silently.
 """
@@ -33,20 +34,18 @@ from thyroidseg._cli_options import (
     progress,
     set_threads,
 )
-from thyroidseg._io import atomic_write_bytes, check_outputs, list_images, write_csv
+from thyroidseg._cli_train import add_train
+from thyroidseg._io import atomic_write_bytes, list_images, write_csv
+from thyroidseg._outputs import check_outputs
 from thyroidseg._version import __version__
-from thyroidseg.checkpoint import BEST_CHECKPOINT
 from thyroidseg.diagnostics import format_system_info, system_info
-from thyroidseg.evaluation import evaluate_folders
-from thyroidseg.export import cascade_paths, export_cascade, export_onnx, export_torchscript
-from thyroidseg.geometry import RESIZE_MODES
-from thyroidseg.history import HISTORY_CSV, HISTORY_PNG
-from thyroidseg.inference import Segmenter
-from thyroidseg.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
-from thyroidseg.losses import LOSS_NAMES
-from thyroidseg.preprocessing import preprocess, preprocess_folder
-from thyroidseg.refine import REFINE_RECIPE, CropRule
-from thyroidseg.workflows import SCHEDULE_NAMES, run_demo, train_folder
+from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.metrics.evaluation import evaluate_folders
+from thyroidseg.models.export import cascade_paths, export_cascade, export_onnx, export_torchscript
+from thyroidseg.preprocessing.geometry import RESIZE_MODES
+from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
+from thyroidseg.preprocessing.pipeline import preprocess, preprocess_folder
+from thyroidseg.training.workflows import run_demo
 
 __all__ = ["build_parser", "main"]
 
@@ -249,144 +248,6 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         **options,
     )
     print(f"preprocessed {len(summary['images'])} images into {args.out_dir}")
-    return 0
-
-
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train a U-Net on a dataset folder (one cross-validation fold, or --all)",
-        description="Read DATA_DIR (any layout ThyroidDataset detects), split it into --folds "
-        "folds by leak group, train a U-Net on all folds but --fold and validate on --fold "
-        "every epoch. RUN_DIR receives last.pt, best.pt (by per-image validation nodule "
-        "IoU), history.csv and history.png. With --all, train on every frame for the whole "
-        "schedule without validation (how the shipped model is made; only last.pt). Every "
-        "setting is checked before the data is read; --resume refuses settings that would "
-        "change the run. Under torchrun, trains with DistributedDataParallel.",
-    )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
-    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="run folder (created)")
-    parser.add_argument(
-        "--out", dest="run_dir_option", action=Renamed, new="RUN_DIR", help=argparse.SUPPRESS
-    )
-    parser.add_argument("--fold", type=int, default=None, help="validation fold (default: 0)")
-    parser.add_argument("--folds", type=int, default=None, help="number of folds (default: 5)")
-    parser.add_argument(
-        "--all",
-        action="store_true",
-        help="train on every frame, no validation (not with --fold or --folds)",
-    )
-    add_size_option(parser, train_folder)
-    parser.add_argument(
-        "--stage",
-        choices=("whole", "refine"),
-        default="whole",
-        help="whole: the whole-frame network (default); refine: the second stage, trained on "
-        "full-resolution crops around the annotated nodules (load it with predict --refine)",
-    )
-    parser.add_argument("--epochs", type=int, help=f"epochs (default: {_recipe('epochs')})")
-    parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
-    parser.add_argument(
-        "--loss",
-        choices=LOSS_NAMES,
-        default=default(train_folder, "loss"),
-        help=f"loss (default: {default(train_folder, 'loss')}; weighted_ce is the paper's "
-        "border-weighted CE)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=default(train_folder, "lr"),
-        help=f"learning rate (default: {default(train_folder, 'lr')})",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=SCHEDULE_NAMES,
-        default=default(train_folder, "schedule"),
-        help=f"learning-rate schedule (default: {default(train_folder, 'schedule')})",
-    )
-    parser.add_argument(
-        "--base-channels", type=int, help=f"U-Net width (default: {_recipe('base_channels')})"
-    )
-    parser.add_argument(
-        "--stem-stride",
-        type=int,
-        choices=(1, 2),
-        help="2: the U-Net's first stage at half resolution, ~3x cheaper than 1 (default: "
-        f"{_recipe('stem_stride')})",
-    )
-    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    parser.add_argument(
-        "--early-stopping",
-        type=int,
-        default=None,
-        metavar="EPOCHS",
-        help="stop after this many epochs without a better validation IoU",
-    )
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    add_speed_options(parser)
-    add_quiet_option(parser)
-    add_threads_option(parser)
-    parser.set_defaults(run=_run_train)
-
-
-def _recipe(name: str) -> str:
-    """The default of a train option for each stage, for its help text."""
-    return f"{default(train_folder, name)}; {REFINE_RECIPE[name]} with --stage refine"
-
-
-def _stage_recipe(args: argparse.Namespace) -> dict[str, int]:
-    """The epochs, width and stem stride given, else the chosen stage's defaults."""
-    whole = {name: default(train_folder, name) for name in REFINE_RECIPE}
-    recipe = REFINE_RECIPE if args.stage == "refine" else whole
-    return {
-        name: recipe[name] if getattr(args, name) is None else getattr(args, name)
-        for name in recipe
-    }
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    if (args.run_dir is None) == (args.run_dir_option is None):
-        raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
-    args.out = args.run_dir if args.run_dir is not None else args.run_dir_option
-    if args.all and (args.fold is not None or args.folds is not None):
-        raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
-    trainer = train_folder(
-        args.data_dir,
-        args.out,
-        fold=None if args.all else 0 if args.fold is None else args.fold,
-        folds=5 if args.folds is None else args.folds,
-        size=tuple(args.size),
-        augment=not args.no_augment,
-        crops=CropRule() if args.stage == "refine" else None,
-        resume=args.resume,
-        batch_size=args.batch_size,
-        loss=args.loss,
-        lr=args.lr,
-        schedule=args.schedule,
-        early_stopping=args.early_stopping,
-        num_workers=args.workers,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        progress=progress(args),
-        **_stage_recipe(args),
-    )
-    if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
-        out = Path(args.out)
-        best = out / BEST_CHECKPOINT
-        if args.all:
-            print(f"trained on all {len(trainer.train_data)} frames for {trainer.epoch} epochs")
-        elif trainer.best_epoch > 0:
-            score, epoch = trainer.best_score, trainer.best_epoch
-            print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")
-        else:
-            print("no epoch had a finite validation nodule IoU, so there is no best.pt")
-        listed = [trainer.last_checkpoint] + ([best] if trainer.best_epoch > 0 else [])
-        print(f"checkpoints: {', '.join(map(str, listed))}")
-        print(f"history: {out / HISTORY_CSV} and {out / HISTORY_PNG}")
     return 0
 
 
@@ -635,7 +496,7 @@ def _run_info(args: argparse.Namespace) -> int:
 # Sub-commands register here, in the order `thyroidseg --help` lists them.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
-    _add_train,
+    add_train,
     _add_predict,
     _add_evaluate,
     _add_preprocess,

@@ -1,6 +1,6 @@
 """The pixel size of a frame: millimetres per pixel, where they came from, and their checks.
 
-`FrameSpacing` is what `thyroidseg.measurements.measure` takes to measure in millimetres
+`FrameSpacing` is what `thyroidseg.inference.measurements.measure` takes to measure in millimetres
 when the size may differ from region to region (the tissue regions of an ultrasound DICOM
 file, `thyroidseg.dicom.read_spacing`) or was typed by the user; `check_spacing` refuses
 sizes no ultrasound frame has. Spacings are ``(row, col)``: down and across the image.

@@ -6,10 +6,13 @@ from pathlib import Path
 from torch import nn
 
 from thyroidseg import ThyroidDataset, Trainer, UNet
-from thyroidseg.synthetic import write_synthetic_dataset
 
 
 def main(out: Path) -> None:
+    # Run against a 0.1.x checkout (tests/data/README.md), so its 0.1 module path; imported
+    # here, not at the top, so that collecting this file under 0.2 loads no old path.
+    from thyroidseg.synthetic import write_synthetic_dataset
+
     data = write_synthetic_dataset(out / "data", 4, size=(48, 64), seed=0)
     Trainer(
         UNet(base_channels=4, depth=2, seed=0),

@@ -1,0 +1,38 @@
+"""Segment frames with a trained model, measure the nodules, write the results.
+
+- `thyroidseg.inference.segmenter`: `Segmenter` (re-exported here with the rest of its
+  ``__all__``);
+- `thyroidseg.inference.folders`: what ``Segmenter.predict_folder`` and
+  ``Segmenter.predict_file`` do and return (`FolderPrediction`, `FilePrediction`,
+  re-exported here with the rest of its ``__all__``);
+- `thyroidseg.inference.refine`: `Refiner`, the second (crop-and-refine) stage;
+- `thyroidseg.inference.postprocess`, `thyroidseg.inference.overlay`,
+  `thyroidseg.inference.measurements`: clean masks, draw them, measure their nodules.
+
+Imports `thyroidseg.preprocessing`, `thyroidseg.models` and `thyroidseg.data`, never
+`thyroidseg.training`.
+"""
+
+from thyroidseg.inference.folders import (
+    MEASUREMENTS_CSV,
+    OVERLAYS_DIR,
+    PROBABILITIES_DIR,
+    FilePrediction,
+    FolderPrediction,
+)
+from thyroidseg.inference.segmenter import (
+    Frame,
+    Prediction,
+    Segmenter,
+)
+
+__all__ = [
+    "Frame",
+    "Prediction",
+    "Segmenter",
+    "MEASUREMENTS_CSV",
+    "OVERLAYS_DIR",
+    "PROBABILITIES_DIR",
+    "FilePrediction",
+    "FolderPrediction",
+]

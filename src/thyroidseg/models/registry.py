@@ -1,0 +1,82 @@
+"""Stable names for what a checkpoint records: the model class (and, for runs, the batch hook).
+
+A checkpoint names the class that rebuilds its network and the ``prepare_batch`` hook of its
+run by a registered name (``"unet"``; ``"default"`` in `thyroidseg.training.batching.BATCH_HOOKS`,
+kept there so that inference imports no training code), not by import path, so modules can move
+without breaking saved runs or the shipped weights: the way segmentation_models.pytorch
+resolves a stored class name and nnU-Net stores ``trainer_name``. The class is rebuilt from
+the stored constructor arguments (``config["model"]``).
+
+Checkpoints written by 0.1.x name them by import path; `canonical_name` reads those as the
+registered names.
+
+Examples
+--------
+>>> from thyroidseg.models.unet import UNet
+>>> model_name(UNet(base_channels=4, depth=2))
+'unet'
+>>> model_class("thyroidseg.model.UNet") is UNet  # a 0.1.x checkpoint
+True
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+from torch import nn
+
+from thyroidseg.models.unet import UNet
+
+__all__ = [
+    "LEGACY_NAMES",
+    "MODELS",
+    "canonical_name",
+    "model_class",
+    "model_config",
+    "model_name",
+]
+
+MODELS: dict[str, type[nn.Module]] = {"unet": UNet}
+"""Registered name -> the class a checkpoint's ``config["model"]`` rebuilds."""
+
+LEGACY_NAMES: dict[str, str] = {
+    "thyroidseg.model.UNet": "unet",
+    "thyroidseg.batching.default_prepare_batch": "default",
+}
+"""How 0.1.x checkpoints named them (import paths) -> the registered names."""
+
+
+def canonical_name(name: object) -> object:
+    """The registered name for a 0.1.x import path; any other value unchanged."""
+    return LEGACY_NAMES.get(name, name) if isinstance(name, str) else name
+
+
+def model_name(model: nn.Module) -> str:
+    """The registered name of ``model``'s class, else its ``module.QualifiedName``."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def model_class(name: object) -> type[nn.Module] | None:
+    """The registered class a stored name (or 0.1.x import path) stands for; ``None`` if none."""
+    return MODELS.get(canonical_name(name)) if isinstance(name, str) else None
+
+
+def model_config(name: object, config: object) -> object:
+    """A stored model ``config`` with the constructor's defaults for the keys it lacks.
+
+    A checkpoint written before an option existed (e.g. ``activation``, new in 0.2) built
+    the network that option's default builds, so the two configs compare equal.
+    """
+    cls = model_class(name)
+    if cls is None or not isinstance(config, Mapping):
+        return config
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(cls).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **config}

@@ -1,0 +1,626 @@
+"""Training: the `Trainer` loop, its validation, resume and DistributedDataParallel.
+
+The loop is the one the paper describes (forward, loss, backward, update, save the
+parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect around it:
+
+* the trainer takes built objects, as MONAI's ``SupervisedTrainer``: a model, a loss, an
+  optimizer and a learning-rate scheduler, plus a ``prepare_batch`` hook that turns a batch
+  into ``(inputs, target, loss keyword arguments)`` (so a precomputed ``weight_map`` of the
+  dataset reaches the loss). Names such as ``"dice_ce"`` or ``"cosine"`` are resolved by
+  `thyroidseg.training.workflows.train_folder` and the command line, not here;
+* validation after every epoch, reporting the **per-image** nodule IoU and Dice (mean over
+  validation images); the IoU selects the ``best`` checkpoint and drives early stopping;
+* ``best.pt`` on improvement, then ``last.pt`` after every epoch (`thyroidseg.models.checkpoint`),
+  holding everything needed to resume bit-exactly on the CPU; the order keeps the two
+  consistent under a kill at any moment (``last.pt`` never claims a ``best.pt`` that is not
+  on disk), and a resumed run checks it;
+* a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named), a
+  non-finite validation output with `NonFiniteOutputError` (epoch and item named);
+* ``history.csv`` and ``history.png`` in ``out_dir`` (`thyroidseg.training.history`);
+* the device, autocast and CPU settings of `thyroidseg.runtime`, and DistributedDataParallel
+  when launched with ``torchrun``.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> data = [{"image": torch.rand(1, 8, 8), "mask": torch.zeros(8, 8, dtype=torch.int64)}] * 4
+>>> model = nn.Conv2d(1, 2, 3, padding=1)
+>>> trainer = Trainer(model, data, data, loss=nn.CrossEntropyLoss(), epochs=2, batch_size=2,
+...                   progress=False, seed=0)
+>>> [row["epoch"] for row in trainer.fit()]
+[1, 2]
+>>> trainer.evaluate(data).n_images
+4
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from thyroidseg._io import PathLike
+from thyroidseg._outputs import reserve_folder
+from thyroidseg._progress import Progress
+from thyroidseg._version import __version__
+from thyroidseg.metrics.confusion import ConfusionMatrix, nanmean
+from thyroidseg.models.checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    LAST_CHECKPOINT,
+    check_best_checkpoint,
+    load_checkpoint,
+    prepare_run_folder,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    seed_global_rngs,
+)
+from thyroidseg.models.registry import model_name
+from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
+from thyroidseg.training.batching import PrepareBatch, collate, default_prepare_batch, hook_name
+from thyroidseg.training.checks import (
+    check_components,
+    check_settings,
+    describe,
+    ignore_index_of,
+    resume_conflicts,
+)
+from thyroidseg.training.distributed import DistContext, join_process_group
+from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
+from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG, write_history
+
+__all__ = [
+    "MONITORS",
+    "RUN_FILES",
+    "LossFn",
+    "Monitor",
+    "Trainer",
+    "refuse_other_run",
+]
+
+Monitor = Literal["val_iou", "val_dice"]
+MONITORS: tuple[str, ...] = get_args(Monitor)
+"""The validation metrics ``Trainer(monitor=...)`` can watch (higher is better)."""
+
+LossFn = Callable[..., Tensor]
+"""``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
+
+
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
+"""The files a `Trainer` writes into its ``out_dir``."""
+
+
+def refuse_other_run(out_dir: PathLike) -> None:
+    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
+
+    A new run never replaces another run's checkpoints or history, even when only a
+    ``best.pt`` or a ``history.csv`` is left there.
+    """
+    existing = [Path(out_dir) / name for name in RUN_FILES]
+    existing = [path for path in existing if path.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
+            "resume (--resume) to continue that run, or choose another folder"
+        )
+
+
+def _dataset_of(data: Any) -> Any:
+    """The dataset behind ``data``: a DataLoader's ``dataset``, else ``data`` itself."""
+    return data.dataset if isinstance(data, DataLoader) else data
+
+
+class Trainer:
+    """Train a segmentation model, validate every epoch, checkpoint and resume.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module`` mapping images ``(N, C, H, W)`` to logits ``(N, K, H, W)``, e.g.
+        `thyroidseg.models.unet.UNet`. Its ``config`` attribute (if any) is stored in the
+        checkpoints so `thyroidseg.inference` can rebuild it.
+    train_data, val_data
+        Datasets whose items are dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"``
+        (int ``(H, W)`` class indices), e.g. `thyroidseg.data.ThyroidDataset`; further
+        tensor entries (e.g. a precomputed ``"weight_map"``) are batched too and reach
+        ``prepare_batch``. If ``train_data`` has a ``set_epoch(epoch)`` method it is called
+        before every epoch (so seeded augmentation can differ per epoch and still resume
+        exactly). ``val_data=None`` skips validation: only ``last.pt`` is written.
+
+        Either may also be a built `torch.utils.data.DataLoader` (as MONAI's
+        ``SupervisedTrainer(train_data_loader=...)`` takes), for a custom sampler, an
+        ``IterableDataset`` or ``persistent_workers``: it is used as it is, so its batch
+        size, order and workers are the loader's (``batch_size`` and ``num_workers`` then
+        apply only to the other argument), its dataset's ``set_epoch`` and ``config`` are
+        used as a dataset's would be, and under ``torchrun`` its sampler must split the data
+        itself. With a DataLoader of your own, a resumed run is bit-identical only if the
+        loader's order is seeded per epoch (e.g. a ``DistributedSampler`` or a seeded
+        ``generator``).
+    loss
+        A loss object or callable ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
+        ``thyroidseg.training.losses.make_loss("dice_ce")`` or ``nn.CrossEntropyLoss()``; it is
+        computed in float32 even under autocast. Its ``ignore_index`` (if it has one) is
+        also left out of the validation counts.
+    optimizer
+        An optimizer over the model's parameters. ``None`` (default): the trainer builds
+        ``torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)``.
+    scheduler
+        A learning-rate scheduler of ``optimizer``, stepped once per epoch (``step()``
+        without arguments, so not ``ReduceLROnPlateau``). ``None`` (default): a constant
+        learning rate. `thyroidseg.training.workflows.train_folder` builds cosine or poly schedules.
+    prepare_batch
+        ``prepare_batch(batch, device, memory_format) -> (inputs, target, loss_kwargs)``:
+        ``batch`` is a dict of the collated items (tensor entries stacked along a new first
+        dimension, other entries as lists); ``inputs`` go to the model, ``target``
+        (int64 ``(N, H, W)``) to the loss and the validation counts, and the mapping
+        ``loss_kwargs`` to the loss as keyword arguments during training. Default:
+        `default_prepare_batch` (``"image"``, ``"mask"`` and, when present,
+        ``weight_map=batch["weight_map"]``).
+    epochs
+        Number of epochs to train in total (a resumed run continues up to it). Default 50.
+    batch_size
+        Images per step and per process. Default 8.
+    num_workers
+        DataLoader worker processes. Default 0 (load in the training process: with a cached
+        dataset on a CPU, workers only compete with the model for cores).
+    device
+        ``"auto"`` (default: CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    amp
+        Mixed precision, see `thyroidseg.runtime.resolve_amp`: ``"auto"`` (default: bf16 on
+        CPUs that have it natively, fp16 + gradient scaler on CUDA), ``"bf16"``, ``"fp16"``
+        or ``"off"`` (float32 everywhere).
+    channels_last
+        Use the channels-last memory format for the model and the images (default ``True``;
+        faster convolutions on CPUs and tensor cores).
+    grad_clip
+        Clip the global gradient norm to this value (``None``, the default: no clipping;
+        nnU-Net uses 12).
+    early_stopping
+        Stop after this many epochs without a better ``monitor`` value (``None``, default:
+        never).
+    monitor
+        The validation metric that picks ``best.pt`` and drives early stopping, higher is
+        better: ``"val_iou"`` (default, the mean per-image nodule IoU) or ``"val_dice"``.
+    out_dir
+        Folder for ``last.pt``, ``best.pt``, ``history.csv`` and ``history.png``. ``None``
+        (default) writes nothing.
+    seed
+        Seeds the data order, the DataLoader workers and the global random generators
+        (Python, NumPy, PyTorch), so a run is repeatable on the CPU. Default 0.
+    progress
+        Progress: ``None`` (default) draws a bar per epoch on a terminal and prints one line
+        per epoch with the estimated time left (here and in logs); ``False`` prints nothing.
+    data_config
+        Extra JSON-ready entries (e.g. the data folder and fold) stored in the checkpoints'
+        ``config["data"]`` on top of ``train_data.config`` when the dataset has one
+        (`thyroidseg.data.ThyroidDataset.config`: layout, size, ``"preprocess"`` and
+        ``"preprocess_options"``). `thyroidseg.inference.Segmenter.from_checkpoint` prepares
+        new frames from those entries exactly as in training. Default: nothing extra.
+
+    Notes
+    -----
+    The checkpoints' ``config`` describes the run: the model class and ``config``, the
+    loss, optimizer and scheduler (their ``repr``, or their class and settings where the
+    ``repr`` is only a memory address), epochs, batch size, seed and the speed settings.
+    ``fit(resume=...)`` refuses a checkpoint whose run was set up differently.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) `fit` wraps the model in
+    ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA), shards the training data with a
+    ``DistributedSampler`` and the validation data without padding, sums the confusion
+    matrices with `ConfusionMatrix.sync`, and only rank 0 writes files.
+    ``batch_size`` is per process, so the effective batch is ``batch_size * WORLD_SIZE``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset | Sequence[Mapping[str, Any]],
+        val_data: Dataset | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        loss: nn.Module | LossFn,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        prepare_batch: PrepareBatch | None = None,
+        epochs: int = 50,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        device: str | torch.device = "auto",
+        amp: AmpMode = "auto",
+        channels_last: bool = True,
+        grad_clip: float | None = None,
+        early_stopping: int | None = None,
+        monitor: Monitor = "val_iou",
+        out_dir: PathLike | None = None,
+        seed: int = 0,
+        progress: bool | None = None,
+        data_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_components(model, train_data, val_data, loss, optimizer, scheduler, prepare_batch)
+        check_settings(
+            epochs=epochs,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            grad_clip=grad_clip,
+            early_stopping=early_stopping,
+            validation=val_data is not None,
+            device=device,
+            amp=amp,
+        )
+        self.device = resolve_device(device)
+        self.amp_dtype = resolve_amp(amp, self.device)
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+        self.monitor = monitor
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # Module.to converts parameters in place: an optimizer built on them still holds them.
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.train_data, self.val_data = train_data, val_data
+        self.loss_fn = loss
+        self.optimizer = optimizer or torch.optim.AdamW(
+            self.model.parameters(), lr=1e-3, weight_decay=1e-4
+        )
+        self.scheduler = scheduler
+        self.prepare_batch: PrepareBatch = prepare_batch or default_prepare_batch
+        self.ignore_index = ignore_index_of(loss, _dataset_of(train_data), _dataset_of(val_data))
+        """Target value left out of the validation counts (the loss's or datasets')."""
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        self.epochs, self.batch_size, self.num_workers = epochs, batch_size, num_workers
+        self.grad_clip, self.early_stopping, self.seed = grad_clip, early_stopping, seed
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        stored = getattr(_dataset_of(train_data), "config", None) or {}
+        data_config = {**stored, **(data_config or {})}
+        self.config: dict[str, Any] = {
+            "model_class": model_name(model),
+            "model": dict(getattr(model, "config", None) or {}),
+            "data": data_config,
+            "loss": describe(loss),
+            "optimizer": describe(self.optimizer),
+            "scheduler": describe(scheduler) if scheduler is not None else "constant",
+            "prepare_batch": hook_name(self.prepare_batch) or describe(self.prepare_batch),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "off",
+            "channels_last": channels_last,
+            "grad_clip": grad_clip,
+            "early_stopping": early_stopping,
+            "monitor": monitor,
+            "ignore_index": self.ignore_index,
+            "seed": seed,
+        }
+        self.epoch = 0
+        """Completed epochs (restored by ``fit(resume=...)``)."""
+        self.best_score = -math.inf
+        """Best value of ``monitor`` so far (by default the mean per-image validation IoU)."""
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.history: list[dict[str, float]] = []
+        self._dist = DistContext()
+        self._last_saved: Path | None = None
+
+    # -- public API -------------------------------------------------------------------
+
+    def fit(self, resume: PathLike | None = None) -> list[dict[str, float]]:
+        """Train until ``epochs`` (or early stopping); returns the history, one dict per epoch.
+
+        First `thyroidseg.models.checkpoint.prepare_run_folder` checks that ``out_dir`` can be
+        written and removes the temporary files a killed run left there.
+
+        Parameters
+        ----------
+        resume
+            A checkpoint to continue from (usually ``out_dir / "last.pt"``): restores the model,
+            optimizer, scheduler, gradient scaler, epoch, best score, early-stopping counter,
+            history and random states. On the CPU the result is bit-identical to a run that
+            was never interrupted. When it lies in ``out_dir``, that folder's ``best.pt`` is
+            checked against it (`thyroidseg.models.checkpoint.check_best_checkpoint`).
+
+        Raises
+        ------
+        NonFiniteLossError
+            The loss became NaN or infinite; the last good checkpoint is kept.
+        NonFiniteOutputError
+            The model's output for a validation item was NaN or infinite.
+        ValueError
+            ``out_dir`` cannot be written; ``resume`` was written by a run set up differently
+            (see the class notes), or its ``best.pt`` is lost.
+        FileExistsError
+            A new run (no ``resume``) into an ``out_dir`` that holds run files already.
+        thyroidseg._outputs.FolderInUseError
+            Another live process trains into ``out_dir`` (``out_dir/.thyroidseg.lock``).
+        """
+        with join_process_group(self.device) as self._dist, contextlib.ExitStack() as held:
+            try:
+                if self._dist.is_main and self.out_dir is not None:
+                    held.enter_context(reserve_folder(self.out_dir))  # one run at a time
+                    self._prepare_out_dir(resuming=resume is not None)
+                if resume is not None:
+                    self._restore(resume)
+                else:
+                    seed_global_rngs(self.seed)
+                self._fit()
+            finally:
+                self._dist = DistContext()
+        return self.history
+
+    def evaluate(self, data: Dataset | Sequence[Mapping[str, Any]]) -> ConfusionMatrix:
+        """Predict every item of ``data`` (argmax of the logits) and count it against its mask.
+
+        Returns a `ConfusionMatrix` with as many classes as the logits have channels, one
+        matrix per image, in the order of ``data``, leaving out
+        target pixels equal to `ignore_index`. Within `fit` under ``torchrun`` each process
+        counts its share and the matrices are gathered.
+
+        Raises
+        ------
+        NonFiniteOutputError
+            The model's output for an item holds NaN or infinite values (its index named).
+        """
+        return self._evaluate(data, epoch=None)
+
+    def _evaluate(
+        self, data: Dataset | Sequence[Mapping[str, Any]], epoch: int | None
+    ) -> ConfusionMatrix:
+        matrix: ConfusionMatrix | None = None  # its classes: the logits' channels
+        if isinstance(data, DataLoader):  # the caller's loader, as it is
+            loader = data
+        else:
+            share = data
+            if self._dist.world_size > 1:  # every process takes every world_size-th item
+                share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
+            loader = DataLoader(
+                share,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+            )
+        self.model.eval()
+        first_bad = None  # 2 * (index in data) + (1 if that item's input was finite)
+        seen = 0
+        with torch.inference_mode():
+            for batch in loader:
+                inputs, target, _ = self.prepare_batch(batch, self.device, self.memory_format)
+                with autocast(self.device, self.amp_dtype):
+                    logits = self.model(inputs)
+                finite = torch.isfinite(logits).flatten(1).all(dim=1)
+                if first_bad is None and not bool(finite.all()):
+                    k = int(torch.nonzero(~finite)[0])
+                    index = self._dist.rank + (seen + k) * self._dist.world_size
+                    first_bad = 2 * index + int(bool(torch.isfinite(inputs[k]).all()))
+                if matrix is None:
+                    matrix = ConfusionMatrix(logits.shape[1], ignore_index=self.ignore_index)
+                matrix.update(logits.argmax(dim=1), target)
+                seen += inputs.shape[0]
+        first_bad = self._dist.smallest(first_bad, self.device)  # every process stops together
+        if first_bad is not None:
+            index = first_bad // 2
+            try:
+                item = _dataset_of(data)[index]
+            except (TypeError, IndexError, NotImplementedError):  # an iterable-style dataset
+                item = None
+            name = item.get("name") if isinstance(item, Mapping) else None
+            raise NonFiniteOutputError(
+                epoch, index, None if name is None else str(name), bool(first_bad % 2),
+                self._last_saved if epoch is not None else None,
+            )  # fmt: skip
+        if matrix is None:  # this process had no item (more processes than items)
+            matrix = ConfusionMatrix(self._num_classes(), ignore_index=self.ignore_index)
+        return matrix.sync()
+
+    def _num_classes(self) -> int:
+        """The model's classes, from a forward pass of one training item's input."""
+        batch = (
+            next(iter(self.train_data))
+            if isinstance(self.train_data, DataLoader)
+            else collate([self.train_data[0]])
+        )
+        inputs, _, _ = self.prepare_batch(batch, self.device, self.memory_format)
+        with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+            return int(self.model(inputs).shape[1])
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """``out_dir / "last.pt"`` once written by this trainer, else ``None``."""
+        return self._last_saved
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _fit(self) -> None:
+        is_main = self._dist.is_main
+        model = self.model
+        if self._dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        worker_seeds = torch.Generator()
+        if isinstance(self.train_data, DataLoader):  # the caller's loader, as it is
+            loader = self.train_data
+            sampler = getattr(loader, "sampler", None)
+        else:
+            sampler = DistributedSampler(
+                self.train_data,
+                num_replicas=self._dist.world_size,
+                rank=self._dist.rank,
+                shuffle=True,
+                seed=self.seed,
+            )
+            loader = DataLoader(
+                self.train_data,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+                generator=worker_seeds,
+            )
+        epochs = Progress(
+            range(self.epoch, self.epochs),
+            total=self.epochs,
+            initial=self.epoch,
+            desc="epoch",
+            unit="epoch",
+            enabled=self.progress if is_main else False,
+            every_item=True,
+        )
+        for epoch in epochs:
+            if self.early_stopping is not None and self.bad_epochs >= self.early_stopping:
+                break
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            worker_seeds.manual_seed(self.seed * 100_003 + epoch)  # same workers' seeds on resume
+            dataset = _dataset_of(self.train_data)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            started = time.perf_counter()
+            row: dict[str, float] = {
+                "epoch": epoch + 1,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": self._train_epoch(model, loader, epoch),
+            }
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self._dist.broadcast_buffers(self.model)  # one set of BatchNorm statistics
+            improved = False
+            if self.val_data is not None:
+                matrix = self._evaluate(self.val_data, epoch + 1)
+                row["val_iou"] = nanmean(matrix.per_image("iou", cls=1))
+                row["val_dice"] = nanmean(matrix.per_image("dice", cls=1))
+                score = row[self.monitor]
+                improved = score > self.best_score
+                if improved:
+                    self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
+                else:
+                    self.bad_epochs += 1
+            row["seconds"] = time.perf_counter() - started
+            self.epoch = epoch + 1
+            self.history.append(row)
+            if is_main and self.out_dir is not None:
+                self._write_outputs(improved)
+            epochs.set_postfix(
+                **{k: v for k, v in row.items() if k in ("train_loss", "val_iou", "val_dice")}
+            )
+
+    def _train_epoch(self, model: nn.Module, loader: DataLoader, epoch: int) -> float:
+        model.train()
+        steps = Progress(
+            loader,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            enabled=self.progress if self._dist.is_main else False,
+            transient=True,
+        )
+        total, count = 0.0, 0
+        for step, batch in enumerate(steps, start=1):
+            inputs, target, loss_kwargs = self.prepare_batch(batch, self.device, self.memory_format)
+            with autocast(self.device, self.amp_dtype):
+                logits = model(inputs)
+            loss = self.loss_fn(logits.float(), target, **loss_kwargs)
+            value = self._checked(loss, inputs.shape[0], epoch, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += value * inputs.shape[0]
+            count += inputs.shape[0]
+            steps.set_postfix(loss=value)
+        total, count = self._dist.sum([total, count], self.device)
+        return total / count
+
+    def _checked(self, loss: Tensor, batch: int, epoch: int, step: int) -> float:
+        """The loss as a float (mean over processes); raise if any process's loss is not finite."""
+        value = float(loss.detach())
+        if self._dist.world_size > 1:  # every process must stop together, before backward
+            total, images = self._dist.sum([value * batch, batch], self.device)
+            value = total / images
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch + 1, step, value, self._last_saved)
+        return value
+
+    # -- checkpoints and outputs --------------------------------------------------------
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "thyroidseg_version": __version__,
+            "torch_version": str(torch.__version__),
+            "config": self.config,
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "early_stopping": {"patience": self.early_stopping, "bad_epochs": self.bad_epochs},
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def _prepare_out_dir(self, *, resuming: bool) -> None:
+        assert self.out_dir is not None
+        if not resuming:
+            refuse_other_run(self.out_dir)
+        removed = prepare_run_folder(self.out_dir, RUN_FILES)
+        if removed:
+            warnings.warn(
+                f"{self.out_dir}: removed {len(removed)} temporary file(s) left by an "
+                f"interrupted run: {', '.join(p.name for p in removed)}",
+                stacklevel=4,
+            )
+
+    def _write_outputs(self, improved: bool) -> None:
+        assert self.out_dir is not None
+        checkpoint = self._checkpoint()
+        if improved:  # first, so last.pt never records a best epoch that best.pt lacks
+            save_checkpoint(self.out_dir / BEST_CHECKPOINT, checkpoint)
+        self._last_saved = save_checkpoint(self.out_dir / LAST_CHECKPOINT, checkpoint)
+        write_history(self.out_dir, self.history)
+
+    def _restore(self, path: PathLike) -> None:
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        changed = resume_conflicts(checkpoint["config"], self.config)
+        if changed:
+            raise ValueError(
+                f"{path}: cannot resume with other settings than the run that wrote it "
+                f"({'; '.join(changed)}): a resumed run must follow the same schedule. To train "
+                "further, start a new run from its weights: "
+                "model.load_state_dict(load_checkpoint(path)['model'])"
+            )
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(checkpoint["scheduler"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+            self.epoch = int(checkpoint["epoch"])
+            self.best_score = float(checkpoint["best_score"])
+            self.best_epoch = int(checkpoint["best_epoch"])
+            self.bad_epochs = int(checkpoint["early_stopping"]["bad_epochs"])
+            self.history = [dict(row) for row in checkpoint["history"]]
+            restore_rng_state(checkpoint["rng"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise ValueError(f"{path}: cannot resume from this checkpoint: {error}") from error
+        stored_data = checkpoint["config"].get("data") or {}
+        self.config["data"] = {**self.config["data"], **stored_data}  # the run's, as written
+        path = Path(path)
+        if self._dist.is_main and self.out_dir is not None and path.parent.samefile(self.out_dir):
+            check_best_checkpoint(path, checkpoint)  # another folder gets best.pt on improvement
+        self._last_saved = path
+
+
+# --------------------------------------------------------------------------- helpers

@@ -1,0 +1,563 @@
+"""Whole runs: `train_folder` (``thyroidseg train``) and `run_demo` (``thyroidseg demo``).
+
+These put the pieces together for the command line and for scripts: read a dataset folder,
+split it by leak group, build a `UNet`, resolve the string shortcuts of a recipe (loss
+``"dice_ce"``, optimizer ``"adamw"``, schedule ``"cosine"``) into objects
+(`make_optimizer`, `make_scheduler`, `thyroidseg.training.losses.make_loss`) and hand them to
+`thyroidseg.training.Trainer`, which only takes built objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import inspect
+import io
+import itertools
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import nn
+
+from thyroidseg._checks import check_int
+from thyroidseg._io import PathLike, atomic_write_bytes, write_image
+from thyroidseg._outputs import check_outputs, reserve_folder
+from thyroidseg.data.augment import Augment
+from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.dataset import ThyroidDataset
+from thyroidseg.data.splits import group_kfold, train_val_test_split
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.inference.overlay import overlay
+from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.metrics.confusion import ConfusionMatrix
+from thyroidseg.models.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    load_checkpoint,
+    prepare_run_folder,
+)
+from thyroidseg.models.unet import UNet
+from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE
+from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
+from thyroidseg.training.batching import collate
+from thyroidseg.training.checks import check_settings, data_conflicts
+from thyroidseg.training.distributed import launched_as_main
+from thyroidseg.training.losses import make_loss
+from thyroidseg.training.trainer import Trainer, refuse_other_run
+
+__all__ = [
+    "OPTIMIZER_NAMES",
+    "REFINE_RECIPE",
+    "SCHEDULE_NAMES",
+    "DemoResult",
+    "OptimizerName",
+    "ScheduleName",
+    "make_optimizer",
+    "make_scheduler",
+    "run_demo",
+    "train_folder",
+]
+
+OptimizerName = Literal["adamw", "adam", "sgd"]
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+"""The optimizer names `make_optimizer` builds."""
+ScheduleName = Literal["cosine", "warmup_cosine", "poly", "constant"]
+SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
+"""The learning-rate schedule names `make_scheduler` builds."""
+
+REFINE_RECIPE: dict[str, int] = {"epochs": 40, "base_channels": 16, "stem_stride": 2}
+"""`train_folder` settings of the refine stage that differ from the
+whole-frame recipe (``thyroidseg train --stage refine``), chosen by grouped cross-validation
+on DDTI (docs/model-card.md)."""
+
+
+def make_optimizer(
+    name: OptimizerName,
+    parameters: Iterable[nn.Parameter],
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+) -> torch.optim.Optimizer:
+    """Build an optimizer by name, for the command line and `train_folder`.
+
+    ``"adamw"`` (`torch.optim.AdamW`), ``"adam"`` or ``"sgd"`` (momentum 0.99, Nesterov, as
+    nnU-Net), with learning rate ``lr`` (default 1e-3) and weight decay ``weight_decay``
+    (default 1e-4).
+    """
+    if name not in OPTIMIZER_NAMES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZER_NAMES}, got {name!r}")
+    if not (isinstance(lr, int | float) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=lr, weight_decay=weight_decay, momentum=0.99, nesterov=True
+    )
+
+
+def make_scheduler(
+    name: ScheduleName, optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    r"""Build a learning-rate schedule over ``epochs`` epochs by name (stepped once per epoch).
+
+    With $\eta_0$ the optimizer's learning rate and $e$ the epochs done:
+
+    * ``"cosine"``: $\eta_0 \cdot (1 + \cos(\pi e / E)) / 2$, down to 0 after the last epoch;
+    * ``"warmup_cosine"``: a linear warm-up over the first $W = \max(1, \lfloor E / 10
+      \rceil)$ epochs, $\eta_0 (e + 1) / W$, then the cosine over the $E - W$ others,
+      $\eta_0 \cdot (1 + \cos(\pi (e - W) / (E - W))) / 2$ (a one-cycle schedule stepped
+      per epoch);
+    * ``"poly"``: $\eta_0 \cdot (1 - e / E)^{0.9}$ (nnU-Net);
+    * ``"constant"``: ``None`` (the `thyroidseg.training.Trainer` keeps $\eta_0$).
+    """
+    if name not in SCHEDULE_NAMES:
+        raise ValueError(f"schedule must be one of {SCHEDULE_NAMES}, got {name!r}")
+    check_int("epochs", epochs, 1)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "warmup_cosine":
+        warmup = max(1, round(epochs / 10))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(_warmup_cosine, warmup=warmup, epochs=epochs)
+        )
+    if name == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs, power=0.9)
+    return None
+
+
+def _warmup_cosine(epoch: int, *, warmup: int, epochs: int) -> float:
+    """The ``"warmup_cosine"`` factor of `make_scheduler` for ``epoch`` epochs done."""
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+
+
+def train_folder(
+    data_dir: PathLike,
+    out_dir: PathLike,
+    *,
+    fold: int | None = 0,
+    folds: int = 5,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    base_channels: int = 24,
+    stem_stride: Literal[1, 2] = 2,
+    model: nn.Module | None = None,
+    augment: bool | Augment = True,
+    crops: CropRule | None = None,
+    loss: str | Callable[..., torch.Tensor] = "dice_ce",
+    optimizer: OptimizerName = "adamw",
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    schedule: ScheduleName = "warmup_cosine",
+    epochs: int = 80,
+    seed: int = 0,
+    resume: bool = False,
+    **trainer_options: Any,
+) -> Trainer:
+    """Train a `UNet` on fold ``fold`` of a dataset folder.
+
+    What ``thyroidseg train`` runs: read ``data_dir`` with
+    `ThyroidDataset` (any layout it detects, preprocessed with
+    `preprocess` at ``size``), split it with
+    `group_kfold` (``folds`` folds by leak group, seeded with
+    ``seed``), train on the other folds with `Augment` and
+    validate on fold ``fold``. The defaults are the shipped model's recipe, chosen by grouped
+    cross-validation on DDTI (docs/model-card.md): 128 x 128,
+    ``UNet(base_channels=24, stem_stride=2)``, Dice + cross-entropy, AdamW at 2e-3 with a
+    warm-up + cosine schedule, 80 epochs.
+
+    Every setting is checked before the dataset is read (a bad ``epochs``, ``lr``,
+    ``batch_size``, name or device, an output path that is a file or cannot be written, a
+    resume that would change the run), so a mistake is reported at once.
+
+    Parameters
+    ----------
+    data_dir, out_dir
+        Dataset folder; run folder for checkpoints and history.
+    fold, folds
+        Which of how many group folds is the validation set (defaults 0 of 5).
+        ``fold=None`` trains on every frame for the whole schedule, with no validation
+        (how the shipped model is trained; ``folds`` is then unused).
+    size
+        Network input ``(H, W)`` (default `thyroidseg.preprocessing.DEFAULT_SIZE`, 128 x 128).
+    base_channels, stem_stride
+        Width of the U-Net's first stage (default 24) and its stride (default 2: stage 0 at
+        half resolution, about 3x cheaper than 1; see `thyroidseg.models.unet.UNet`).
+    model
+        The network to train instead of ``UNet(base_channels=base_channels,
+        stem_stride=stem_stride, seed=seed)`` (any `nn.Module` mapping ``(N, 1, H, W)`` to
+        logits ``(N, 2, H, W)``).
+    augment
+        Random flips, affine warps and intensity changes on the training images: ``True``
+        (the default) draws them with ``Augment(seed=seed)``, an `Augment` with its own
+        settings, ``False`` none.
+    crops
+        Train a refine (stage 2) network instead of a whole-frame one: on `CropDataset`
+        crops of the full-resolution frames around the annotated nodules, cut by this
+        `CropRule` (validated on centred crops of the validation frames). Its checkpoints
+        load with `thyroidseg.inference.refine.Refiner.from_checkpoint`. Default: ``None``, the
+        whole frame.
+    loss
+        A name for `thyroidseg.training.losses.make_loss` (default ``"dice_ce"``) or a loss object.
+    optimizer, lr, weight_decay
+        `make_optimizer`'s name and settings (defaults ``"adamw"``, 2e-3, 1e-4).
+    schedule
+        `make_scheduler`'s name (default ``"warmup_cosine"``).
+    epochs, seed
+        Epochs in total, and the seed of the split, the weights, augmentation and training.
+    resume
+        Continue from ``out_dir/last.pt`` (an error if there is none). Refused when the
+        data folder, ``fold``, ``folds``, ``size`` or ``augment`` differ from the run that
+        wrote it (each difference is named), as the `Trainer` refuses another schedule.
+    **trainer_options
+        More `Trainer` options (``batch_size``, ``amp``, ``device``, ``early_stopping``,
+        ``num_workers``, ``grad_clip``, ``progress``...).
+
+    Returns
+    -------
+    Trainer
+        After `Trainer.fit`; ``trainer.history`` holds the epochs.
+
+    Raises
+    ------
+    ValueError
+        A setting is invalid, ``out_dir`` is a file or cannot be written, or ``resume``
+        would change the run.
+    FileExistsError, FileNotFoundError
+        ``out_dir/last.pt`` exists without ``resume``, or is missing with it.
+    """
+    if fold is not None:
+        check_int("folds", folds, 2)
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+            raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
+    if not isinstance(augment, (bool, Augment)):
+        raise TypeError(f"augment must be True, False or an Augment, got {augment!r}")
+    unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown Trainer option(s) {', '.join(map(repr, unknown))}; train_folder passes "
+            f"on only {', '.join(sorted(_TRAINER_OPTIONS))}"
+        )
+    checked = inspect.signature(check_settings).parameters
+    check_settings(
+        epochs=epochs,
+        validation=fold is not None,
+        **{key: value for key, value in trainer_options.items() if key in checked},
+    )
+    size = (int(size[0]), int(size[1]))
+    loss_fn = make_loss(loss) if isinstance(loss, str) else loss
+    model = (
+        model
+        if model is not None
+        else UNet(base_channels=base_channels, stem_stride=stem_stride, seed=seed)
+    )
+    built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = make_scheduler(schedule, built, epochs)
+
+    out_dir = Path(out_dir)
+    # One run at a time (torchrun: rank 0 holds it); the folder goes again if it stays empty.
+    with reserve_folder(out_dir) if launched_as_main() else contextlib.nullcontext():
+        prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
+        last = out_dir / LAST_CHECKPOINT
+        if resume and not last.is_file():
+            raise FileNotFoundError(f"{last}: nothing to resume from")
+        if not resume:
+            refuse_other_run(out_dir)
+        data_config = {
+            "root": str(Path(data_dir).resolve()),
+            "fold": fold,
+            "folds": folds if fold is not None else None,
+            "augment": augment is not False,
+        }
+        if resume:
+            data_config = _resumed_data_config(last, data_config, size)
+
+        dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
+        if fold is None:
+            train_idx, val = np.arange(len(dataset)), None
+        else:
+            train_idx, val_idx = group_kfold(dataset.groups, folds=folds, seed=seed)[fold]
+            val = dataset.subset(val_idx)
+        transform = Augment(seed=seed) if augment is True else augment or None  # False: None
+        train = dataset.subset(train_idx).with_transform(transform)
+        if crops is not None:
+            train = CropDataset(train.with_transform(None), crops, transform=transform, seed=seed)
+            val = CropDataset(val, crops, train=False) if val is not None else None
+        trainer = Trainer(
+            model,
+            train,
+            val,
+            loss=loss_fn,
+            optimizer=built,
+            scheduler=scheduler,
+            epochs=epochs,
+            seed=seed,
+            out_dir=out_dir,
+            data_config=data_config,
+            **trainer_options,
+        )
+        if trainer.device.type == "cpu":
+            tune_cpu_allocator()  # process-wide: a whole run's choice, not the Trainer's
+        trainer.fit(resume=last if resume else None)
+    return trainer
+
+
+_TRAINER_OPTIONS = set(inspect.signature(Trainer).parameters) - {
+    "model", "train_data", "val_data", "loss", "optimizer", "scheduler", "epochs", "seed",
+    "out_dir", "data_config",
+}  # fmt: skip
+"""The `Trainer` arguments `train_folder` passes on from ``**trainer_options``."""
+
+
+def _resumed_data_config(
+    last: Path, data_config: Mapping[str, Any], size: tuple[int, int]
+) -> dict[str, Any]:
+    """``data_config`` checked against the data settings ``last`` was trained with.
+
+    Refuses another data folder, fold, number of folds, size or augmentation setting, naming
+    each, before the dataset is read; a setting older checkpoints lack is not compared. The
+    stored folder name is kept when it is the same folder, so the checkpoint's data config
+    is never rewritten.
+    """
+    stored = load_checkpoint(last)["config"].get("data") or {}
+    here = {**data_config, "size": list(size)}
+    labels = {
+        "root": "data_dir",
+        "fold": "fold",
+        "folds": "folds",
+        "size": "size",
+        "augment": "augment",
+    }
+    changed = data_conflicts(stored, here, labels)
+    if changed:
+        raise ValueError(
+            f"{last}: cannot resume on other data than the run that wrote it "
+            f"({'; '.join(changed)}): a resumed run must validate on the same frames. Start "
+            "a new run in another folder"
+        )
+    return {**data_config, "root": stored.get("root", data_config["root"])}
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What `run_demo` produced."""
+
+    data_dir: Path
+    """The dataset used (the phantoms written by the demo, or ``data``)."""
+    run_dir: Path
+    """Checkpoints, ``history.csv`` and ``history.png``."""
+    metrics: ConfusionMatrix
+    """Test-set confusion matrix, counted at each frame's original size."""
+    overlays: list[Path]
+    """One picture per test frame (prediction red, truth green)."""
+    history: list[dict[str, float]]
+    """The training history, one dict per epoch (`thyroidseg.training.Trainer.fit`)."""
+    estimated_seconds: float
+    """The training time the demo expected (and printed) before training."""
+    training_seconds: float
+    """The training time it took (wall clock of `thyroidseg.training.Trainer.fit`)."""
+
+
+def run_demo(
+    out_dir: PathLike = "thyroidseg-demo",
+    *,
+    data: PathLike | None = None,
+    n_images: int = 96,
+    phantom_size: tuple[int, int] = (240, 320),
+    size: tuple[int, int] = (128, 128),
+    epochs: int = 25,
+    seed: int = 0,
+    progress: bool | None = None,
+    **trainer_options: Any,
+) -> DemoResult:
+    """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
+
+    Without ``data``, writes ``n_images`` synthetic phantoms
+    (`thyroidseg.data.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
+    The frames are read with `ThyroidDataset` and preprocessed at
+    ``size``, split 70/15/15 by leak group (`train_val_test_split`),
+    a `UNet` with a half-resolution stage 0 (``stem_stride=2``, the cheapest to train on a
+    CPU) is trained with augmentation and `train_folder`'s default recipe (Dice +
+    cross-entropy, AdamW at 1e-3, cosine schedule) in ``out_dir/run``, the ``best.pt``
+    checkpoint segments the test frames through `Segmenter` at their original size, and
+    the test metrics are counted against the original masks.
+
+    Writes ``out_dir/metrics.json`` (`ConfusionMatrix.to_dict`) and
+    ``out_dir/overlays/<name>.png``. ``out_dir/run`` must not hold a previous run.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    data
+        A dataset folder of any layout to use instead of phantoms.
+    n_images, phantom_size
+        Number and ``(H, W)`` of phantoms (defaults 96 of 240 x 320).
+    size
+        Network input ``(H, W)`` (default 128 x 128, enough for phantoms).
+    epochs
+        Training epochs (default 25).
+    seed
+        Seeds the phantoms, the split, the weights and the training.
+    progress
+        Progress bars (``None``: on a terminal only).
+    **trainer_options
+        More `Trainer` options (``batch_size``, ``amp``...).
+    """
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "run"
+    if min(size) < _DEMO_MIN_SIZE:
+        raise ValueError(
+            f"size must be at least {_DEMO_MIN_SIZE} x {_DEMO_MIN_SIZE}, got {size[0]} x "
+            f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
+            "value per channel at the bottom"
+        )
+    if data is None:
+        check_int(
+            "n_images (--images)",
+            n_images,
+            3,
+            hint="one phantom each for training, validation and test at least",
+        )
+    checked = inspect.signature(check_settings).parameters
+    check_settings(
+        epochs=epochs, **{key: value for key, value in trainer_options.items() if key in checked}
+    )
+    try:
+        refuse_other_run(run_dir)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{run_dir} holds a previous run; choose another out_dir (--out)"
+        ) from None
+    check_outputs([out_dir / "metrics.json"])
+    data_dir = Path(data) if data is not None else out_dir / "phantoms"
+    if data is None:
+        write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)
+    dataset = ThyroidDataset(data_dir, size=size, progress=progress)
+    train_idx, val_idx, test_idx = train_val_test_split(
+        dataset.groups, (0.7, 0.15, 0.15), seed=seed
+    )
+    model = UNet(stem_stride=2, seed=seed)
+    optimizer = make_optimizer("adamw", model.parameters())
+    trainer = Trainer(
+        model,
+        dataset.subset(train_idx).with_transform(Augment(seed=seed)),
+        dataset.subset(val_idx),
+        loss=make_loss("dice_ce"),
+        optimizer=optimizer,
+        scheduler=make_scheduler("cosine", optimizer, epochs),
+        epochs=epochs,
+        out_dir=run_dir,
+        seed=seed,
+        progress=progress,
+        data_config={"root": str(data_dir)},
+        **trainer_options,
+    )
+    if trainer.device.type == "cpu":
+        tune_cpu_allocator()
+    estimate = _training_seconds(trainer, size, len(train_idx), len(val_idx))
+    if progress is not False:
+        print(
+            f"demo: {epochs} epochs of {len(train_idx)} frames; about {_duration(estimate)} "
+            f"of training on this machine ({cpu_info().model or 'unknown CPU'}, "
+            f"{'bf16' if trainer.amp_dtype == torch.bfloat16 else 'float32'})",
+            file=sys.stderr,
+            flush=True,
+        )
+    start = time.perf_counter()
+    history = trainer.fit()
+    training_seconds = time.perf_counter() - start
+    segmenter = Segmenter.from_checkpoint(
+        run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
+    )
+    test = dataset.subset(test_idx)
+    frames = [test.load_original(i) for i in range(len(test))]
+    predictions = segmenter.predict_many([image for image, _ in frames])
+    metrics = ConfusionMatrix(2)
+    overlays = []
+    for name, (image, truth), prediction in zip(test.names, frames, predictions, strict=True):
+        metrics.update(prediction, truth)
+        overlays.append(
+            write_image(out_dir / "overlays" / f"{name}.png", overlay(image, prediction, truth))
+        )
+    report = json.dumps(metrics.to_dict(), indent=2)
+    atomic_write_bytes(out_dir / "metrics.json", report.encode())
+    return DemoResult(data_dir, run_dir, metrics, overlays, history, estimate, training_seconds)
+
+
+_DEMO_MIN_SIZE = 64
+"""Smallest network input of the demo: 64 / 2**5 = 2 x 2 at the bottleneck."""
+
+
+def _training_seconds(trainer: Trainer, size: tuple[int, int], n_train: int, n_val: int) -> float:
+    """The demo's estimate of ``trainer.fit()``, from the parts of an epoch, each timed.
+
+    Per epoch: ``ceil(n_train / batch)`` training steps (loading and augmenting a batch of
+    ``trainer.train_data``, forward, backward and an AdamW update of a copy of the model),
+    ``n_val`` one-frame validation passes and the two checkpoint writes (serialising the
+    model and optimizer). Each part is the median of 5 timings after an untimed one, so the
+    one-off costs of the first step (kernel selection, allocations) are paid here, not again
+    in training.
+    """
+    steps = -(-n_train // trainer.batch_size)
+    model = copy.deepcopy(trainer.model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
+    images = images.contiguous(memory_format=trainer.memory_format)
+    frame = images[:1]
+    items = itertools.cycle(range(min(n_train, len(trainer.train_data))))
+
+    def load() -> None:
+        collate([trainer.train_data[next(items)] for _ in range(trainer.batch_size)])
+
+    def step() -> None:
+        model.train()
+        with autocast(trainer.device, trainer.amp_dtype):
+            loss = model(images).float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def validate() -> None:
+        model.eval()
+        with torch.inference_mode(), autocast(trainer.device, trainer.amp_dtype):
+            model(frame)
+
+    def save() -> None:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
+
+    per_step = _median_seconds(load) + _median_seconds(step)
+    validation = _median_seconds(validate) * n_val
+    saving = 2 * _median_seconds(save)
+    return trainer.epochs * (steps * per_step + validation + saving)
+
+
+def _median_seconds(work: Callable[[], object], repeats: int = 5) -> float:
+    """Median wall time of ``repeats`` calls of ``work`` after one untimed call."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _duration(seconds: float) -> str:
+    """``"45 s"`` or ``"3 min"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

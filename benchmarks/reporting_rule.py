@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 
 from thyroidseg import Segmenter, ThyroidDataset, preprocess
-from thyroidseg._io import atomic_write_bytes, check_outputs
-from thyroidseg.statistics import summarize
+from thyroidseg._io import atomic_write_bytes
+from thyroidseg._outputs import check_outputs
+from thyroidseg.metrics.statistics import summarize
 
 AREAS = (0, 25, 50, 100, 200)
 PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8)

@@ -50,6 +50,20 @@ class ColumnRamp(nn.Module):
         return torch.cat([torch.log1p(-ramp), torch.log(ramp)], dim=1)
 
 
+def test_postprocess_drops_components_of_low_mean_probability() -> None:
+    mask = np.zeros((8, 12), np.uint8)
+    mask[1:4, 1:4] = 1  # mean probability 0.55: a doubtful speck
+    mask[4:8, 6:12] = 1  # mean 0.9
+    probability = np.where(mask == 1, 0.9, 0.1).astype(np.float32)
+    probability[1:4, 1:4] = 0.55
+    views = [(0, 0, 12, 8)]
+    kept = postprocess_views(mask, views, probability=probability, min_probability=0.6)
+    assert kept[1:4, 1:4].sum() == 0 and kept[4:8, 6:12].all()
+    assert postprocess_views(mask, views, probability=probability, min_probability=0.5).sum() == 33
+    with pytest.raises(ValueError, match="needs a probability map of shape"):
+        postprocess_views(mask, views, min_probability=0.6)
+
+
 def test_postprocess_clears_outside_views_and_filters_per_view() -> None:
     mask = np.ones((6, 10), np.uint8)
     views = [(0, 0, 4, 6), (6, 0, 10, 6)]  # a 2-pixel gap between two views
@@ -258,6 +272,12 @@ def test_checkpoint_inference_settings_are_defaults_that_options_override(tmp_pa
     wrong = with_config(plain, tmp_path / "wrong.pt", inference={"tta": "false"})
     with pytest.raises(ValueError, match="tta must be True or False, got 'false'"):
         Segmenter.from_checkpoint(wrong)
+    strict = with_config(plain, tmp_path / "strict.pt", inference={"min_probability": 0.6})
+    assert Segmenter.from_checkpoint(strict).min_probability == 0.6
+    assert Segmenter.from_checkpoint(strict, min_probability=0).min_probability == 0
+    odd = with_config(plain, tmp_path / "odd-p.pt", inference={"min_probability": 60})
+    with pytest.raises(ValueError, match="min_probability must be a number in \\[0, 1\\], got 60"):
+        Segmenter.from_checkpoint(odd)
 
 
 def test_from_checkpoint_needs_a_model_for_unknown_architectures(tmp_path: Path) -> None:

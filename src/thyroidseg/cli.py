@@ -329,6 +329,14 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         help="remove predicted components smaller than this many pixels (default: the "
         "model's recommendation, else 0)",
     )
+    parser.add_argument(
+        "--min-probability",
+        type=float,
+        default=None,
+        metavar="P",
+        help="remove predicted components whose mean nodule probability is under P (default: "
+        "the model's recommendation, else 0)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_speed_options(parser)
@@ -351,6 +359,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         "amp": args.amp,
         "keep_largest": args.keep_largest,
         "min_area": args.min_area,
+        "min_probability": args.min_probability,
         "fill_holes": args.fill_holes,
         "tta": args.tta,
         "batch_size": args.batch_size,

@@ -1,8 +1,8 @@
 """Clean a predicted mask view by view: what the frame's geometry and the nodules allow.
 
 `postprocess_views` is the last step of `thyroidseg.inference.Segmenter`: nothing outside the
-scan region's views, then per view a minimum component area, optionally the largest
-component only, and hole filling.
+scan region's views, then per view a minimum component area and mean probability, optionally
+the largest component only, and hole filling.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ def postprocess_views(
     keep_largest: bool = False,
     min_area: int = 0,
     fill_holes: bool = False,
+    probability: np.ndarray | None = None,
+    min_probability: float = 0.0,
 ) -> np.ndarray:
     """Clean a binary mask view by view.
 
@@ -42,6 +44,10 @@ def postprocess_views(
         Keep only the largest component in each view (default ``False``).
     min_area
         Remove components with fewer pixels (default 0: keep all).
+    probability, min_probability
+        Remove components whose mean nodule probability over their pixels is below
+        ``min_probability`` (default 0: keep all); ``probability`` is the ``(H, W)`` map,
+        needed when ``min_probability > 0``.
     fill_holes
         Fill the holes of each component (background regions that do not touch the
         view's border, 4-connectivity), after the component rules (default ``False``).
@@ -64,13 +70,20 @@ def postprocess_views(
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    if min_probability > 0 and (probability is None or probability.shape != mask.shape):
+        raise ValueError(
+            f"min_probability={min_probability} needs a probability map of shape {mask.shape}"
+        )
     out = np.zeros(mask.shape, np.uint8)
     for x0, y0, x1, y1 in views:
         part = (mask[y0:y1, x0:x1] != 0).astype(np.uint8)
-        if keep_largest or min_area > 0:
+        if keep_largest or min_area > 0 or min_probability > 0:
             count, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
             areas = stats[1:, cv2.CC_STAT_AREA]
             keep = areas >= min_area
+            if min_probability > 0:
+                sums = np.bincount(labels.ravel(), probability[y0:y1, x0:x1].ravel(), count)
+                keep &= sums[1:] / np.maximum(areas, 1) >= min_probability
             if keep_largest and keep.any():
                 keep &= areas == areas[keep].max()
                 keep &= np.cumsum(keep) == 1  # one component even when two tie

@@ -151,9 +151,26 @@ class Refiner:
             "(1 - whole_weight) * that; mask = probability > 0.5 inside the squares",
         }
 
-    def cleaning(self) -> dict[str, Any]:
-        """The `CLEANING_OPTIONS` it was trained with (`cleaning_options`)."""
-        return cleaning_options(self.preprocess_options)
+    def check_cleaning(self, whole_frame_options: Mapping[str, Any]) -> None:
+        """Refuse to run behind a whole-frame model whose frames are cleaned otherwise.
+
+        Both stages must crop and inpaint alike (`cleaning_options` of the two `preprocess`
+        option sets), or the crops would not show what the refine network was trained on.
+
+        Raises
+        ------
+        ValueError
+            The two differ; the message shows both.
+        """
+        mine, theirs = (
+            cleaning_options(self.preprocess_options),
+            cleaning_options(whole_frame_options),
+        )
+        if mine != theirs:
+            raise ValueError(
+                f"the refiner cleans frames with {mine}, the whole-frame model with {theirs}: "
+                "both stages must crop and inpaint alike"
+            )
 
     def refine(
         self,

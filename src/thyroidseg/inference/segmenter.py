@@ -59,7 +59,6 @@ from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine import Refiner
 from thyroidseg.models.ensemble import class_probabilities
 from thyroidseg.models.loading import load_network, shipped_weights
-from thyroidseg.preprocessing.crops import cleaning_options
 from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
@@ -85,8 +84,9 @@ class Segmenter:
     device, amp
         As for `thyroidseg.training.Trainer` (``"auto"`` for both by default): see
         `thyroidseg.runtime.resolve_device` and `thyroidseg.runtime.resolve_amp`.
-    keep_largest, min_area, fill_holes
-        Per-view post-processing, see `postprocess_views` (default: off).
+    keep_largest, min_area, fill_holes, min_probability
+        Per-view post-processing, see `postprocess_views` (default: off). A component
+        whose mean nodule probability is under ``min_probability`` is no reported nodule.
     tta
         Test-time augmentation by default: average the class probabilities of the frame
         and of its left-right mirror image (mirrored back) before taking the most probable
@@ -126,6 +126,7 @@ class Segmenter:
         tta: bool = False,
         batch_size: int = 8,
         refiner: Refiner | None = None,
+        min_probability: float = 0.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -139,9 +140,16 @@ class Segmenter:
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
         self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
+        if refiner is not None and not isinstance(refiner, Refiner):
+            raise ValueError(
+                f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}"
+            )
         if refiner is not None:
-            _check_refiner(refiner, self.preprocess_options)
+            refiner.check_cleaning(self.preprocess_options)
         self.refiner = refiner
+        if not (isinstance(min_probability, int | float) and 0 <= min_probability <= 1):
+            raise ValueError(f"min_probability must be in [0, 1], got {min_probability!r}")
+        self.min_probability = float(min_probability)
 
     @classmethod
     def from_checkpoint(
@@ -155,6 +163,7 @@ class Segmenter:
         min_area: int | None = None,
         fill_holes: bool | None = None,
         tta: bool | None = None,
+        min_probability: float | None = None,
         batch_size: int = 8,
         refine: PathLike | Sequence[PathLike] | Refiner | None = None,
     ) -> Segmenter:
@@ -175,7 +184,7 @@ class Segmenter:
             The network to load one checkpoint of another architecture into.
         device, amp, batch_size
             As for `Segmenter`.
-        keep_largest, min_area, fill_holes, tta
+        keep_largest, min_area, fill_holes, tta, min_probability
             As for `Segmenter`. ``None`` (default): the checkpoint's recommendation,
             ``config["inference"]`` (stored with a shipped model), else off
             (`thyroidseg.models.loading.INFERENCE_DEFAULTS`).
@@ -202,6 +211,7 @@ class Segmenter:
                 "min_area": min_area,
                 "fill_holes": fill_holes,
                 "tta": tta,
+                "min_probability": min_probability,
             },
         )
         if stored.crops is not None:
@@ -276,7 +286,8 @@ class Segmenter:
         cascade's networks.
 
         ``{"preprocess_options", "tta", "keep_largest", "min_area", "fill_holes",
-        "refine"}``; ``"refine"`` is `thyroidseg.inference.refine.Refiner.describe` or ``None``.
+        "min_probability", "refine"}``; ``"refine"`` is
+        `thyroidseg.inference.refine.Refiner.describe` or ``None``.
         """
         return {
             "preprocess_options": dict(self.preprocess_options),
@@ -284,6 +295,7 @@ class Segmenter:
             "keep_largest": self.keep_largest,
             "min_area": self.min_area,
             "fill_holes": self.fill_holes,
+            "min_probability": self.min_probability,
             "refine": self.refiner.describe() if self.refiner is not None else None,
         }
 
@@ -515,25 +527,29 @@ class Segmenter:
         batch = to_unit_range(np.stack([p.image for p in prepared]))
         labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
         results = []
+        need_map = with_probabilities or self.refiner is not None or self.min_probability > 0
         for p, label, probability in zip(prepared, labels, nodule, strict=True):
-            mask = self._postprocess(p.mask_to_original((label == 1).astype(np.uint8)), p)
-            blend = self.refiner is not None and self.refiner.whole_weight > 0
-            if with_probabilities or blend:
-                probability = _probability_to_original(p, probability)
-            if self.refiner is not None:
+            mask = p.mask_to_original((label == 1).astype(np.uint8))
+            probability = _probability_to_original(p, probability) if need_map else None
+            if self.refiner is not None:  # refine the components post-processing keeps
+                mask = self._postprocess(mask, p, None)
                 mask, second, covered = self.refiner.refine(p, mask, probability, tta=tta)
-                mask = self._postprocess(mask, p)
                 probability[covered] = second[covered]
+            mask = self._postprocess(mask, p, probability)
             results.append((mask, probability if with_probabilities else None))
         return results
 
-    def _postprocess(self, mask: np.ndarray, prepared: Preprocessed) -> np.ndarray:
+    def _postprocess(
+        self, mask: np.ndarray, prepared: Preprocessed, probability: np.ndarray | None
+    ) -> np.ndarray:
         return postprocess_views(
             mask,
             prepared.views,
             keep_largest=self.keep_largest,
             min_area=self.min_area,
             fill_holes=self.fill_holes,
+            probability=probability,
+            min_probability=self.min_probability if probability is not None else 0.0,
         )
 
     def _forward(self, images: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -543,18 +559,6 @@ class Segmenter:
         )
         labels = probabilities.argmax(dim=1).to(torch.uint8)
         return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
-
-
-def _check_refiner(refiner: object, stage1_options: Mapping[str, Any]) -> None:
-    """A `Refiner` whose frames are cleaned like the whole-frame model's."""
-    if not isinstance(refiner, Refiner):
-        raise ValueError(f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}")
-    stage1 = cleaning_options(stage1_options)
-    if refiner.cleaning() != stage1:
-        raise ValueError(
-            f"the refiner cleans frames with {refiner.cleaning()}, the whole-frame model with "
-            f"{stage1}: both stages must crop and inpaint alike"
-        )
 
 
 def _check_flag(name: str, value: object) -> bool:

@@ -53,6 +53,7 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     "fill_holes": False,
     "min_area": 0,
     "keep_largest": False,
+    "min_probability": 0.0,
 }
 """Inference settings when neither the caller nor the checkpoint (``config["inference"]``)
 sets them: no TTA, no post-processing beyond clearing pixels outside the views."""
@@ -227,7 +228,8 @@ def _check_size_fits(path: PathLike, model: nn.Module, options: Mapping[str, Any
 
 
 def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:
-    """Known names only, and values of the default's kind (a flag, or an integer >= 0)."""
+    """Known names only, and values of the default's kind (a flag, an integer >= 0, or a
+    probability in [0, 1])."""
     for name, value in settings.items():
         default = INFERENCE_DEFAULTS.get(name)
         if isinstance(default, bool) and not isinstance(value, bool):
@@ -237,6 +239,10 @@ def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:
                 check_int(name, value, 0)
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
+        if type(default) is float and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+        ):
+            raise ValueError(f"{where}: {name} must be a number in [0, 1], got {value!r}")
     unknown = sorted(set(settings) - set(INFERENCE_DEFAULTS))
     if unknown:
         raise ValueError(

@@ -108,7 +108,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _recipe(name: str) -> str:
     """The default of a train option for each stage, for its help text."""
-    return f"{default(train_folder, name)}; {REFINE_RECIPE[name]} with --stage refine"
+    whole, refine = default(train_folder, name), REFINE_RECIPE[name]
+    return f"{whole}" if whole == refine else f"{whole}; {refine} with --stage refine"
 
 
 def _stage_recipe(args: argparse.Namespace) -> dict[str, int]:

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from inference_helpers import PLAIN
+from thyroidseg.inference import Segmenter
+from tiny_models import Threshold
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("THYROIDSEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -32,3 +36,15 @@ def ddti_raw_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"DDTI raw sample not found at {path}")
     return path
+
+
+@pytest.fixture
+def shipped_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model replaced by `Threshold` on plain resizing (options as given, no
+    second stage)."""
+
+    def pretrained(cls: type[Segmenter], *, refine: object = None, **options: object) -> Segmenter:
+        chosen = {name: value for name, value in options.items() if value is not None}
+        return cls(Threshold(), PLAIN, **chosen)
+
+    monkeypatch.setattr(Segmenter, "pretrained", classmethod(pretrained))

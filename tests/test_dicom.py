@@ -321,17 +321,6 @@ def test_without_pydicom_a_dicom_says_how_to_install_it(
 # -- predict ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shipped_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shipped model replaced by `Threshold` on plain resizing."""
-
-    def pretrained(cls: type[Segmenter], **options: object) -> Segmenter:
-        chosen = {name: value for name, value in options.items() if value is not None}
-        return cls(Threshold(), PLAIN, **chosen)
-
-    monkeypatch.setattr(Segmenter, "pretrained", classmethod(pretrained))
-
-
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

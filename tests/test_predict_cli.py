@@ -20,17 +20,6 @@ from thyroidseg.models.unet import UNet
 from tiny_models import Threshold
 
 
-@pytest.fixture
-def shipped_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shipped model replaced by `Threshold` on plain resizing (options as given)."""
-
-    def pretrained(cls: type[Segmenter], **options: object) -> Segmenter:
-        chosen = {name: value for name, value in options.items() if value is not None}
-        return cls(Threshold(), PLAIN, **chosen)
-
-    monkeypatch.setattr(Segmenter, "pretrained", classmethod(pretrained))
-
-
 def two_frames(folder: Path) -> dict[str, tuple[int, int]]:
     """``a.png`` (90 x 140) and ``b.jpg`` (70 x 100), each with one bright rectangle."""
     write_image(folder / "a.png", frame_with_square(90, 140)[0])

@@ -35,11 +35,14 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="recommend flip TTA")
     parser.add_argument("--fill-holes", action="store_true")
     parser.add_argument("--min-area", type=int, default=0)
+    parser.add_argument("--min-probability", type=float, default=0.0)
     parser.add_argument("--command", required=True, help="the command that trained it")
     parser.add_argument("--cv", required=True, help="the CV result file that chose the recipe")
     parser.add_argument("--out", type=Path, default=None, help="default: the package's file")
     args = parser.parse_args()
-    if args.stage == "refine" and (args.tta or args.fill_holes or args.min_area):
+    if args.stage == "refine" and (
+        args.tta or args.fill_holes or args.min_area or args.min_probability
+    ):
         parser.error("the refine stage takes the whole-frame model's inference settings")
     checkpoint = load_checkpoint(args.checkpoint)
     shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
@@ -51,7 +54,12 @@ def main() -> None:
         "provenance": {"command": args.command, "cross_validation": args.cv},
     }
     if args.stage == "whole":
-        inference = {"tta": args.tta, "fill_holes": args.fill_holes, "min_area": args.min_area}
+        inference = {
+            "tta": args.tta,
+            "fill_holes": args.fill_holes,
+            "min_area": args.min_area,
+            "min_probability": args.min_probability,
+        }
         shipped["config"]["inference"] = inference
     out = args.out if args.out is not None else Path(str(shipped_weights(args.stage)))
     save_checkpoint(out, shipped)

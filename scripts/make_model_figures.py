@@ -1,7 +1,9 @@
 """Make the model card's pictures from a cross-validation run on real DDTI frames.
 
 Every frame is segmented by the fold model that never saw it (``RUN/fold<k>/last.pt``), with
-the inference settings of the ``cv.json`` given. Outlines: prediction red (area tinted),
+the inference settings of the ``cv.json`` given; for a refine run (``ddti_cv.py --stage
+refine``) by the whole-frame fold model of its ``--stage1`` run with the refine fold model
+behind it. Outlines: prediction red (area tinted),
 DDTI's annotation green. Writes
 
 * ``docs/img/cv_best_worst.png``: the frames with the highest and lowest per-image nodule IoU;
@@ -26,6 +28,7 @@ import numpy as np
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image, write_image
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.inference.refine import Refiner
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 360
@@ -71,10 +74,17 @@ def main() -> None:
     order = np.argsort(iou, kind="stable")
     run_dir = args.cv_json.parent
 
-    segmenters = {  # one per fold model, loaded once
-        fold: Segmenter.from_checkpoint(run_dir / f"fold{fold}" / "last.pt", **settings)
-        for fold in sorted({fold for fold, _ in folds})
-    }
+    stage1 = run["args"].get("stage1")
+
+    def segmenter(fold: int) -> Segmenter:
+        here = run_dir / f"fold{fold}" / "last.pt"
+        if stage1 is None:
+            return Segmenter.from_checkpoint(here, **settings)
+        refiner = Refiner.from_checkpoint(here, whole_weight=run["args"]["whole_weight"])
+        whole = Path(stage1) / f"fold{fold}" / "last.pt"
+        return Segmenter.from_checkpoint(whole, refine=refiner, **settings)
+
+    segmenters = {fold: segmenter(fold) for fold in sorted({fold for fold, _ in folds})}
 
     def tiles(indices: list[int]) -> list[np.ndarray]:
         return [_tile(segmenters[folds[i][0]], args.ddti, folds[i][1], iou[i]) for i in indices]

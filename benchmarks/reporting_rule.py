@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 from pathlib import Path
 
 import cv2
@@ -78,7 +77,11 @@ def main() -> None:
     for row in rows:
         print(json.dumps(row))
     if args.json is not None:
-        result = {"args": vars(args), "cpu": platform.processor(), "rules": rows}
+        settings = {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+        }
+        result = {"args": settings, "rules": rows}
         atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
         print(f"written {args.json}")
 

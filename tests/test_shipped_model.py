@@ -17,12 +17,13 @@ import thyroidseg
 from thyroidseg import ConfusionMatrix, Segmenter
 from thyroidseg._io import read_binary_mask, read_image
 from thyroidseg.models.checkpoint import load_checkpoint
-from thyroidseg.models.loading import SHIPPED_WEIGHTS, shipped_weights
+from thyroidseg.models.loading import SHIPPED_REFINE_WEIGHTS, SHIPPED_WEIGHTS, shipped_weights
 from thyroidseg.models.registry import model_config
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing import DEFAULT_SIZE
+from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.training.losses import make_loss
-from thyroidseg.training.workflows import train_folder
+from thyroidseg.training.workflows import REFINE_RECIPE, train_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25 * 10**6
@@ -42,14 +43,17 @@ far below 0.6; the margin covers bf16 vs float32 and CPU-kernel differences."""
 
 
 def test_the_shipped_weights_are_package_data_within_budget() -> None:
-    path = Path(str(shipped_weights()))
+    path, refine = Path(str(shipped_weights())), Path(str(shipped_weights("refine")))
     assert path.name == SHIPPED_WEIGHTS and path.is_file()
-    assert path.parent == Path(thyroidseg.__file__).parent / "weights"  # package data
-    assert path.stat().st_size <= MAX_BYTES
+    assert refine.name == SHIPPED_REFINE_WEIGHTS and refine.is_file()
+    assert path.parent == refine.parent == Path(thyroidseg.__file__).parent / "weights"
+    assert path.stat().st_size + refine.stat().st_size <= MAX_BYTES  # both stages together
     checkpoint = load_checkpoint(path)  # verifies CRCs and the weight SHA-256
     config = checkpoint["config"]
     assert set(checkpoint) >= {"config", "model"} and "optimizer" not in checkpoint
-    assert config["inference"] == {"tta": True, "fill_holes": True, "min_area": 0}
+    assert config["inference"] == {
+        "tta": True, "fill_holes": True, "min_area": 0, "min_probability": 0.6
+    }  # fmt: skip
     assert "thyroidseg train" in config["provenance"]["command"]
     UNet(**config["model"]).load_state_dict(checkpoint["model"])
 
@@ -67,6 +71,7 @@ def test_the_wheel_carries_the_weights(tmp_path: Path) -> None:
         sizes = {info.filename: info.file_size for info in archive.infolist()}
     shipped = Path(str(shipped_weights()))
     assert sizes[f"thyroidseg/weights/{SHIPPED_WEIGHTS}"] == shipped.stat().st_size
+    assert f"thyroidseg/weights/{SHIPPED_REFINE_WEIGHTS}" in sizes
     assert sum(size for name, size in sizes.items() if name.endswith(".pt")) <= MAX_BYTES
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in sizes)
 
@@ -83,7 +88,9 @@ def test_the_sdist_carries_the_licence(tmp_path: Path) -> None:
 
 def test_pretrained_returns_the_recommended_segmenter() -> None:
     segmenter = Segmenter.pretrained(device="cpu")
-    assert segmenter.tta and segmenter.fill_holes
+    assert segmenter.tta and segmenter.fill_holes and segmenter.min_probability == 0.6
+    assert segmenter.refiner is not None and segmenter.refiner.rule == CropRule()
+    assert Segmenter.pretrained(device="cpu", refine=False).refiner is None
     assert not Segmenter.pretrained(device="cpu", tta=False).tta  # options override
     logits = segmenter.model(torch.zeros(1, 1, 128, 128))
     assert logits.shape == (1, 2, 128, 128)
@@ -122,3 +129,16 @@ def test_the_default_recipe_is_the_shipped_models() -> None:
     assert repr(make_loss(defaults["loss"])) == config["loss"]
     assert "LambdaLR" in config["scheduler"] and defaults["schedule"] == "warmup_cosine"
     assert config["data"]["augment"] is True and config["data"]["fold"] is None
+
+
+def test_the_refine_recipe_is_the_shipped_refine_stages() -> None:
+    config = load_checkpoint(Path(str(shipped_weights("refine"))))["config"]
+    model = UNet(
+        base_channels=REFINE_RECIPE["base_channels"], stem_stride=REFINE_RECIPE["stem_stride"]
+    )
+    assert model_config("unet", config["model"]) == model_config("unet", model.config) | {
+        "seed": config["model"]["seed"]
+    }
+    assert config["epochs"] == REFINE_RECIPE["epochs"]
+    assert config["data"]["crops"] == CropRule().to_dict() and config["data"]["fold"] is None
+    assert "--stage refine" in config["provenance"]["command"] and "inference" not in config

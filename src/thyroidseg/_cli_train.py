@@ -153,7 +153,8 @@ def run_train(args: argparse.Namespace) -> int:
         out = Path(args.out)
         best = out / BEST_CHECKPOINT
         if args.all:
-            print(f"trained on all {len(trainer.train_data)} frames for {trainer.epoch} epochs")
+            items = "nodule crops" if args.stage == "refine" else "frames"
+            print(f"trained on all {len(trainer.train_data)} {items} for {trainer.epoch} epochs")
         elif trainer.best_epoch > 0:
             score, epoch = trainer.best_score, trainer.best_epoch
             print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")

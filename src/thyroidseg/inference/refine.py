@@ -180,7 +180,7 @@ class Refiner:
         *,
         tta: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Refine the whole-frame ``mask`` of one frame.
+        """Refine the whole-frame ``mask`` of one frame (`refine_many` of one).
 
         Parameters
         ----------
@@ -200,39 +200,62 @@ class Refiner:
             0 outside them) and the ``bool`` map of the pixels some square covered, all of
             the frame's size.
         """
-        if self.whole_weight > 0 and whole_probability is None:
+        return self.refine_many([prepared], [mask], [whole_probability], tta=tta)[0]
+
+    def refine_many(
+        self,
+        prepared: Sequence[Preprocessed],
+        masks: Sequence[np.ndarray],
+        whole_probabilities: Sequence[np.ndarray | None],
+        *,
+        tta: bool = False,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`refine` for several frames, all their crops in one forward pass."""
+        if self.whole_weight > 0 and any(p is None for p in whole_probabilities):
             raise ValueError(
                 f"whole_weight={self.whole_weight} blends in the whole-frame probability: "
                 "pass whole_probability"
             )
-        shape = prepared.original_shape
-        squares = [self.rule.square(box) for box in nodule_boxes(mask, prepared.views)]
-        total = np.zeros(shape, np.float32)
-        count = np.zeros(shape, np.float32)
-        if not squares:
-            return mask, total, count > 0
-        frame = prepared.cleaned_frame()
-        crops = np.stack(
-            [prepare_crop(frame, s, self.rule.size, self.preprocess_options) for s in squares]
+        squares = [
+            [self.rule.square(box) for box in nodule_boxes(mask, p.views)]
+            for p, mask in zip(prepared, masks, strict=True)
+        ]
+        crops = []
+        for p, frame_squares in zip(prepared, squares, strict=True):
+            frame = p.cleaned_frame() if frame_squares else None
+            size, options = self.rule.size, self.preprocess_options
+            crops += [prepare_crop(frame, square, size, options) for square in frame_squares]
+        probabilities = iter(self._probabilities(crops, tta))
+        results = []
+        for p, mask, whole, frame_squares in zip(
+            prepared, masks, whole_probabilities, squares, strict=True
+        ):
+            total = np.zeros(p.original_shape, np.float32)
+            count = np.zeros(p.original_shape, np.float32)
+            for square in frame_squares:
+                crop = next(probabilities)
+                back = cv2.resize(
+                    crop, (square.width, square.height), interpolation=cv2.INTER_LINEAR
+                )
+                on_frame, on_square = overlap(square, p.original_shape)
+                total[on_frame.slices] += back[on_square.slices]
+                count[on_frame.slices] += 1
+            covered = count > 0
+            total[covered] /= count[covered]
+            if self.whole_weight > 0:
+                blended = self.whole_weight * whole + (1 - self.whole_weight) * total
+                total[covered] = blended[covered]
+            refined = mask.copy()
+            refined[covered] = total[covered] > 0.5
+            results.append((refined, total, covered))
+        return results
+
+    def _probabilities(self, crops: list[np.ndarray], tta: bool) -> np.ndarray:
+        """Nodule probability ``(N, S, S)`` of prepared ``uint8`` crops (none: empty)."""
+        if not crops:
+            return np.zeros((0, self.rule.size, self.rule.size), np.float32)
+        batch = torch.from_numpy(to_unit_range(np.stack(crops))[:, None])
+        probabilities = class_probabilities(
+            self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
         )
-        batch = torch.from_numpy(to_unit_range(crops)[:, None])
-        probability = (
-            class_probabilities(
-                self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
-            )[:, 1]
-            .cpu()
-            .numpy()
-        )
-        for square, crop in zip(squares, probability, strict=True):
-            back = cv2.resize(crop, (square.width, square.height), interpolation=cv2.INTER_LINEAR)
-            on_frame, on_square = overlap(square, shape)
-            total[on_frame.slices] += back[on_square.slices]
-            count[on_frame.slices] += 1
-        covered = count > 0
-        total[covered] /= count[covered]
-        if self.whole_weight > 0:
-            blended = self.whole_weight * whole_probability + (1 - self.whole_weight) * total
-            total[covered] = blended[covered]
-        refined = mask.copy()
-        refined[covered] = total[covered] > 0.5
-        return refined, total, covered
+        return probabilities[:, 1].cpu().numpy()

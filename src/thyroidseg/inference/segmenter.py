@@ -526,18 +526,25 @@ class Segmenter:
         """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
         batch = to_unit_range(np.stack([p.image for p in prepared]))
         labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
-        results = []
         need_map = with_probabilities or self.refiner is not None or self.min_probability > 0
-        for p, label, probability in zip(prepared, labels, nodule, strict=True):
-            mask = p.mask_to_original((label == 1).astype(np.uint8))
-            probability = _probability_to_original(p, probability) if need_map else None
-            if self.refiner is not None:  # refine the components post-processing keeps
-                mask = self._postprocess(mask, p, None)
-                mask, second, covered = self.refiner.refine(p, mask, probability, tta=tta)
-                probability[covered] = second[covered]
-            mask = self._postprocess(mask, p, probability)
-            results.append((mask, probability if with_probabilities else None))
-        return results
+        masks = [
+            p.mask_to_original((label == 1).astype(np.uint8))
+            for p, label in zip(prepared, labels, strict=True)
+        ]
+        maps = [
+            _probability_to_original(p, probability) if need_map else None
+            for p, probability in zip(prepared, nodule, strict=True)
+        ]
+        if self.refiner is not None:  # refine the components post-processing keeps
+            masks = [self._postprocess(m, p, None) for m, p in zip(masks, prepared, strict=True)]
+            refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
+            for k, (mask, second, covered) in enumerate(refined):
+                masks[k] = mask
+                maps[k][covered] = second[covered]
+        return [
+            (self._postprocess(mask, p, probability), probability if with_probabilities else None)
+            for mask, p, probability in zip(masks, prepared, maps, strict=True)
+        ]
 
     def _postprocess(
         self, mask: np.ndarray, prepared: Preprocessed, probability: np.ndarray | None

@@ -331,7 +331,9 @@ def test_predict_segments_loops_frame_by_frame_and_measures_in_mm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scans = tmp_path / "scans"
-    write_dicom(scans / "loop.dcm", loop(3), region_spacing_mm=(0.3, 0.2))
+    frames = loop(3)
+    frames[1, 20:70, 30:110] = 220  # the nodule is largest in frame 2
+    write_dicom(scans / "loop.dcm", frames, region_spacing_mm=(0.3, 0.2))
     write_dicom(scans / "still.dcm", loop(1)[0], pixel_spacing_mm=0.1)
     write_image(scans / "frame.png", loop(1)[0])
     out = tmp_path / "out"
@@ -351,6 +353,12 @@ def test_predict_segments_loops_frame_by_frame_and_measures_in_mm(
     assert float(first["transverse_mm"]) == pytest.approx(70 * 0.2)
     assert float(first["area_mm2"]) == pytest.approx(int(first["area_px"]) * 0.06)
     assert float(still["area_mm2"]) == pytest.approx(int(still["area_px"]) * 0.01)
+    (summary,) = read_rows(out / "loops.csv")  # one row per loop, none for still images
+    largest = rows[2]
+    assert (summary["image"], summary["frames"], summary["frame_of_max"]) == ("loop.dcm", "3", "2")
+    assert summary["max_diameter_mm"] == largest["max_diameter_mm"]
+    assert float(largest["max_diameter_mm"]) > float(first["max_diameter_mm"])
+    assert summary["spacing_source"] == "ultrasound-region"
 
 
 @pytest.mark.usefixtures("shipped_threshold")

@@ -26,6 +26,7 @@ from thyroidseg.inference.measurements import (
     Nodule,
     PixelSpacing,
     measure,
+    write_loops_csv,
     write_measurements_csv,
 )
 from thyroidseg.inference.overlay import overlay
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # the Segmenter calls these functions; it imports this module
     from thyroidseg.inference.segmenter import Segmenter
 
 __all__ = [
+    "LOOPS_CSV",
     "MEASUREMENTS_CSV",
     "OVERLAYS_DIR",
     "PROBABILITIES_DIR",
@@ -49,6 +51,8 @@ PROBABILITIES_DIR = "probabilities"
 """Sub-folder of `Segmenter.predict_folder`'s output for the probability maps."""
 MEASUREMENTS_CSV = "measurements.csv"
 """File of `Segmenter.predict_folder`'s output with one row per nodule."""
+LOOPS_CSV = "loops.csv"
+"""File beside `MEASUREMENTS_CSV` with one row per cine loop (`write_loops_csv`)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class FolderPrediction:
         when not asked for.
     measurements
         ``out_dir/measurements.csv``, or ``None`` when not asked for.
+    loops
+        ``out_dir/loops.csv`` (the largest nodule of each cine loop and its frame), or
+        ``None`` when no loop was measured.
     nodules
         Nodules (8-connected components, per view) in all the masks written.
     seconds
@@ -79,6 +86,7 @@ class FolderPrediction:
     measurements: Path | None
     nodules: int
     seconds: float
+    loops: Path | None = None
 
     @property
     def frames(self) -> int:
@@ -95,6 +103,8 @@ class FolderPrediction:
             places.append(f"probabilities in {self.out_dir / PROBABILITIES_DIR}")
         if self.measurements is not None:
             places.append(f"measurements in {self.measurements}")
+        if self.loops is not None:
+            places.append(f"loops in {self.loops}")
         return (
             f"segmented {self.frames} frames, {self.nodules} nodules in {self.seconds:.1f} s "
             f"({rate:.1f} frames/s): " + ", ".join(places)
@@ -166,6 +176,8 @@ def _predict_folder(
     wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
     extras = {name: out_dir / name for name, on in wanted if on}
     csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
+    loops_path = out_dir / LOOPS_CSV if measurements else None
+    loops = None
     with reserve_folder(out_dir):  # held until the CSV is written too
         found: dict[ImageKey, list[Nodule]] = {}
         pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
@@ -222,12 +234,13 @@ def _predict_folder(
                 overwrite=overwrite,
                 batch_size=segmenter.batch_size,
                 companions=list(extras.values()),
-                also_writes=[csv_path] if csv_path is not None else [],
+                also_writes=[csv_path, loops_path] if csv_path is not None else [],
                 progress=progress,
             )
         finally:  # the rows of every frame written, also when some frames failed
             if csv_path is not None and found:
                 write_measurements_csv(csv_path, found)
+                loops = write_loops_csv(loops_path, found)
         return FolderPrediction(
             out_dir=out_dir,
             masks=written,
@@ -236,6 +249,7 @@ def _predict_folder(
             measurements=csv_path,
             nodules=sum(len(nodules) for nodules in found.values()),
             seconds=time.perf_counter() - start,
+            loops=loops,
         )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "ViewBox",
     "measure",
     "measure_many",
+    "write_loops_csv",
     "write_measurements_csv",
 ]
 
@@ -323,6 +324,65 @@ def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodu
         for key, nodule in table
     ]
     return write_csv(path, cells, columns)
+
+
+def write_loops_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodule]]) -> Path | None:
+    """Write one row per cine loop: its largest nodule over all its frames, and where.
+
+    Columns ``image, frames, frames_with_nodules, max_diameter_px, max_diameter_mm,
+    spacing_source, frame_of_max``. The largest nodule is the one of greatest
+    ``max_diameter_mm`` when the loop states a spacing, else of greatest
+    ``max_diameter_px``; ``frame_of_max`` is its frame (the first, on a tie). ``frames``
+    counts the loop's frames among ``rows`` (with or without nodules). Single-frame images
+    (plain keys) have no row; without any loop nothing is written.
+
+    Parameters
+    ----------
+    path
+        Destination file (the folder is created).
+    rows
+        As for `write_measurements_csv`: ``(file name, frame)`` -> that frame's nodules.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``path``, or ``None`` when ``rows`` holds no frame of a loop.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> small = np.zeros((9, 9), np.uint8); small[2:4, 2:4] = 1
+    >>> large = np.zeros((9, 9), np.uint8); large[1:8, 1:6] = 1
+    >>> loop = {("b.dcm", 1): measure(small), ("b.dcm", 2): measure(large), ("b.dcm", 3): []}
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "loops.csv"
+    >>> print(write_loops_csv(out, loop).read_text(), end="")
+    image,frames,frames_with_nodules,max_diameter_px,max_diameter_mm,spacing_source,frame_of_max
+    b.dcm,3,2,7.2111,,,2
+    """  # noqa: E501
+    loops: dict[str, list[tuple[int, list[Nodule]]]] = {}
+    for key, nodules in rows.items():
+        if isinstance(key, tuple):
+            loops.setdefault(key[0], []).append((key[1], list(nodules)))
+    if not loops:
+        return None
+    cells = []
+    for name, frames in loops.items():
+        found = [(number, n) for number, nodules in sorted(frames) for n in nodules]
+        in_mm = any(n.max_diameter_mm is not None for _, n in found)
+        size = (lambda n: n.max_diameter_mm or 0.0) if in_mm else (lambda n: n.max_diameter_px)
+        number, largest = max(found, key=lambda item: size(item[1]), default=(None, None))
+        cells.append(
+            {
+                "image": name,
+                "frames": len(frames),
+                "frames_with_nodules": sum(1 for _, nodules in frames if nodules),
+                "max_diameter_px": _rounded(largest.max_diameter_px) if largest else None,
+                "max_diameter_mm": _rounded(largest.max_diameter_mm) if largest else None,
+                "spacing_source": largest.spacing_source if largest else None,
+                "frame_of_max": number,
+            }
+        )
+    return write_csv(path, cells, tuple(cells[0]))
 
 
 def _rounded(value: object) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -228,3 +229,24 @@ def test_cli_trains_both_stages_predicts_with_both_and_exports_the_pair(
     np.testing.assert_allclose(exported, eager, atol=1e-4)
     assert main(["export", *model, "--onnx", str(onnx)]) == 2  # nothing is overwritten
     assert "thyroid-refine.onnx" in capsys.readouterr().err
+
+
+def test_a_refined_nodule_never_spills_into_the_other_view_of_a_split_screen() -> None:
+    class Everywhere(torch.nn.Module):  # "nodule" on every pixel of every crop
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(x), torch.ones_like(x)], dim=1)
+
+    image, _ = frame_with_square(90, 180)
+    left, right = Box(0, 0, 80, 90), Box(90, 0, 180, 90)
+    prepared = dataclasses.replace(preprocess(image, **CLEAN), views=[left, right])
+    mask = np.zeros((90, 180), np.uint8)
+    mask[25:55, 50:80] = 1  # touches the left view's right edge
+    refiner = Refiner(Everywhere(), CropRule(size=32), CLEAN, device="cpu", amp="off",
+                      whole_weight=0.0)  # fmt: skip
+    refined, probability, covered = refiner.refine(prepared, mask)
+    square = refiner.rule.square(Box(50, 25, 80, 55))
+    assert square.x1 > right.x0  # the crop reaches into the other view...
+    assert not refined[:, 80:].any() and not covered[:, 80:].any()  # ...but nothing lands there
+    assert probability[:, 80:].max() == 0 and refined[left.slices].sum() == covered.sum() > 400
+    with pytest.raises(ValueError, match="must have the frame's shape"):
+        refiner.refine(prepared, mask[:64, :64])

@@ -9,11 +9,11 @@
 - `thyroidseg.inference.postprocess`, `thyroidseg.inference.overlay`,
   `thyroidseg.inference.measurements`: clean masks, draw them, measure their nodules.
 
-Imports `thyroidseg.preprocessing`, `thyroidseg.models` and `thyroidseg.data`, never
-`thyroidseg.training`.
+Imports `thyroidseg.preprocessing` and `thyroidseg.models`, never `thyroidseg.training`.
 """
 
 from thyroidseg.inference.folders import (
+    LOOPS_CSV,
     MEASUREMENTS_CSV,
     OVERLAYS_DIR,
     PROBABILITIES_DIR,
@@ -30,6 +30,7 @@ __all__ = [
     "Frame",
     "Prediction",
     "Segmenter",
+    "LOOPS_CSV",
     "MEASUREMENTS_CSV",
     "OVERLAYS_DIR",
     "PROBABILITIES_DIR",

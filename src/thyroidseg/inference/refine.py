@@ -40,6 +40,7 @@ from thyroidseg.preprocessing.crops import (
     overlap,
     prepare_crop,
 )
+from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import Preprocessed, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
@@ -216,15 +217,22 @@ class Refiner:
                 f"whole_weight={self.whole_weight} blends in the whole-frame probability: "
                 "pass whole_probability"
             )
-        squares = [
-            [self.rule.square(box) for box in nodule_boxes(mask, p.views)]
-            for p, mask in zip(prepared, masks, strict=True)
+        for p, mask, whole in zip(prepared, masks, whole_probabilities, strict=True):
+            shapes = {np.shape(mask)} | ({np.shape(whole)} if whole is not None else set())
+            if shapes != {tuple(p.original_shape)}:
+                raise ValueError(
+                    f"masks and whole_probabilities must have the frame's shape "
+                    f"{tuple(p.original_shape)}, got {sorted(shapes)}"
+                )
+        squares = [  # (square, the view that holds its nodule) for each found nodule
+            [(self.rule.square(box), view) for view in p.views for box in nodule_boxes(m, [view])]
+            for p, m in zip(prepared, masks, strict=True)
         ]
         crops = []
         for p, frame_squares in zip(prepared, squares, strict=True):
             frame = p.cleaned_frame() if frame_squares else None
             size, options = self.rule.size, self.preprocess_options
-            crops += [prepare_crop(frame, square, size, options) for square in frame_squares]
+            crops += [prepare_crop(frame, square, size, options) for square, _ in frame_squares]
         probabilities = iter(self._probabilities(crops, tta))
         results = []
         for p, mask, whole, frame_squares in zip(
@@ -232,20 +240,18 @@ class Refiner:
         ):
             total = np.zeros(p.original_shape, np.float32)
             count = np.zeros(p.original_shape, np.float32)
-            for square in frame_squares:
-                crop = next(probabilities)
-                back = cv2.resize(
-                    crop, (square.width, square.height), interpolation=cv2.INTER_LINEAR
-                )
-                on_frame, on_square = overlap(square, p.original_shape)
+            for square, view in frame_squares:
+                size = (square.width, square.height)
+                back = cv2.resize(next(probabilities), size, interpolation=cv2.INTER_LINEAR)
+                on_frame, on_square = _within(square, view)  # never onto another view
                 total[on_frame.slices] += back[on_square.slices]
                 count[on_frame.slices] += 1
             covered = count > 0
             total[covered] /= count[covered]
-            if self.whole_weight > 0:
+            if self.whole_weight > 0 and covered.any():
                 blended = self.whole_weight * whole + (1 - self.whole_weight) * total
                 total[covered] = blended[covered]
-            refined = mask.copy()
+            refined = (np.asarray(mask) != 0).astype(np.uint8)
             refined[covered] = total[covered] > 0.5
             results.append((refined, total, covered))
         return results
@@ -259,3 +265,15 @@ class Refiner:
             self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
         )
         return probabilities[:, 1].cpu().numpy()
+
+
+def _within(square: Box, view: Box) -> tuple[Box, Box]:
+    """The part of ``square`` inside ``view``: in frame and in square coordinates."""
+    shifted = Box(
+        square.x0 - view.x0, square.y0 - view.y0, square.x1 - view.x0, square.y1 - view.y0
+    )
+    on_view, on_square = overlap(shifted, (view.height, view.width))
+    on_frame = Box(
+        on_view.x0 + view.x0, on_view.y0 + view.y0, on_view.x1 + view.x0, on_view.y1 + view.y0
+    )
+    return on_frame, on_square

@@ -189,7 +189,9 @@ def test_train_folder_with_crops_trains_a_refiner_that_loads_as_stage_2(tmp_path
         Segmenter.from_checkpoint(stage2)
     with pytest.raises(ValueError, match="a whole-frame \\(stage 1\\) model, not a refine"):
         Refiner.from_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)
-    with pytest.raises(ValueError, match=r"data\['crops'\].size=32 there, 48 here"):
+    with pytest.raises(
+        ValueError, match=r"cannot resume on other data.*crops.size=32 there, 48 here"
+    ):
         train_folder(data, tmp_path / "crops", folds=2, resume=True, progress=False,
                      crops=CropRule(size=48), **options)  # fmt: skip
 
@@ -250,3 +252,13 @@ def test_a_refined_nodule_never_spills_into_the_other_view_of_a_split_screen() -
     assert probability[:, 80:].max() == 0 and refined[left.slices].sum() == covered.sum() > 400
     with pytest.raises(ValueError, match="must have the frame's shape"):
         refiner.refine(prepared, mask[:64, :64])
+
+
+def test_a_run_cannot_be_resumed_as_the_other_stage(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(96, 128), seed=0)
+    options = dict(size=(64, 64), base_channels=4, epochs=1, batch_size=4, amp="off")
+    train_folder(data, tmp_path / "whole", folds=2, progress=False, **options)
+    with pytest.raises(ValueError, match=r"stage=whole there, refine here \(--stage\)"):
+        train_folder(data, tmp_path / "whole", folds=2, resume=True, crops=CropRule(), **options)
+    with pytest.raises(TypeError, match="crops must be a CropRule or None"):
+        train_folder(data, tmp_path / "other", crops={"size": 64}, **options)

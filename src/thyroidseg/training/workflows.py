@@ -243,6 +243,8 @@ def train_folder(
         check_int("folds", folds, 2)
         if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
             raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
+    if crops is not None and not isinstance(crops, CropRule):
+        raise TypeError(f"crops must be a CropRule or None, got {crops!r}")
     if not isinstance(augment, (bool, Augment)):
         raise TypeError(f"augment must be True, False or an Augment, got {augment!r}")
     unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
@@ -281,6 +283,7 @@ def train_folder(
             "fold": fold,
             "folds": folds if fold is not None else None,
             "augment": augment is not False,
+            "crops": crops.to_dict() if crops is not None else None,
         }
         if resume:
             data_config = _resumed_data_config(last, data_config, size)
@@ -327,10 +330,10 @@ def _resumed_data_config(
 ) -> dict[str, Any]:
     """``data_config`` checked against the data settings ``last`` was trained with.
 
-    Refuses another data folder, fold, number of folds, size or augmentation setting, naming
-    each, before the dataset is read; a setting older checkpoints lack is not compared. The
-    stored folder name is kept when it is the same folder, so the checkpoint's data config
-    is never rewritten.
+    Refuses another data folder, fold, number of folds, size, augmentation setting, stage
+    (whole frame or refine) or crop rule, naming each, before the dataset is read; a setting
+    older checkpoints lack is not compared. The stored folder name is kept when it is the
+    same folder, so the checkpoint's data config is never rewritten.
     """
     stored = load_checkpoint(last)["config"].get("data") or {}
     here = {**data_config, "size": list(size)}
@@ -340,8 +343,12 @@ def _resumed_data_config(
         "folds": "folds",
         "size": "size",
         "augment": "augment",
+        "crops": "crops",
     }
     changed = data_conflicts(stored, here, labels)
+    there, now = ("refine" if config.get("crops") else "whole" for config in (stored, here))
+    if there != now:
+        changed.insert(0, f"stage={there} there, {now} here (--stage)")
     if changed:
         raise ValueError(
             f"{last}: cannot resume on other data than the run that wrote it "

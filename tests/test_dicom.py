@@ -359,6 +359,9 @@ def test_predict_segments_loops_frame_by_frame_and_measures_in_mm(
     assert summary["max_diameter_mm"] == largest["max_diameter_mm"]
     assert float(largest["max_diameter_mm"]) > float(first["max_diameter_mm"])
     assert summary["spacing_source"] == "ultrasound-region"
+    (scans / "loop.dcm").unlink()  # a run without loops leaves no earlier loops.csv behind
+    assert main(["predict", str(scans), str(out), "--quiet", "--measure", "--overwrite"]) == 0
+    assert not (out / "loops.csv").exists() and (out / "measurements.csv").exists()
 
 
 @pytest.mark.usefixtures("shipped_threshold")

@@ -1,4 +1,4 @@
-"""The one integer check of the library's argument validation."""
+"""The integer and probability checks of the library's argument validation."""
 
 from __future__ import annotations
 
@@ -24,3 +24,20 @@ def check_int(name: str, value: object, minimum: int, *, hint: str = "") -> int:
         extra = f" ({hint})" if hint else ""
         raise ValueError(f"{name} must be {rule}{extra}, got {value!r}")
     return int(value)
+
+
+def check_probability(name: str, value: object) -> float:
+    """``value`` as a float if it is a number (not a bool) in ``[0, 1]``; else ``ValueError``.
+
+    >>> check_probability("min_probability", 0.6)
+    0.6
+    >>> check_probability("whole_weight", True)
+    Traceback (most recent call last):
+    ...
+    ValueError: whole_weight must be a number in [0, 1], got True
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:  # NaN fails too
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)

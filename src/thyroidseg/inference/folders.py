@@ -241,6 +241,8 @@ def _predict_folder(
             if csv_path is not None and found:
                 write_measurements_csv(csv_path, found)
                 loops = write_loops_csv(loops_path, found)
+            if loops is None and loops_path is not None:
+                loops_path.unlink(missing_ok=True)  # an earlier run's, replaced by none
         return FolderPrediction(
             out_dir=out_dir,
             masks=written,

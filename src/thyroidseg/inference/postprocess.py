@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from thyroidseg._checks import check_probability
+
 __all__ = ["postprocess_views"]
 
 
@@ -70,7 +72,8 @@ def postprocess_views(
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    if min_probability > 0 and (probability is None or probability.shape != mask.shape):
+    check_probability("min_probability", min_probability)
+    if min_probability > 0 and (probability is None or np.shape(probability) != mask.shape):
         raise ValueError(
             f"min_probability={min_probability} needs a probability map of shape {mask.shape}"
         )

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from thyroidseg._checks import check_probability
 from thyroidseg._io import PathLike
 from thyroidseg.models.ensemble import class_probabilities
 from thyroidseg.models.loading import load_network
@@ -97,8 +98,7 @@ class Refiner:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        if not (isinstance(whole_weight, int | float) and 0.0 <= whole_weight <= 1.0):
-            raise ValueError(f"whole_weight must be a number in [0, 1], got {whole_weight!r}")
+        check_probability("whole_weight", whole_weight)
         self.rule = rule
         self.preprocess_options = dict(preprocess_options or {})
         self.whole_weight = float(whole_weight)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_int
+from thyroidseg._checks import check_int, check_probability
 from thyroidseg._io import Inputs, PathLike
 from thyroidseg.dicom import FrameRange
 from thyroidseg.inference.folders import (
@@ -147,9 +147,7 @@ class Segmenter:
         if refiner is not None:
             refiner.check_cleaning(self.preprocess_options)
         self.refiner = refiner
-        if not (isinstance(min_probability, int | float) and 0 <= min_probability <= 1):
-            raise ValueError(f"min_probability must be in [0, 1], got {min_probability!r}")
-        self.min_probability = float(min_probability)
+        self.min_probability = check_probability("min_probability", min_probability)
 
     @classmethod
     def from_checkpoint(
@@ -254,8 +252,8 @@ class Segmenter:
             path(s): those refine models behind the shipped whole-frame model.
         **options
             Keyword arguments of `from_checkpoint` (``device``, ``amp``, ``tta``,
-            ``fill_holes``, ``min_area``, ``keep_largest``, ``batch_size``); given ones
-            override the shipped recommendation.
+            ``fill_holes``, ``min_area``, ``min_probability``, ``keep_largest``,
+            ``batch_size``); given ones override the shipped recommendation.
 
         Raises
         ------

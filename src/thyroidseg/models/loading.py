@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_int
+from thyroidseg._checks import check_int, check_probability
 from thyroidseg._io import PathLike
 from thyroidseg.models.checkpoint import load_checkpoint
 from thyroidseg.models.ensemble import Ensemble
 from thyroidseg.models.registry import MODELS, model_class
 from thyroidseg.models.unet import UNet
+from thyroidseg.preprocessing.crops import CropRule
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -194,6 +195,11 @@ def _load_member(
     crops = config.get("data", {}).get("crops")
     if crops is None:
         _check_size_fits(path, model, options)
+    else:
+        try:
+            CropRule.from_dict(crops)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: config['data']['crops']: {error}") from None
     return model, options, stored, crops
 
 
@@ -239,10 +245,11 @@ def _check_setting_names(where: str, settings: Mapping[str, Any]) -> None:
                 check_int(name, value, 0)
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
-        if type(default) is float and not (
-            isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
-        ):
-            raise ValueError(f"{where}: {name} must be a number in [0, 1], got {value!r}")
+        if type(default) is float:
+            try:
+                check_probability(name, value)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
     unknown = sorted(set(settings) - set(INFERENCE_DEFAULTS))
     if unknown:
         raise ValueError(

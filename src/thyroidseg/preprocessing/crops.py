@@ -88,6 +88,8 @@ class CropRule:
     def __post_init__(self) -> None:
         check_int("size", self.size, 16)
         check_int("min_side", self.min_side, 1)
+        if len(self.train_margin) != 2:
+            raise ValueError(f"train_margin must be (low, high), got {self.train_margin!r}")
         low, high = (float(v) for v in self.train_margin)
         object.__setattr__(self, "train_margin", (low, high))
         if not (math.isfinite(self.margin) and self.margin >= 0):
@@ -121,7 +123,9 @@ class CropRule:
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> CropRule:
         """The rule stored by `to_dict` (unknown keys are an error)."""
-        return cls(**{**settings, "train_margin": tuple(settings.get("train_margin", (0.25, 0.8)))})
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"a crop rule is a mapping of settings, got {settings!r}")
+        return cls(**settings)
 
 
 def cleaning_options(preprocess_options: Mapping[str, Any]) -> dict[str, Any]:

@@ -130,8 +130,13 @@ class CropRule:
 
 def cleaning_options(preprocess_options: Mapping[str, Any]) -> dict[str, Any]:
     """The `CLEANING_OPTIONS` among `preprocess` keyword arguments, its defaults filled in."""
+    return _with_defaults(preprocess_options, CLEANING_OPTIONS)
+
+
+def _with_defaults(options: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """``options[name]`` for each of ``names``, else `preprocess`'s default for it."""
     defaults = inspect.signature(preprocess).parameters
-    return {k: preprocess_options.get(k, defaults[k].default) for k in CLEANING_OPTIONS}
+    return {name: options.get(name, defaults[name].default) for name in names}
 
 
 def nodule_boxes(mask: np.ndarray, views: Sequence[Box]) -> list[Box]:
@@ -203,8 +208,7 @@ def overlap(square: Box, shape: tuple[int, int]) -> tuple[Box, Box]:
 
 def _intensity(crop: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
     """The stage's equalisation and smoothing, as `preprocess` applies them."""
-    equalization = options.get("equalization", "clahe")
-    smoothing = options.get("smoothing", "median")
+    equalization, smoothing = _with_defaults(options, ("equalization", "smoothing")).values()
     if equalization is not None:
         crop = equalize(crop, equalization)
     if smoothing is not None:

@@ -41,7 +41,6 @@ from thyroidseg.preprocessing.crops import (
     overlap,
     prepare_crop,
 )
-from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import Preprocessed, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
 
@@ -243,7 +242,7 @@ class Refiner:
             for square, view in frame_squares:
                 size = (square.width, square.height)
                 back = cv2.resize(next(probabilities), size, interpolation=cv2.INTER_LINEAR)
-                on_frame, on_square = _within(square, view)  # never onto another view
+                on_frame, on_square = overlap(square, view)  # never onto another view
                 total[on_frame.slices] += back[on_square.slices]
                 count[on_frame.slices] += 1
             covered = count > 0
@@ -265,15 +264,3 @@ class Refiner:
             self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
         )
         return probabilities[:, 1].cpu().numpy()
-
-
-def _within(square: Box, view: Box) -> tuple[Box, Box]:
-    """The part of ``square`` inside ``view``: in frame and in square coordinates."""
-    shifted = Box(
-        square.x0 - view.x0, square.y0 - view.y0, square.x1 - view.x0, square.y1 - view.y0
-    )
-    on_view, on_square = overlap(shifted, (view.height, view.width))
-    on_frame = Box(
-        on_view.x0 + view.x0, on_view.y0 + view.y0, on_view.x1 + view.x0, on_view.y1 + view.y0
-    )
-    return on_frame, on_square

@@ -187,22 +187,24 @@ def prepare_crop(
 
 def _pad_cut(frame: np.ndarray, square: Box) -> np.ndarray:
     out = np.zeros((square.height, square.width), frame.dtype)
-    on_frame, on_square = overlap(square, frame.shape[:2])
+    height, width = frame.shape[:2]
+    on_frame, on_square = overlap(square, Box(0, 0, width, height))
     out[on_square.slices] = frame[on_frame.slices]
     return out
 
 
-def overlap(square: Box, shape: tuple[int, int]) -> tuple[Box, Box]:
-    """The part of ``square`` inside a frame of ``shape``: in frame and in square coordinates.
+def overlap(square: Box, region: Box) -> tuple[Box, Box]:
+    """The part of ``square`` inside ``region``: in frame and in square coordinates.
 
-    Where a crop's result is pasted back onto the frame (`thyroidseg.inference.refine.Refiner`).
+    ``region`` is the whole frame (``Box(0, 0, W, H)``) where a crop is cut, or the view
+    that holds a nodule where its result is pasted back
+    (`thyroidseg.inference.refine.Refiner`).
 
-    >>> overlap(Box(-4, 2, 6, 12), (8, 20))
+    >>> overlap(Box(-4, 2, 6, 12), Box(0, 0, 20, 8))
     (Box(x0=0, y0=2, x1=6, y1=8), Box(x0=4, y0=0, x1=10, y1=6))
     """
-    height, width = shape
-    x0, y0 = min(max(square.x0, 0), width), min(max(square.y0, 0), height)
-    x1, y1 = max(min(square.x1, width), x0), max(min(square.y1, height), y0)
+    x0, y0 = min(max(square.x0, region.x0), region.x1), min(max(square.y0, region.y0), region.y1)
+    x1, y1 = max(min(square.x1, region.x1), x0), max(min(square.y1, region.y1), y0)
     return Box(x0, y0, x1, y1), Box(x0 - square.x0, y0 - square.y0, x1 - square.x0, y1 - square.y0)
 
 

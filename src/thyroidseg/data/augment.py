@@ -142,7 +142,7 @@ class Augment:
         self.seed = seed
         self.epoch = 0
         self._rng: np.random.Generator | None = None
-        self._rng_owner: tuple[int | None, int] | None = None  # (worker seed, epoch) of _rng
+        self._rng_owner: tuple[int | None, ...] | None = None  # (worker seed, epoch) of _rng
 
     @property
     def config(self) -> dict[str, Any]:

@@ -96,8 +96,9 @@ class CropDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw the crops (and the transform's changes) of epoch ``epoch``."""
         self.epoch = epoch
-        if hasattr(self.transform, "set_epoch"):
-            self.transform.set_epoch(epoch)
+        set_transform_epoch = getattr(self.transform, "set_epoch", None)
+        if set_transform_epoch is not None:
+            set_transform_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -50,8 +50,10 @@ _MAX_LISTED = 20  # problems shown in one error message; the rest are counted
 class PreprocessedLike(Protocol):
     """What a ``preprocess`` callable returns (see `thyroidseg.preprocessing.preprocess`)."""
 
-    image: np.ndarray
-    """``uint8`` ``(H, W)`` frame at network size."""
+    @property
+    def image(self) -> np.ndarray:
+        """``uint8`` ``(H, W)`` frame at network size."""
+        ...
 
     def mask_to_network(self, mask: np.ndarray) -> np.ndarray:
         """Map an original-size ``{0, 1}`` mask to the network frame (nearest neighbour)."""
@@ -264,11 +266,14 @@ class ThyroidDataset(Dataset):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         size = check_size(size)
         mask_threshold = check_mask_threshold(mask_threshold)
+        frame_preprocess: Callable[[np.ndarray], PreprocessedLike]
         if preprocess == "default":
-            preprocess = functools.partial(preprocess_frame, size=size)
+            frame_preprocess = functools.partial(preprocess_frame, size=size)
         elif preprocess is None:
-            preprocess = functools.partial(_Resized, size=size)
-        elif not callable(preprocess):
+            frame_preprocess = functools.partial(_Resized, size=size)
+        elif callable(preprocess):
+            frame_preprocess = preprocess
+        else:
             raise TypeError(f"preprocess must be 'default', None or a callable, got {preprocess!r}")
 
         scan = _scan(root, layout, split)
@@ -290,10 +295,10 @@ class ThyroidDataset(Dataset):
         config = {
             "layout": layout,
             "size": list(size),
-            **_describe_preprocess(preprocess),
+            **_describe_preprocess(frame_preprocess),
             "mask_threshold": mask_threshold,
         }
-        store = _Store(root, layout, scan.items, groups, size, preprocess, config)
+        store = _Store(root, layout, scan.items, groups, size, frame_preprocess, config)
         _check_items(store, on_invalid, progress, keep=cache)
         self._init_view(store, np.arange(len(store.items)), transform)
 
@@ -379,8 +384,9 @@ class ThyroidDataset(Dataset):
         `Augment` has: an interrupted and resumed run then draws
         the same augmentations. `thyroidseg.training.Trainer` calls this.
         """
-        if hasattr(self.transform, "set_epoch"):
-            self.transform.set_epoch(epoch)
+        set_transform_epoch = getattr(self.transform, "set_epoch", None)
+        if set_transform_epoch is not None:
+            set_transform_epoch(epoch)
 
     def load_preprocessed(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``uint8`` image and ``{0, 1}`` mask at network size, no transform.

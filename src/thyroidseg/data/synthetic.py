@@ -205,7 +205,7 @@ def _view(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray
     kind = rng.choice(list(_NODULE_ECHO))  # one kind per view
     echo[mask > 0] = thyroid_level * rng.uniform(*_NODULE_ECHO[kind])
 
-    echo = cv2.GaussianBlur(echo, (0, 0), sigmaX=1.0)  # soft tissue boundaries
+    echo = cv2.GaussianBlur(echo, (0, 0), sigmaX=1.0).astype(np.float32)  # soft boundaries
     echo *= np.exp(-rng.uniform(0.3, 0.9) * ys)  # depth attenuation
     return np.clip(_GAIN * echo * _speckle(rng, height, width), 0.0, 1.0), mask
 

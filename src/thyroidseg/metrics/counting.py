@@ -146,8 +146,8 @@ def _validate_and_count(
     _check_labels(pred3, "pred", num_classes, None)
     _check_labels(target3, "target", num_classes, ignore_index)
     if isinstance(pred3, torch.Tensor):
-        return _count_torch(pred3, target3, num_classes, ignore_index)
-    return _count_numpy(pred3, target3, num_classes, ignore_index)
+        return _count_torch(pred3, torch.as_tensor(target3), num_classes, ignore_index)
+    return _count_numpy(pred3, np.asarray(target3), num_classes, ignore_index)
 
 
 _TORCH_LIMITED_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
@@ -197,9 +197,9 @@ def _check_labels(labels: LabelMap, name: str, num_classes: int, ignore_index: i
     # Fast min/max passes first; the slower search for the offending values only on failure.
     if isinstance(labels, torch.Tensor):
         if labels.dtype == torch.uint8:
-            low, high = 0, labels.max().item()
+            low, high = 0.0, float(labels.max().item())
         else:
-            low, high = (value.item() for value in torch.aminmax(labels))
+            low, high = (float(value.item()) for value in torch.aminmax(labels))
     else:
         low = 0 if np.issubdtype(labels.dtype, np.unsignedinteger) else labels.min()
         high = labels.max()

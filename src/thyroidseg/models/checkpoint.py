@@ -93,7 +93,7 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     for key, tensor in state_dict.items():
         values = tensor.detach().cpu().contiguous()
         digest.update(f"{key}|{values.dtype}|{tuple(values.shape)}\n".encode())
-        digest.update(values.reshape(-1).view(torch.uint8).numpy())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -370,7 +370,7 @@ def rng_state() -> dict[str, Any]:
 
     Only tensors, lists and numbers, so `load_checkpoint` can read them back.
     """
-    numpy_state = np.random.get_state()  # noqa: NPY002 (saved on purpose)
+    numpy_state: tuple[Any, ...] = tuple(np.random.get_state())  # noqa: NPY002 (on purpose)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],

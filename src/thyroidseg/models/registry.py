@@ -62,7 +62,8 @@ def model_name(model: nn.Module) -> str:
 
 def model_class(name: object) -> type[nn.Module] | None:
     """The registered class a stored name (or 0.1.x import path) stands for; ``None`` if none."""
-    return MODELS.get(canonical_name(name)) if isinstance(name, str) else None
+    canonical = canonical_name(name)
+    return MODELS.get(canonical) if isinstance(canonical, str) else None
 
 
 def model_config(name: object, config: object) -> object:

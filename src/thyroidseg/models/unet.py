@@ -173,7 +173,7 @@ class ConvBlock(nn.Module):
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.residual = residual
         self.stride = stride
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if residual and (in_channels != out_channels or stride != 1):
             # Applied to the subsampled input (see forward), which equals a stride-s 1x1
             # convolution of the full input.
@@ -397,15 +397,15 @@ class UNet(nn.Module):
             ("depth", depth),
         ):
             check_int(name, value, 1)
-        for name, value, allowed in (
+        for option, choice, allowed in (
             ("norm", norm, NORMS),
             ("activation", activation, ACTIVATIONS),
             ("downsample", downsample, DOWNSAMPLES),
             ("upsample", upsample, UPSAMPLES),
             ("padding", padding, PADDINGS),
         ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+            if choice not in allowed:
+                raise ValueError(f"{option} must be one of {allowed}, got {choice!r}")
         if padding == "valid" and downsample != "maxpool":
             raise ValueError(
                 'padding="valid" needs downsample="maxpool" (the original U-Net): an unpadded '

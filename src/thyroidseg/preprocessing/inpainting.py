@@ -99,8 +99,7 @@ def _glyph_marks(
     gray: np.ndarray, min_contrast: int, glyph_size: tuple[int, int], min_pixels: int
 ) -> np.ndarray:
     square = np.ones((3, 3), np.uint8)
-    thin = cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, square) >= min_contrast
-    thin = thin.view(np.uint8)
+    thin = (cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, square) >= min_contrast).astype(np.uint8)
     marks = np.zeros_like(thin)
     if not thin.any():
         return marks
@@ -117,7 +116,7 @@ def _glyph_marks(
             glyphs.append(contour)
     if glyphs:
         cv2.drawContours(marks, glyphs, -1, 1, thickness=cv2.FILLED)
-        marks = cv2.dilate(marks, square)
+        marks = np.asarray(cv2.dilate(marks, square), np.uint8)
     return marks
 
 

@@ -28,7 +28,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import cv2
@@ -410,7 +410,7 @@ class DiceCELoss(nn.Module):
         return self.dice_weight * dice + self.ce_weight * ce
 
 
-_LOSSES = {
+_LOSSES: dict[str, Callable[..., nn.Module]] = {
     "ce": lambda **kw: WeightedCrossEntropyLoss(w0=0.0, class_weights=None, **kw),
     "weighted_ce": WeightedCrossEntropyLoss,
     "dice": SoftDiceLoss,

@@ -75,11 +75,11 @@ ScheduleName = Literal["cosine", "warmup_cosine", "poly", "constant"]
 SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
 """The learning-rate schedule names `make_scheduler` builds."""
 
-REFINE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 12, "stem_stride": 2}
+REFINE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 12, "stem_stride": 1}
 """The epochs, width and stem stride of the refine stage's `UNet` (``thyroidseg train --stage
 refine``; the rest is `train_folder`'s whole-frame recipe), chosen by grouped
 cross-validation on DDTI (docs/model-card.md): width 12 did as well as 16 at half the
-weights."""
+weights, and stage 0 at the crop's full resolution (stride 1) beat stride 2."""
 
 
 def make_optimizer(

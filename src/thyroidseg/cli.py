@@ -298,9 +298,22 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         "--pixel-spacing",
         nargs="+",
         metavar="MM",
-        help="millimetres per pixel for the _mm columns of measurements.csv (needs --measure): "
-        "auto (default with --measure: what each DICOM file states, none for other images), "
-        "one number, or row and column size",
+        help="millimetres per pixel for the _mm columns of measurements.csv and the report "
+        "(needs --measure or --report): auto (default with either: what each DICOM file "
+        "states, none for other images), one number, or row and column size",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="write OUT_DIR/report.html: one offline page with every frame's outline and "
+        "measurements, nodules flagged for review first (sizes in mm as --pixel-spacing "
+        "gives them, default auto)",
+    )
+    parser.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="write OUT_DIR/<stem>.seg.dcm for each DICOM input: a binary DICOM Segmentation "
+        "that references it (all inputs must be DICOM; needs thyroidseg[dicom])",
     )
     parser.add_argument(
         "--frames",
@@ -370,12 +383,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         overlays=args.overlay,
         probabilities=args.probabilities,
         measurements=args.measure,
-        pixel_spacing=pixel_spacing_option(args.pixel_spacing, args.measure),
+        pixel_spacing=pixel_spacing_option(args.pixel_spacing, args.measure or args.report),
         frames=args.frames,
         overwrite=args.overwrite,
         progress=progress(args),
+        report=args.report,
+        dicom_seg=args.dicom_seg,
     )
-    print(result.summary())
+    print(cli_words(result.summary()))
     return 0
 
 

@@ -12,15 +12,16 @@ nodules measured with `thyroidseg.inference.measurements`. `FolderPrediction` an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from thyroidseg._io import Inputs, PathLike, map_folder, read_image, write_image
+from thyroidseg._io import Inputs, PathLike, list_inputs, map_folder, read_image, write_image
 from thyroidseg._outputs import reserve_folder
 from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
+from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.measurements import (
     ImageKey,
     Nodule,
@@ -30,6 +31,9 @@ from thyroidseg.inference.measurements import (
     write_measurements_csv,
 )
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
+from thyroidseg.io.provenance import command_line
+from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
 from thyroidseg.preprocessing.pipeline import Preprocessed
 from thyroidseg.spacing import FrameSpacing, check_spacing
 
@@ -77,6 +81,15 @@ class FolderPrediction:
         Nodules (8-connected components, per view) in all the masks written.
     seconds
         Wall time of the whole folder: reading, preprocessing, the network, writing.
+    empty_frames
+        Frames segmented without any nodule.
+    nodules_in_pixels
+        With measurements, the nodules measured in pixels only (no pixel spacing known).
+    report
+        ``out_dir/report.html`` (`thyroidseg.io.report`), or ``None`` when not asked for.
+    segmentations
+        ``stem -> out_dir/<stem>.seg.dcm`` (`thyroidseg.io.dicom_seg`); empty when not
+        asked for.
     """
 
     out_dir: Path
@@ -87,6 +100,10 @@ class FolderPrediction:
     nodules: int
     seconds: float
     loops: Path | None = None
+    empty_frames: int = 0
+    nodules_in_pixels: int = 0
+    report: Path | None = None
+    segmentations: dict[str, Path] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -94,7 +111,8 @@ class FolderPrediction:
         return len(self.masks)
 
     def summary(self) -> str:
-        """One line: frames, nodules, time, frames per second, and where the files went."""
+        """Frames, nodules, frames without one, time, frames per second, where the files went;
+        a second line when nodules were measured in pixels only."""
         rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
         places = [f"masks in {self.out_dir}"]
         if self.overlays:
@@ -105,10 +123,22 @@ class FolderPrediction:
             places.append(f"measurements in {self.measurements}")
         if self.loops is not None:
             places.append(f"loops in {self.loops}")
-        return (
-            f"segmented {self.frames} frames, {self.nodules} nodules in {self.seconds:.1f} s "
-            f"({rate:.1f} frames/s): " + ", ".join(places)
+        if self.report is not None:
+            places.append(f"report in {self.report}")
+        if self.segmentations:
+            places.append(f"{counted(len(self.segmentations), 'DICOM Segmentation')} in *.seg.dcm")
+        line = (
+            f"segmented {counted(self.frames, 'frame')}, {counted(self.nodules, 'nodule')} in "
+            f"{self.seconds:.1f} s ({rate:.1f} frames/s; "
+            f"{counted(self.empty_frames, 'frame')} without a nodule): " + ", ".join(places)
         )
+        if self.nodules_in_pixels:
+            line += (
+                f"\n{self.nodules_in_pixels} of {counted(self.nodules, 'nodule')} measured in "
+                "pixels only: no pixel spacing is known for their frames (the _mm columns are "
+                "empty); give the size of a pixel in mm with pixel_spacing (--pixel-spacing)"
+            )
+        return line
 
 
 @dataclass(frozen=True)
@@ -167,9 +197,11 @@ def _predict_folder(
     frames: str | FrameRange,
     overwrite: bool,
     progress: bool | None,
+    report: bool = False,
+    dicom_seg: bool = False,
 ) -> FolderPrediction:
     """`Segmenter.predict_folder` (documented there)."""
-    spacing = _spacing_rule(pixel_spacing, measurements)
+    spacing = _spacing_rule(pixel_spacing, measurements or report)
     selection = FrameRange.parse(frames)
     use_tta = segmenter._tta(tta)
     out_dir = Path(out_dir)
@@ -177,11 +209,22 @@ def _predict_folder(
     extras = {name: out_dir / name for name, on in wanted if on}
     csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
     loops_path = out_dir / LOOPS_CSV if measurements else None
+    sources = list_inputs(in_dir) if dicom_seg else {}
+    seg_paths = segmentation_paths(out_dir, sources) if dicom_seg else {}  # refuses non-DICOM
+    identity = model_identity(segmenter) if report or dicom_seg else None
+    reporter = segmentations = None
+    if report and identity is not None:
+        settings = segmenter.describe() | {"tta": use_tta, "frames": str(frames)}
+        settings["pixel_spacing"] = spacing if spacing in (None, "auto") else str(spacing)
+        reporter = ReportBuilder(out_dir / REPORT_HTML, identity, settings, command_line())
+    if dicom_seg and identity is not None:
+        segmentations = SegmentationCollector(seg_paths, sources, identity)
     loops = None
+    started = False  # the outputs passed their checks and the first frame was read
     with reserve_folder(out_dir):  # held until the CSV is written too
         found: dict[ImageKey, list[Nodule]] = {}
         pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
-        need_probabilities = probabilities or measurements
+        need_probabilities = probabilities or measurements or report
 
         def split(stem: str, source: Path) -> dict[str, _Item]:
             outputs = frame_outputs(stem, source, selection)
@@ -191,6 +234,8 @@ def _predict_folder(
             return {name: _Item(source, index, here) for name, index in outputs.items()}
 
         def load(item: _Item) -> _LoadedFrame:
+            nonlocal started
+            started = True
             if item.index is None:
                 image = read_image(item.source)
                 return _LoadedFrame(
@@ -212,10 +257,13 @@ def _predict_folder(
             for target, frame, (mask, probability) in zip(batch, frames, segmented, strict=True):
                 write_image(target, mask * np.uint8(255))
                 found[frame.key] = measure(mask, frame.spacing, probability, frame.prepared.views)
-                if OVERLAYS_DIR in extras:
-                    path = write_image(
-                        extras[OVERLAYS_DIR] / target.name, overlay(frame.image, mask)
-                    )
+                outlined = overlay(frame.image, mask) if overlays or report else None
+                if reporter is not None and outlined is not None:
+                    reporter.add(frame.key, outlined, found[frame.key])
+                if segmentations is not None:
+                    segmentations.add(frame.key, mask)
+                if OVERLAYS_DIR in extras and outlined is not None:
+                    path = write_image(extras[OVERLAYS_DIR] / target.name, outlined)
                     pictures[OVERLAYS_DIR][target.stem] = path
                 if PROBABILITIES_DIR in extras:
                     grey = np.round(probability * 255).astype(np.uint8)
@@ -234,25 +282,51 @@ def _predict_folder(
                 overwrite=overwrite,
                 batch_size=segmenter.batch_size,
                 companions=list(extras.values()),
-                also_writes=[csv_path, loops_path] if csv_path is not None else [],
+                also_writes=[
+                    *([csv_path, loops_path] if csv_path is not None else []),
+                    *([reporter.path] if reporter is not None else []),
+                    *seg_paths.values(),
+                ],
                 progress=progress,
             )
+        except ValueError as error:  # failed frames: the report says so
+            if reporter is not None:
+                reporter.failures = str(error)
+            raise
         finally:  # the rows of every frame written, also when some frames failed
             if csv_path is not None and found:
                 write_measurements_csv(csv_path, found)
                 loops = write_loops_csv(loops_path, found)
-            if loops is None and loops_path is not None:
+            if started and loops is None and loops_path is not None:
                 loops_path.unlink(missing_ok=True)  # an earlier run's, replaced by none
+            written_report = _finish_report(reporter, started, overwrite)
+            written_segs = segmentations.write_all(overwrite) if started and segmentations else {}
+        nodules = [nodule for frame_nodules in found.values() for nodule in frame_nodules]
         return FolderPrediction(
             out_dir=out_dir,
             masks=written,
             overlays=pictures.get(OVERLAYS_DIR, {}),
             probabilities=pictures.get(PROBABILITIES_DIR, {}),
             measurements=csv_path,
-            nodules=sum(len(nodules) for nodules in found.values()),
+            nodules=len(nodules),
             seconds=time.perf_counter() - start,
             loops=loops,
+            empty_frames=sum(1 for frame_nodules in found.values() if not frame_nodules),
+            nodules_in_pixels=sum(1 for n in nodules if n.area_mm2 is None) if measurements else 0,
+            report=written_report,
+            segmentations=written_segs,
         )
+
+
+def _finish_report(reporter: ReportBuilder | None, started: bool, overwrite: bool) -> Path | None:
+    """Write the report of the frames done; with none done, remove an earlier run's."""
+    if reporter is None or not started:
+        return None
+    if reporter.frames:
+        return reporter.write()
+    if overwrite:
+        reporter.path.unlink(missing_ok=True)
+    return None
 
 
 def _predict_file(
@@ -278,7 +352,9 @@ def _spacing_rule(
     if pixel_spacing is None:
         return None
     if not measurements:
-        raise ValueError("pixel_spacing (--pixel-spacing) needs measurements (--measure)")
+        raise ValueError(
+            "pixel_spacing (--pixel-spacing) needs measurements (--measure) or report (--report)"
+        )
     if isinstance(pixel_spacing, str) and pixel_spacing == "auto":
         return "auto"
     return FrameSpacing("user", check_spacing(pixel_spacing, "pixel_spacing (--pixel-spacing)"))

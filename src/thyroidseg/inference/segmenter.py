@@ -409,6 +409,8 @@ class Segmenter:
         frames: str | FrameRange = "all",
         overwrite: bool = False,
         progress: bool | None = None,
+        report: bool = False,
+        dicom_seg: bool = False,
     ) -> FolderPrediction:
         """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
@@ -429,7 +431,12 @@ class Segmenter:
           written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
           probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
           ``image`` the frame's file name, ``frame`` its number in a cine loop), with
-          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given.
+          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given;
+        - ``report``: ``out_dir/report.html``, one offline page with every frame's outline
+          and measurements, nodules flagged for review first (`thyroidseg.io.report`);
+        - ``dicom_seg``: ``out_dir/<stem>.seg.dcm`` per DICOM input, a binary DICOM
+          Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
+          checked before anything is read).
 
         The folder loop is `thyroidseg._io.map_folder`'s: every file is written atomically;
         existing outputs (masks, overlays, probability maps, the CSV) are an error unless
@@ -456,9 +463,14 @@ class Segmenter:
             Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
             from 1, `thyroidseg.dicom.FrameRange`).
         overwrite
-            Replace existing outputs.
+            Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
+            run cannot make (no frame of it segmented) is removed.
         progress
             Progress bar: ``None`` on a terminal only, ``False`` never.
+        report, dicom_seg
+            Write the report, the DICOM Segmentations (default: neither). The report's
+            sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
+            file states), else in pixels.
 
         Returns
         -------
@@ -478,6 +490,8 @@ class Segmenter:
             frames=frames,
             overwrite=overwrite,
             progress=progress,
+            report=report,
+            dicom_seg=dicom_seg,
         )
 
     def predict_file(

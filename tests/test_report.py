@@ -14,13 +14,17 @@ import cv2
 import numpy as np
 import pytest
 
-from inference_helpers import frame_with_square
+from inference_helpers import PLAIN, frame_with_square
 from thyroidseg._io import write_image
+from thyroidseg._outputs import OutputExistsError
 from thyroidseg.cli import main
+from thyroidseg.dicom import write_dicom
+from thyroidseg.inference import Segmenter
 from thyroidseg.inference.measurements import Nodule, measure
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.report import REVIEW_BELOW, ReportBuilder, needs_review, review_score
+from tiny_models import Threshold
 
 IDENTITY = ModelIdentity("UNet", "9.9", "ab" * 32)
 
@@ -149,7 +153,7 @@ def test_sizes_are_in_mm_with_their_source_or_in_px_saying_so(tmp_path: Path) ->
     text = builder.render()
     mm, px = text.split('data-name="px.png"')
     assert " mm</td>" in mm and " px</td>" not in mm.split('data-name="mm.png"')[1]
-    assert " px</td>" in px and "none: pixels only" in px and " mm</td>" not in px
+    assert " px</td>" in px and "none (px)" in px and " mm</td>" not in px
 
 
 @pytest.mark.usefixtures("shipped_threshold")
@@ -219,3 +223,18 @@ def test_headless_chromium_renders_the_report_and_runs_its_script(tmp_path: Path
     assert picture is not None and picture.shape[:2] == (600, 800)
     red = (picture[..., 2] > 150) & (picture[..., 1] < 100) & (picture[..., 0] < 100)
     assert red.any()  # the flag and the outline are drawn
+
+
+def test_a_refused_run_leaves_the_loops_csv_and_the_report_of_a_cine_loop_alone(
+    tmp_path: Path,
+) -> None:
+    write_dicom(tmp_path / "in" / "loop.dcm", np.stack([frame_with_square(90, 140)[0]] * 2))
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
+    out = tmp_path / "out"
+    options = {"measurements": True, "report": True, "progress": False}
+    segmenter.predict_folder(tmp_path / "in", out, **options)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert {"loops.csv", "report.html"} <= before.keys()
+    with pytest.raises(OutputExistsError):
+        segmenter.predict_folder(tmp_path / "in", out, **options)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before

@@ -247,9 +247,9 @@ def _source_header(source: Path) -> Dataset:
         raise ValueError(f"{source}: cannot be read as DICOM ({error})") from error
     for keyword in REQUIRED_ATTRIBUTES:
         if keyword not in header or header[keyword].value in (None, ""):
-            tag = pydicom.datadict.tag_for_keyword(keyword)
+            tag = pydicom.tag.Tag(keyword)
             raise ValueError(
-                f"{source}: lacks {keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}), which a "
+                f"{source}: lacks {keyword} ({tag.group:04X},{tag.element:04X}), which a "
                 "DICOM Segmentation must copy from its source; no SEG can be made for it"
             )
     for keyword in EMPTY_IF_ABSENT:

@@ -48,10 +48,10 @@ REPORT_HTML = "report.html"
 THUMBNAIL_SIDE = 320
 """Longest side, in pixels, of the pictures embedded in the report."""
 
-REVIEW_BELOW: dict[str, float] = {"expected_iou": 0.5, "mean_probability": 0.85}
+REVIEW_BELOW: dict[str, float] = {"expected_iou": 0.5, "mean_probability": 0.9}
 """A nodule is flagged for review when its `review_score` is under the threshold of its kind."""
 
-_JPEG_QUALITY = 80
+_JPEG_QUALITY = 75
 
 
 def review_score(nodule: Nodule) -> tuple[str, float | None]:
@@ -74,8 +74,9 @@ def needs_review(nodule: Nodule) -> bool:
 
     >>> from thyroidseg.inference.measurements import measure
     >>> mask = np.ones((2, 2), np.uint8)
-    >>> [needs_review(n) for n in measure(mask, probabilities=np.full((2, 2), 0.6, np.float32))]
-    [True]
+    >>> (nodule,) = measure(mask, probabilities=np.full((2, 2), 0.6, np.float32))
+    >>> needs_review(nodule), review_score(nodule)
+    (True, ('mean_probability', 0.6000000238418579))
     """
     kind, score = review_score(nodule)
     return score is None or score < REVIEW_BELOW[kind]
@@ -217,7 +218,7 @@ def _frame_entry(frame: ReportFrame, order: int) -> str:
     return (
         f'<article class="entry{" flagged" * flagged}" data-name="{_e(frame.name)}" '
         f'data-order="{order}" data-flagged="{int(flagged)}"><h3>{_e(frame.name)}{mark}</h3>'
-        f"{_picture(frame)}{_table(frame.nodules)}</article>"
+        f'<div class="body">{_picture(frame)}{_table(frame.nodules)}</div></article>'
     )
 
 
@@ -255,12 +256,15 @@ def _loop_order(frame: ReportFrame) -> tuple[tuple[int, float], int]:
 
 
 def _table(nodules: Sequence[Nodule]) -> str:
+    """One row per nodule; the score column is named by its kind (mixed kinds: "score")."""
     if not nodules:
         return '<p class="none">no nodule</p>'
+    kinds = {review_score(n)[0] for n in nodules}
+    score_name = kinds.pop().replace("_", " ") if len(kinds) == 1 else "score"
     head = "".join(
         f"<th>{_e(h)}</th>"
         for h in ("#", "view", "area", "max diameter", "depth", "transverse", "taller than wide",
-                  "score", "spacing", "review")
+                  score_name, "spacing", "review")
     )  # fmt: skip
     rows = []
     for n in nodules:
@@ -274,8 +278,8 @@ def _table(nodules: Sequence[Nodule]) -> str:
             _length(n.depth_mm, n.depth_px),
             _length(n.transverse_mm, n.transverse_px),
             "yes" if n.taller_than_wide else "no",
-            "" if score is None else f"{score:.3f} ({kind.replace('_', ' ')})",
-            n.spacing_source if scaled else "none: pixels only",
+            "" if score is None else f"{score:.3f}" + ("" if score_name != "score" else f" {kind}"),
+            n.spacing_source if scaled else "none (px)",
             "flagged" if needs_review(n) else "",
         )
         rows.append("<tr>" + "".join(f"<td>{_e(str(c))}</td>" for c in cells) + "</tr>")
@@ -308,13 +312,16 @@ _PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>thyroidseg report</title>
 <style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222}}
+body{{font:14px/1.4 system-ui,sans-serif;margin:1em;color:#222}}
 dl{{display:grid;grid-template-columns:max-content auto;gap:2px 1em}}dt{{font-weight:600}}
 dd{{margin:0;font-family:monospace;word-break:break-all}}
-.entry{{border:1px solid #ccc;border-radius:4px;padding:.5em;margin:.5em 0}}
+.entry{{border:1px solid #ccc;border-radius:4px;padding:.5em;margin:.5em 0;
+content-visibility:auto;contain-intrinsic-size:auto 260px}}
 .flagged{{border-color:#c00;border-width:2px}}.flag{{color:#fff;background:#c00;padding:0 .4em;
-border-radius:3px;font-size:80%}}img{{display:block;margin:.3em 0}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:1px 6px;text-align:right}}
+border-radius:3px;font-size:80%}}img{{display:block}}
+.body{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:1px 6px;text-align:right;
+white-space:nowrap}}h2,h3{{margin:.2em 0}}
 .frames{{display:flex;flex-wrap:wrap;gap:.5em}}.failed{{color:#c00}}.hidden{{display:none}}
 </style></head><body>
 <h1>thyroidseg report</h1>

@@ -26,8 +26,9 @@ from thyroidseg._io import read_image, write_image
 ROOT = Path(__file__).resolve().parents[1]
 
 STEMS = ("110_1", "198_1", "19_1", "3_1")
-"""Two frames with nodules the review rule flags (mean probabilities 0.870, and 0.883 and
-0.894, with the shipped model) and two of the measurement tutorial (docs/measure.md)."""
+"""Two split-screen frames whose nodules the review rule flags (mean probabilities 0.878,
+and 0.877 and 0.896, with the shipped model) and two frames of the measurement tutorial
+(docs/measure.md; 19_1's nodule is flagged at 0.882, 3_1's is not)."""
 
 WINDOW = (1000, 1500)
 """Browser window (width, height) in CSS pixels: the summary and the first entries."""

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import thyroidseg._outputs as outputs
 from thyroidseg._io import write_image
 from thyroidseg._outputs import (
     LOCK_FILE,
@@ -137,3 +141,55 @@ def test_a_second_run_into_a_held_folder_is_refused(tmp_path, capsys):
         assert main([*argv, "--epochs", "1", "--base-channels", "4", "--quiet"]) == 2
         assert "is in use by another run" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
+
+
+RACER = """
+import importlib.util, json, os, sys, time
+from pathlib import Path
+
+folder, log, source = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+spec = importlib.util.spec_from_file_location("outputs", source)  # stdlib only: starts fast
+outputs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(outputs)
+is_dead = outputs._is_dead
+
+def slow_is_dead(holder):  # widens the window between judging the holder and taking over
+    time.sleep(0.3)
+    return is_dead(holder)
+
+outputs._is_dead = slow_is_dead
+(log / f"ready-{os.getpid()}").touch()
+while not (log / "go").exists():
+    time.sleep(0.005)
+try:
+    with outputs.reserve_folder(folder):
+        start = time.monotonic()
+        time.sleep(0.5)
+        named = json.loads((folder / outputs.LOCK_FILE).read_text())["pid"]
+        end = time.monotonic()
+    (log / f"held-{os.getpid()}.json").write_text(json.dumps([start, end, named, os.getpid()]))
+except outputs.FolderInUseError:
+    pass
+"""
+
+
+def test_of_three_runs_that_find_a_dead_holder_exactly_one_takes_the_folder(tmp_path: Path):
+    folder, log = tmp_path / "out", tmp_path / "log"
+    folder.mkdir()
+    log.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    racers = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(log), outputs.__file__])
+        for _ in range(3)
+    ]
+    while len(list(log.glob("ready-*"))) < len(racers):
+        time.sleep(0.01)
+    (log / "go").touch()
+    assert [racer.wait(timeout=60) for racer in racers] == [0, 0, 0]
+    holds = [json.loads(path.read_text()) for path in log.glob("held-*.json")]
+    assert holds and all(named == own for _, _, named, own in holds)  # its lock to the end
+    spans = sorted((start, end) for start, end, _, _ in holds)
+    assert all(end <= later for (_, end), (later, _) in itertools.pairwise(spans))  # one by one
+    assert not (folder / LOCK_FILE).exists()

@@ -18,6 +18,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
 PathLike = str | os.PathLike[str]
 """A path as the library takes it: a string or any ``os.PathLike`` (``pathlib.Path``)."""
 
@@ -90,12 +95,14 @@ class FolderInUseError(RuntimeError):
 def reserve_folder(folder: PathLike) -> Iterator[Path]:
     """Hold ``folder`` for this process while the block runs, so two runs cannot mix.
 
-    Creates ``folder/.thyroidseg.lock`` exclusively (``O_CREAT | O_EXCL``), holding this
-    process's host, PID, command line and start time as JSON, and removes it on leaving the
-    block (and the folder too, if this call created it and it is still empty). A lock that
-    this process holds already is re-entered. A lock whose holder is a PID of this host
-    that no longer runs (a killed run) is taken over; any other lock raises
-    `FolderInUseError` naming its holder.
+    Holds an exclusive lock (``flock``; ``msvcrt.locking`` on Windows) on
+    ``folder/.thyroidseg.lock``, which names this process (host, PID, command line, start
+    time, as JSON), and removes it on leaving the block (and the folder too, if this call
+    created it and it is still empty). The system releases the lock when its process ends,
+    however it ends, so a killed run's file is taken over by the next run, atomically: of
+    several runs that find it, exactly one gets the folder. A lock that this process holds
+    already is re-entered. A file that names a live process, or a process on another host,
+    without being locked (a run of thyroidseg 0.1) is respected too.
 
     Raises
     ------
@@ -114,35 +121,102 @@ def reserve_folder(folder: PathLike) -> Iterator[Path]:
         "command": " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None and (holder["host"], holder["pid"]) == (me["host"], me["pid"]):
-                yield lock  # ours already: an outer block releases it
-                return
-            if holder is None or not _is_dead(holder):
-                holder = holder or {}
-                raise FolderInUseError(
-                    f"{folder} is in use by another run (process {holder.get('pid', '?')} on "
-                    f"{holder.get('host', '?')}, started {holder.get('started', '?')}: "
-                    f"{holder.get('command', '?')}); wait for it to end or choose another "
-                    f"folder (if no such run exists, delete {lock})"
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a killed run: take it over
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        break
-    else:
-        raise FolderInUseError(f"{folder}: another run took {lock} at the same moment")
+    fd = _acquire(folder, lock, me)
+    if fd is None:  # ours already: the outer block releases it
+        yield lock
+        return
     try:
         yield lock
     finally:
-        lock.unlink(missing_ok=True)
+        _release(lock, fd)
         if created and not any(folder.iterdir()):
             folder.rmdir()
+
+
+_TRIES = 10  # times a lock file removed by its holder at the moment it was locked is reopened
+
+
+def _acquire(folder: Path, lock: Path, me: Mapping[str, Any]) -> int | None:
+    """Lock ``lock`` and write ``me`` into it: its open descriptor, ``None`` if ours already.
+
+    Each try opens (or creates) the file, locks it without waiting, and checks that the
+    locked file is still the one under that name (its holder may have removed it on
+    leaving between the two steps). While locked, no other process can read, judge and
+    replace the holder it names: that is what makes a takeover atomic.
+    """
+    for _ in range(_TRIES):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            os.close(fd)
+            holder = _lock_holder(lock)
+            if holder is not None and _names(holder, me):
+                return None
+            raise _in_use(folder, lock, holder)
+        if not _same_file(fd, lock):
+            os.close(fd)
+            continue
+        holder = _lock_holder(lock)  # not locked: a killed run's, or a 0.1 run's
+        live = holder is not None and not _names(holder, me) and not _is_dead(holder)
+        if live or (holder is None and os.fstat(fd).st_size > 0):
+            os.close(fd)
+            raise _in_use(folder, lock, holder)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(me).encode())
+        return fd
+    raise FolderInUseError(f"{folder}: other runs keep taking {lock} at the same moment")
+
+
+def _names(holder: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
+    """Whether the lock file's ``holder`` is this process."""
+    return (holder["host"], holder["pid"]) == (me["host"], me["pid"])
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock the open file without waiting; ``False`` when another process holds it."""
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _same_file(fd: int, lock: Path) -> bool:
+    """Whether the open file ``fd`` is still the file named ``lock``."""
+    try:
+        named = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _release(lock: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then let it go.
+
+    A process that opened the file meanwhile finds, once it holds it, that the name is gone
+    (`_same_file`) and starts again. Windows cannot remove an open file: there it is closed
+    first.
+    """
+    if sys.platform == "win32":
+        os.close(fd)
+        lock.unlink(missing_ok=True)
+        return
+    lock.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _in_use(folder: Path, lock: Path, holder: Mapping[str, Any] | None) -> FolderInUseError:
+    """The error naming the run that holds ``folder``."""
+    holder = holder or {}
+    return FolderInUseError(
+        f"{folder} is in use by another run (process {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, started {holder.get('started', '?')}: "
+        f"{holder.get('command', '?')}); wait for it to end or choose another "
+        f"folder (if no such run exists, delete {lock})"
+    )
 
 
 def _lock_holder(lock: Path) -> dict[str, Any] | None:

@@ -19,10 +19,15 @@ from hypothesis import strategies as st
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
+from pydicom.dataelem import DataElement  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.pixels import convert_color_space  # noqa: E402
-from pydicom.uid import RLELossless  # noqa: E402
+from pydicom.uid import (  # noqa: E402
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    RLELossless,
+)
 
 import thyroidseg.dicom  # noqa: E402
 from inference_helpers import PLAIN, frame_with_square, iou  # noqa: E402
@@ -30,6 +35,7 @@ from thyroidseg._io import list_inputs, read_image, write_image  # noqa: E402
 from thyroidseg.cli import main  # noqa: E402
 from thyroidseg.dicom import (  # noqa: E402
     FrameRange,
+    frame_outputs,
     iter_frames,
     read_dicom_info,
     read_frame,
@@ -136,6 +142,89 @@ def test_rle_multi_frame_and_files_without_file_meta(tmp_path: Path) -> None:
     bare.save_as(tmp_path / "nometa.dcm", implicit_vr=True, little_endian=True)
     assert (tmp_path / "nometa.dcm").read_bytes()[128:132] != b"DICM"
     np.testing.assert_array_equal(read_frame(tmp_path / "nometa.dcm", 2), frames[2])
+
+
+def palette_file(path: Path, lut: np.ndarray, depth: int, *, big_endian: bool = False) -> Path:
+    """A PALETTE COLOR file of 4 x 6 indices 0..23 and the lookup table ``lut`` (R = G = B),
+    its entries stored as 16-bit words in the file's byte order, ``depth`` in the descriptor."""
+    dataset = pydicom.dcmread(write_dicom(path, np.arange(24, dtype=np.uint8).reshape(4, 6)))
+    dataset.PhotometricInterpretation = "PALETTE COLOR"
+    for colour in ("Red", "Green", "Blue"):
+        keyword = f"{colour}PaletteColorLookupTableDescriptor"
+        dataset[keyword] = DataElement(keyword, "US", [len(lut), 0, depth])
+        words = lut.astype(">u2" if big_endian else "<u2").tobytes()
+        dataset[f"{colour}PaletteColorLookupTableData"] = DataElement(
+            f"{colour}PaletteColorLookupTableData", "OW", words
+        )
+    if big_endian:
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(path, dataset)
+    return path
+
+
+def test_palette_tables_in_either_byte_order_and_of_either_depth_give_one_colour(tmp_path):
+    grey = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10  # index i -> grey 10 * i
+    sixteen = (np.arange(24) * 10 * 257).astype(np.uint16)  # 16-bit entries: 257 * grey
+    for name, lut, depth, big in [("le16", sixteen, 16, False), ("be16", sixteen, 16, True),
+                                  ("le8", sixteen // 257, 8, False),
+                                  ("be8", sixteen // 257, 8, True)]:  # fmt: skip
+        path = palette_file(tmp_path / f"{name}.dcm", lut, depth, big_endian=big)
+        picture = read_frame(path)
+        assert picture.dtype == np.uint8, name
+        np.testing.assert_array_equal(picture, np.repeat(grey[..., None], 3, axis=2), name)
+
+
+def test_deflated_files_are_read(tmp_path: Path) -> None:
+    frames = loop(3) + np.arange(3, dtype=np.uint8)[:, None, None]
+    path = write_dicom(tmp_path / "deflated.dcm", frames)
+    edited(
+        path, lambda d: setattr(d.file_meta, "TransferSyntaxUID", DeflatedExplicitVRLittleEndian)
+    )
+    assert path.stat().st_size < frames.nbytes  # compressed: offsets differ from the file's
+    assert read_dicom_info(path).transfer_syntax == "Deflated Explicit VR Little Endian"
+    np.testing.assert_array_equal(read_frame(path, 2), frames[2])
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path))), frames)
+
+
+@pytest.fixture(scope="module")
+def vendor_files() -> Path:
+    """The folder of pydicom-data's files (Philips, GE, SonoSite, Aloka...); skips without it."""
+    data_store = pytest.importorskip("data_store", reason="pydicom-data (the test extra)")
+    return Path(data_store.__file__).parent / "data"
+
+
+def test_vendor_compressed_frames_equal_their_uncompressed_copies(vendor_files: Path) -> None:
+    twins = [
+        ("emri_small_jpeg_ls_lossless.dcm", "emri_small.dcm"),  # JPEG-LS, 10 frames
+        ("US1_J2KR.dcm", "US1_UNCR.dcm"),  # JPEG 2000 lossless, GE ultrasound
+        ("OBXXXX1A_expb_2frame.dcm", "OBXXXX1A_2frame.dcm"),  # big-endian PALETTE COLOR
+    ]
+    for compressed, plain in twins:
+        decoded = list(iter_frames(vendor_files / compressed))
+        expected = list(iter_frames(vendor_files / plain))
+        assert len(decoded) == len(expected) >= 1, compressed
+        for got, want in zip(decoded, expected, strict=True):
+            np.testing.assert_array_equal(got, want, compressed)
+    lossless = read_frame(vendor_files / "JPGLosslessP14SV1_1s_1f_8b.dcm")  # JPEG Process 14
+    assert lossless.shape == (768, 1024) and lossless.std() > 10
+
+
+def test_every_frame_of_the_vendor_ultrasound_files_is_segmented(
+    vendor_files: Path, tmp_path: Path
+) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    frames = 0
+    for path in sorted(vendor_files.glob("*.dcm")):
+        if pydicom.dcmread(path, stop_before_pixels=True, force=True).get("Modality") == "US":
+            (scans / path.name).symlink_to(path)
+            frames += read_dicom_info(path).frames
+    assert len(list(scans.iterdir())) >= 16 and frames >= 130
+    segmenter = Segmenter(Threshold(), {**PLAIN, "size": (32, 32)}, device="cpu", batch_size=8)
+    result = segmenter.predict_folder(
+        scans, tmp_path / "out", measurements=True, pixel_spacing="auto", progress=False
+    )
+    assert result.frames == frames
 
 
 def test_dicom_files_are_listed_by_extension_or_by_content(tmp_path: Path) -> None:
@@ -303,6 +392,125 @@ def test_each_bad_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=re.escape(words)) as error:
             reader(path)
         assert str(path) in str(error.value), name
+
+
+def with_raw(path: Path, old: bytes, new: bytes) -> Path:
+    """``path`` with the first ``old`` bytes replaced by ``new`` (damage pydicom's writer
+    refuses to write)."""
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new, 1))
+    return path
+
+
+def damaged_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """A DICOM file per damaged header value of issue 26, with the words its error must hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = loop(1)[0]
+
+    def damaged(name: str, change) -> Path:
+        return edited(write_dicom(folder / f"{name}.dcm", frame), change)
+
+    def emptied(keyword: str):
+        return lambda d: d.__setitem__(keyword, DataElement(keyword, "US", None))
+
+    def no_pixels_two_classes(d) -> None:
+        del d.PixelData
+        d.SOPClassUID = ["1.2.840.10008.5.1.4.1.1.6.1", "1.2.3"]
+
+    red_only = palette_file(folder / "redonly.dcm", np.arange(256, dtype=np.uint16), 8)
+    edited(red_only, lambda d: [d.__delitem__(f"{c}PaletteColorLookupTableData")
+                                for c in ("Green", "Blue")])  # fmt: skip
+    rows = b"\x28\x00\x10\x00US\x02\x00"  # Rows (0028,0010), VR US, 2 bytes: 90 ("Z\0")
+    return {
+        "onespacing": (
+            damaged("onespacing", lambda d: setattr(d, "PixelSpacing", [0.1])),
+            "PixelSpacing (0028,0030) holds 1 value(s) (0.1), not the two (row, col)",
+        ),
+        "norows": (damaged("norows", emptied("Rows")), "Rows (0028,0010) is empty"),
+        "nobits": (damaged("nobits", emptied("BitsAllocated")), "BitsAllocated (0028,0100) is"),
+        "nosamples": (damaged("nosamples", emptied("SamplesPerPixel")), "SamplesPerPixel"),
+        "twoclasses": (damaged("twoclasses", no_pixels_two_classes), "not an image (['1.2.840"),
+        "units": (
+            damaged(
+                "units", lambda d: setattr(d, "SequenceOfUltrasoundRegions", [region(units=[3, 3])])
+            ),  # fmt: skip
+            "ultrasound region 1: PhysicalUnitsXDirection holds 2 values ([3, 3]), not one",
+        ),
+        "redonly": (red_only, "PALETTE COLOR without its green and blue lookup table"),
+        "oddlength": (
+            with_raw(
+                write_dicom(folder / "oddlength.dcm", frame),
+                rows + b"Z\0",
+                rows[:6] + b"\x03\0Z\0\0",
+            ),  # fmt: skip
+            "damaged DICOM header (BytesLengthException",
+        ),
+        "unknownvr": (
+            with_raw(write_dicom(folder / "unknownvr.dcm", frame), rows, rows[:4] + b"ZZ\x02\x00"),
+            "damaged DICOM header (NotImplementedError: Unknown Value Representation 'ZZ'",
+        ),
+        "negative": (
+            damaged("negative", lambda d: setattr(d, "NumberOfFrames", -2)),
+            "NumberOfFrames (0028,0008) is -2: not a whole number >= 1",
+        ),
+    }
+
+
+def test_each_damaged_header_value_is_a_clear_error_naming_the_file(tmp_path: Path) -> None:
+    for name, (path, words) in damaged_files(tmp_path).items():
+        with pytest.raises(ValueError, match=re.escape(words)) as error:
+            read_spacing(path)  # reads the header as every reader does, and the spacing
+            read_frame(path)
+        assert str(path) in str(error.value), name
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_a_batch_goes_on_past_damaged_headers_and_names_each_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = damaged_files(tmp_path / "scans")
+    write_dicom(tmp_path / "scans" / "good.dcm", loop(2), region_spacing_mm=0.2)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "scans"), str(out), "--quiet", "--measure"]) == 2
+    err = capsys.readouterr().err
+    assert f"{len(damaged)} of {len(damaged) + 2} images could not be segmented" in err
+    for path, words in damaged.values():
+        (line,) = [line for line in err.splitlines() if f"{path}:" in line]
+        assert words in line and line.count(str(path)) == 1
+    assert sorted(p.name for p in out.glob("*.png")) == ["good_f0001.png", "good_f0002.png"]
+    assert [row["frame"] for row in read_rows(out / "measurements.csv")] == ["1", "2"]
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_a_compressed_file_claiming_more_frames_than_it_holds_is_one_quick_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_dicom(tmp_path / "claims.dcm", loop(3))
+    edited(path, lambda d: d.compress(RLELossless))
+    for claim in (5_000_000, 30_000):
+        edited(path, lambda d, claim=claim: setattr(d, "NumberOfFrames", claim))
+        words = f"says {claim} frames, but the compressed pixel data holds 3 fragments"
+        with pytest.raises(ValueError, match=words):
+            frame_outputs("claims", path)
+    assert main(["predict", str(path), str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.count("claims.dcm") == 1
+
+
+def test_a_frame_that_cannot_be_decoded_is_named_once(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "scans" / "loop.dcm", loop(3))
+    edited(path, lambda d: d.compress(RLELossless))
+    dataset = pydicom.dcmread(path)
+    fragments = list(pydicom.encaps.generate_frames(dataset.PixelData, number_of_frames=3))
+    dataset.PixelData = encapsulate([fragments[0], b"\0" * 8, fragments[2]])
+    dataset.save_as(path)
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
+    with pytest.raises(ValueError) as error:
+        segmenter.predict_folder(tmp_path / "scans", tmp_path / "out", progress=False)
+    (line,) = [line for line in str(error.value).splitlines() if "loop.dcm" in line]
+    assert line.count("loop.dcm") == 1 and "frame 2 cannot be decoded" in line
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "loop_f0001.png", "loop_f0003.png"]  # fmt: skip
 
 
 def test_without_pydicom_a_dicom_says_how_to_install_it(

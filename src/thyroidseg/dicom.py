@@ -45,11 +45,14 @@ array([24, 25, 26, 27, 28, 29], dtype=uint8)
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +62,13 @@ from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing
 
 try:  # the optional extra thyroidseg[dicom]; reading a DICOM file says how to install it
     import pydicom
+    from pydicom.datadict import tag_for_keyword
     from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+    from pydicom.multival import MultiValue
     from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels, pixel_array
+    from pydicom.tag import Tag
     from pydicom.uid import (
         UID,
         ExplicitVRBigEndian,
@@ -83,6 +90,7 @@ __all__ = [
     "FrameRange",
     "frame_outputs",
     "is_dicom",
+    "is_frame_output",
     "iter_frames",
     "read_dicom_info",
     "read_frame",
@@ -237,14 +245,14 @@ def read_dicom_info(path: str | os.PathLike[str]) -> DicomInfo:
         interpretation outside `PHOTOMETRIC_INTERPRETATIONS`; more than 16 bits per sample.
         Each message names the file.
     """
-    path, dataset, syntax = _read_header(path)
+    header = _read_header(path)
     return DicomInfo(
-        path=path,
-        frames=_frame_count(dataset),
-        rows=int(dataset.Rows),
-        columns=int(dataset.Columns),
-        photometric=str(dataset.PhotometricInterpretation),
-        transfer_syntax=syntax.name,
+        path=header.path,
+        frames=header.frames,
+        rows=header.rows,
+        columns=header.columns,
+        photometric=header.photometric,
+        transfer_syntax=header.syntax.name,
     )
 
 
@@ -271,8 +279,8 @@ def read_frame(path: str | os.PathLike[str], index: int | None = None) -> np.nda
         As `read_dicom_info`; an index outside the file, or pixel data that cannot be
         decoded (the message names the file and the frame).
     """
-    path, dataset, syntax = _read_header(path)
-    count = _frame_count(dataset)
+    header = _read_header(path)
+    path, count = header.path, header.frames
     if index is None:
         if count > 1:
             raise ValueError(
@@ -282,11 +290,12 @@ def read_frame(path: str | os.PathLike[str], index: int | None = None) -> np.nda
         index = 0
     if not 0 <= index < count:
         raise ValueError(f"{path}: no frame index {index} (the file has {count} frames)")
-    try:
-        array = pixel_array(path, index=index, **_syntax_option(dataset, syntax))
-    except Exception as error:  # pydicom's decoders raise many kinds on damaged data
-        raise ValueError(f"{path}: frame {index + 1} cannot be decoded ({error})") from error
-    return _converted(array, dataset)
+    with _naming(path):
+        try:
+            array = pixel_array(_pixel_source(header), index=index, **_syntax_option(header))
+        except Exception as error:  # pydicom's decoders raise many kinds on damaged data
+            raise ValueError(f"{path}: frame {index + 1} cannot be decoded ({error})") from error
+        return _converted(array, header)
 
 
 def iter_frames(
@@ -306,15 +315,20 @@ def iter_frames(
     ImportError, FileNotFoundError, ValueError
         As `read_frame`.
     """
-    path, dataset, syntax = _read_header(path)
-    indices = FrameRange.parse(frames).indices(_frame_count(dataset))
-    stream = iter_pixels(path, indices=indices, **_syntax_option(dataset, syntax))
+    header = _read_header(path)
+    path = header.path
+    indices = FrameRange.parse(frames).indices(header.frames)
+    stream = iter_pixels(_pixel_source(header), indices=indices, **_syntax_option(header))
     for index in indices:
-        try:
-            array = next(stream)
-        except Exception as error:  # pydicom's decoders raise many kinds on damaged data
-            raise ValueError(f"{path}: frame {index + 1} cannot be decoded ({error})") from error
-        yield _converted(array, dataset)
+        with _naming(path):
+            try:
+                array = next(stream)
+            except Exception as error:  # pydicom's decoders raise many kinds on damaged data
+                raise ValueError(
+                    f"{path}: frame {index + 1} cannot be decoded ({error})"
+                ) from error
+            converted = _converted(array, header)
+        yield converted
 
 
 def read_spacing(path: str | os.PathLike[str]) -> FrameSpacing:
@@ -330,25 +344,32 @@ def read_spacing(path: str | os.PathLike[str]) -> FrameSpacing:
         As `read_dicom_info`; tissue regions that all give other units than centimetres
         (or no deltas), and any spacing outside 0.0001-10 mm (`thyroidseg.spacing.check_spacing`).
     """
-    path, dataset, _ = _read_header(path)
+    header = _read_header(path)
+    path, dataset = header.path, header.dataset
+    with _naming(path):
+        return _spacing(path, dataset)
+
+
+def _spacing(path: Path, dataset: Dataset) -> FrameSpacing:
+    """`read_spacing` of a data set read from ``path``."""
     regions = dataset.get("SequenceOfUltrasoundRegions") or []
     usable, wrong = [], []
     for number, region in enumerate(regions, start=1):
+        where = f"{path}: ultrasound region {number}"
         if (
-            region.get("RegionDataType") != _TISSUE
-            or region.get("RegionSpatialFormat", _SPATIAL_2D) != _SPATIAL_2D
+            _one(region, "RegionDataType", where) != _TISSUE
+            or _one(region, "RegionSpatialFormat", where, _SPATIAL_2D) != _SPATIAL_2D
         ):
             continue
-        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
-        deltas = (region.get("PhysicalDeltaY"), region.get("PhysicalDeltaX"))
+        units = tuple(_one(region, f"PhysicalUnits{axis}Direction", where) for axis in "XY")
+        deltas = tuple(_one(region, f"PhysicalDelta{axis}", where) for axis in "YX")
         if units != (_CM, _CM) or None in deltas:
             shown = "/".join(_UNITS.get(unit, str(unit)) for unit in units)
             wrong.append(f"region {number}: units {shown}" + (", no deltas" * (None in deltas)))
             continue
-        where = f"{path}: ultrasound region {number}"
         spacing = check_spacing(tuple(10.0 * float(d) for d in deltas), where)
         box = tuple(
-            int(region.get(k, 0)) + (k.startswith("RegionLocationMax"))
+            int(_one(region, k, where, 0)) + (k.startswith("RegionLocationMax"))
             for k in ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1",
                       "RegionLocationMaxY1")
         )  # fmt: skip
@@ -363,9 +384,17 @@ def read_spacing(path: str | os.PathLike[str]) -> FrameSpacing:
         )
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = dataset.get(keyword)
-        if value:
-            spacing = check_spacing(tuple(float(v) for v in value), f"{path}: {keyword}")
-            return FrameSpacing("pixel-spacing", spacing)
+        values = list(value) if isinstance(value, MultiValue | list) else [value]
+        if values in ([], [None], [""]):
+            continue
+        if len(values) != 2:
+            raise ValueError(
+                f"{path}: {keyword} {_tag(keyword)} holds {len(values)} value(s) "
+                f"({', '.join(map(str, values))}), not the two (row, col) it must; give the "
+                "size by hand with pixel_spacing (--pixel-spacing MM)"
+            )
+        spacing = check_spacing(tuple(float(v) for v in values), f"{path}: {keyword}")
+        return FrameSpacing("pixel-spacing", spacing)
     return FrameSpacing("none")
 
 
@@ -450,13 +479,60 @@ def write_dicom(
 # -- reading -------------------------------------------------------------------------
 
 
-def _read_header(path: str | os.PathLike[str]) -> tuple[Path, Dataset, UID]:
-    """The file's data set (pixel data left on disk) and its transfer syntax, checked."""
+@dataclass(frozen=True)
+class _Header:
+    """A file's data set (pixel data left on disk), transfer syntax and checked geometry."""
+
+    path: Path
+    dataset: Dataset
+    syntax: UID
+    frames: int
+    rows: int
+    columns: int
+    photometric: str
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Turn any problem a file's header values cause into a ``ValueError`` naming the file.
+
+    pydicom converts header values when they are first used, so a damaged one (an odd
+    length, an unknown VR, a list where one number belongs) raises whatever its conversion
+    raises, wherever it is read.
+    """
+    try:
+        yield
+    except (ImportError, OSError):
+        raise
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: {error}") from error
+    except Exception as error:  # pydicom's lazy conversions raise many kinds
+        raise ValueError(
+            f"{path}: damaged DICOM header ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _read_header(path: str | os.PathLike[str]) -> _Header:
+    """The file's data set and transfer syntax, checked so that `read_frame` can decode it.
+
+    The last file's header is kept while the file is unchanged (same inode, size and
+    modification and change times), so reading a loop frame by frame parses its header
+    once: pydicom reads compressed pixel data with the header.
+    """
     path = Path(path)
     if pydicom is None:
         raise ImportError(f"{path}: reading DICOM files needs pydicom: {INSTALL_HINT}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such DICOM file")
+    stat = path.stat()
+    return _parsed_header(path, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_header(path: Path, state: tuple[int, int, int, int]) -> _Header:
+    """`_read_header` of the file in the ``state`` its inode, size and times say."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -464,29 +540,74 @@ def _read_header(path: str | os.PathLike[str]) -> tuple[Path, Dataset, UID]:
         except Exception as error:  # pydicom raises many kinds on files that are not DICOM
             raise ValueError(f"{path}: not a readable DICOM file ({error})") from error
     said = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-    meta = dataset.get("file_meta") or FileMetaDataset()
-    if (
-        meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
-        or "DirectoryRecordSequence" in dataset
-    ):
-        raise ValueError(
-            f"{path}: a DICOMDIR, the index of a DICOM disc or folder, not an image: give "
-            "the image files it lists (in the folders beside it)"
-        )
-    if "PixelData" not in dataset or "Rows" not in dataset or "Columns" not in dataset:
-        what = dataset.get("SOPClassUID")
-        raise ValueError(
-            f"{path}: "
-            + (
-                f"truncated: the file ends before its pixel data does (pydicom: {said})"
-                if "End of file" in said
-                else "no pixel data (7FE0,0010) and frame size: not an image"
-                + (f" ({what.name})" if what is not None else " (or not a DICOM file)")
+    with _naming(path):
+        meta = dataset.get("file_meta") or FileMetaDataset()
+        if (
+            meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
+            or "DirectoryRecordSequence" in dataset
+        ):
+            raise ValueError(
+                f"{path}: a DICOMDIR, the index of a DICOM disc or folder, not an image: give "
+                "the image files it lists (in the folders beside it)"
             )
+        if "PixelData" not in dataset or "Rows" not in dataset or "Columns" not in dataset:
+            raise ValueError(f"{path}: " + _why_no_image(dataset, said))
+        header = _Header(
+            path=path,
+            dataset=dataset,
+            syntax=meta.get("TransferSyntaxUID") or _syntax_of_encoding(dataset),
+            frames=_frames(dataset),
+            rows=_whole(dataset, "Rows"),
+            columns=_whole(dataset, "Columns"),
+            photometric=str(dataset.get("PhotometricInterpretation", "")),
         )
-    syntax = meta.get("TransferSyntaxUID") or _syntax_of_encoding(dataset)
-    _check_decodable(path, dataset, syntax)
-    return path, dataset, syntax
+        _check_decodable(header)
+        if header.photometric == "PALETTE COLOR" and not header.syntax.is_little_endian:
+            _palette_to_little_endian(dataset)
+    return header
+
+
+def _why_no_image(dataset: Dataset, said: str) -> str:
+    """Why a data set without pixel data or frame size is no image (truncated, or another kind)."""
+    if "End of file" in said:
+        return f"truncated: the file ends before its pixel data does (pydicom: {said})"
+    what = dataset.get("SOPClassUID")
+    named = "(or not a DICOM file)" if what is None else f"({getattr(what, 'name', what)})"
+    return f"no pixel data (7FE0,0010) and frame size: not an image {named}"
+
+
+def _tag(keyword: str) -> str:
+    """The element's tag as DICOM writes it, ``(0028,0010)`` for ``Rows``."""
+    tag = tag_for_keyword(keyword)
+    return keyword if tag is None else str(Tag(tag))
+
+
+def _whole(dataset: Dataset, keyword: str, default: int | None = None) -> int:
+    """A header value that must be one whole number >= 1 (``default`` when it is absent)."""
+    if keyword not in dataset and default is not None:
+        return default
+    value = dataset[keyword].value
+    if value is None or value == "":
+        raise ValueError(f"{keyword} {_tag(keyword)} is empty")
+    if isinstance(value, MultiValue | list):
+        raise ValueError(f"{keyword} {_tag(keyword)} holds {len(value)} values, not one")
+    if int(value) != value or int(value) < 1:
+        raise ValueError(f"{keyword} {_tag(keyword)} is {value}: not a whole number >= 1")
+    return int(value)
+
+
+def _frames(dataset: Dataset) -> int:
+    """``NumberOfFrames`` (1 when absent or empty), checked."""
+    value = dataset.get("NumberOfFrames")
+    return 1 if value is None or value == "" else _whole(dataset, "NumberOfFrames")
+
+
+def _one(item: Dataset, keyword: str, where: str, default: Any = None) -> Any:
+    """The single value of ``keyword`` in ``item`` (``default`` when absent or empty)."""
+    value = item.get(keyword)
+    if isinstance(value, MultiValue | list):
+        raise ValueError(f"{where}: {keyword} holds {len(value)} values ({value}), not one")
+    return default if value is None or value == "" else value
 
 
 def _syntax_of_encoding(dataset: Dataset) -> UID:
@@ -497,16 +618,25 @@ def _syntax_of_encoding(dataset: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _syntax_option(dataset: Dataset, syntax: UID) -> dict[str, Any]:
+def _pixel_source(header: _Header) -> Path | Dataset:
+    """What pydicom decodes frames from: the file, which it reads frame by frame, or for a
+    deflated file (whose pixel data lies in a compressed stream) the whole inflated data set."""
+    if header.syntax.is_deflated:
+        return pydicom.dcmread(header.path, force=True)
+    return header.path
+
+
+def _syntax_option(header: _Header) -> dict[str, Any]:
     """pydicom's ``transfer_syntax_uid=`` for a file without file meta header, else nothing."""
-    meta = dataset.get("file_meta")
-    return (
-        {} if meta is not None and "TransferSyntaxUID" in meta else {"transfer_syntax_uid": syntax}
-    )
+    meta = header.dataset.get("file_meta")
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return {}
+    return {"transfer_syntax_uid": header.syntax}
 
 
-def _check_decodable(path: Path, dataset: Dataset, syntax: UID) -> None:
+def _check_decodable(header: _Header) -> None:
     """Refuse what `read_frame` could not decode or convert, before decoding anything."""
+    path, dataset, syntax = header.path, header.dataset, header.syntax
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -519,63 +649,126 @@ def _check_decodable(path: Path, dataset: Dataset, syntax: UID) -> None:
         raise ValueError(
             f"{path}: decoding {syntax.name} needs a package that is not installed, one of: "
             + "; ".join(decoder.missing_dependencies)
+            + f" ({INSTALL_HINT} installs them)"
         )
-    photometric = str(dataset.get("PhotometricInterpretation", ""))
-    if photometric not in PHOTOMETRIC_INTERPRETATIONS:
+    if header.photometric not in PHOTOMETRIC_INTERPRETATIONS:
         raise ValueError(
-            f"{path}: photometric interpretation {photometric or 'missing'} is not supported "
-            f"(supported: {', '.join(PHOTOMETRIC_INTERPRETATIONS)})"
+            f"{path}: photometric interpretation {header.photometric or 'missing'} is not "
+            f"supported (supported: {', '.join(PHOTOMETRIC_INTERPRETATIONS)})"
         )
-    if int(dataset.get("BitsAllocated", 8)) > 16:
+    if _whole(dataset, "BitsAllocated", 8) > 16:
         raise ValueError(f"{path}: {dataset.BitsAllocated}-bit pixels (at most 16 supported)")
+    if header.photometric == "PALETTE COLOR":
+        _check_palette(path, dataset)
     if decoder.is_native:
-        _check_length(path, dataset)
+        _check_length(header)
+    elif header.frames > 1:
+        _check_fragments(header)
 
 
-def _check_length(path: Path, dataset: Dataset) -> None:
+def _check_length(header: _Header) -> None:
     """Uncompressed pixel data must hold every frame, and the file every declared byte."""
+    dataset = header.dataset
     element = dataset.get_item(0x7FE00010, keep_deferred=True)
     declared = element.length if isinstance(element, RawDataElement) else len(element.value)
-    samples = (
-        2
-        if dataset.PhotometricInterpretation == "YBR_FULL_422"
-        else dataset.get("SamplesPerPixel", 1)
-    )
+    samples = 2 if header.photometric == "YBR_FULL_422" else _whole(dataset, "SamplesPerPixel", 1)
     needed = (
-        _frame_count(dataset) * dataset.Rows * dataset.Columns * samples
-        * int(dataset.get("BitsAllocated", 8)) // 8
+        header.frames * header.rows * header.columns * samples
+        * _whole(dataset, "BitsAllocated", 8) // 8
     )  # fmt: skip
     on_disk = declared
-    if isinstance(element, RawDataElement) and element.value is None:
-        on_disk = min(declared, path.stat().st_size - element.value_tell)
+    if isinstance(element, RawDataElement) and element.value is None:  # left on disk
+        if not header.syntax.is_deflated:  # a deflated file's offsets are inflated ones
+            on_disk = min(declared, header.path.stat().st_size - element.value_tell)
     if on_disk < needed:
         raise ValueError(
-            f"{path}: truncated or damaged: {_frame_count(dataset)} frames of "
-            f"{dataset.Rows} x {dataset.Columns} need {needed} bytes of pixel data, the file "
+            f"{header.path}: truncated or damaged: {header.frames} frames of "
+            f"{header.rows} x {header.columns} need {needed} bytes of pixel data, the file "
             f"holds {max(on_disk, 0)}"
         )
 
 
-def _frame_count(dataset: Dataset) -> int:
-    return int(dataset.get("NumberOfFrames") or 1)
+def _check_fragments(header: _Header) -> None:
+    """Compressed pixel data holds one fragment or more per frame: a larger claim is refused.
+
+    Checked before any frame is read, so that a damaged ``NumberOfFrames`` (millions of
+    frames in a file of a few) is one error, not a frame loop that never ends.
+    """
+    buffer = BytesIO(header.dataset.PixelData)
+    parse_basic_offsets(buffer)
+    fragments, _ = parse_fragments(buffer)
+    if fragments < header.frames:
+        raise ValueError(
+            f"{header.path}: NumberOfFrames (0028,0008) says {header.frames} frames, but the "
+            f"compressed pixel data holds {fragments} fragments (at least one per frame): a "
+            "damaged header or a truncated file"
+        )
 
 
-def _converted(array: np.ndarray, dataset: Dataset) -> np.ndarray:
+_COLOURS = ("Red", "Green", "Blue")
+
+
+def _check_palette(path: Path, dataset: Dataset) -> None:
+    """A PALETTE COLOR file must carry the three lookup tables, each a descriptor and data."""
+    missing = [
+        colour.lower()
+        for colour in _COLOURS
+        if f"{colour}PaletteColorLookupTableDescriptor" not in dataset
+        or (
+            f"{colour}PaletteColorLookupTableData" not in dataset
+            and f"Segmented{colour}PaletteColorLookupTableData" not in dataset
+        )
+    ]
+    if missing:
+        raise ValueError(
+            f"{path}: PALETTE COLOR without its {' and '.join(missing)} lookup table "
+            "(descriptor and data, (0028,1101)-(0028,1203)): the colours cannot be read"
+        )
+
+
+def _palette_to_little_endian(dataset: Dataset) -> None:
+    """Swap the bytes of 16-bit palette entries read from a big-endian file.
+
+    pydicom's ``apply_color_lut`` reads the (unsegmented) lookup data in the machine's byte
+    order, whatever the file's.
+    """
+    entries = int(dataset.RedPaletteColorLookupTableDescriptor[0]) or 1 << 16
+    for colour in _COLOURS:
+        element = dataset.get(f"{colour}PaletteColorLookupTableData")
+        if element is not None and len(element) == 2 * entries:
+            dataset[f"{colour}PaletteColorLookupTableData"].value = (
+                np.frombuffer(element, ">u2").astype("<u2").tobytes()
+            )
+
+
+def _converted(array: np.ndarray, header: _Header) -> np.ndarray:
     """A decoded frame as grey ``uint8``/``uint16`` or BGR, by its photometric interpretation."""
-    photometric = dataset.PhotometricInterpretation
-    if photometric == "PALETTE COLOR":
-        array = apply_color_lut(array, dataset)
-        if array.dtype == np.uint16:  # 16-bit palette entries
-            array = np.round(array / 257.0).astype(np.uint8)
+    dataset = header.dataset
+    if header.photometric == "PALETTE COLOR":
+        array = _palette_colours(array, dataset)
     if array.ndim == 3:  # RGB (YBR and JPEG colour are converted to RGB by pydicom)
         return np.ascontiguousarray(array[..., ::-1])
-    bits = int(dataset.get("BitsStored", array.dtype.itemsize * 8))
+    bits = _whole(dataset, "BitsStored", array.dtype.itemsize * 8)
     if np.issubdtype(array.dtype, np.signedinteger):  # shift to unsigned, order kept
         unsigned = np.uint8 if array.dtype.itemsize == 1 else np.uint16
         array = (array.astype(np.int32) + (1 << (bits - 1))).astype(unsigned)
-    if photometric == "MONOCHROME1":  # 0 is white
+    if header.photometric == "MONOCHROME1":  # 0 is white
         array = ((1 << bits) - 1 - array.astype(np.int32)).astype(array.dtype)
     return np.ascontiguousarray(array)
+
+
+def _palette_colours(array: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """``uint8`` RGB of a PALETTE COLOR frame: each entry scaled by the table's bit depth.
+
+    The depth is the descriptor's third value (8 or 16): an 8-bit table stored in 16-bit
+    words keeps its values, a 16-bit table is divided by 257 (65535 -> 255).
+    """
+    depth = int(dataset.RedPaletteColorLookupTableDescriptor[2])
+    if depth not in (8, 16):
+        raise ValueError(f"PALETTE COLOR lookup tables of {depth} bits (8 or 16 supported)")
+    colours = apply_color_lut(array, dataset).astype(np.float64)
+    scaled = np.round(colours * (255.0 / ((1 << depth) - 1)))
+    return np.clip(scaled, 0, 255).astype(np.uint8)[..., :3]
 
 
 def frame_outputs(
@@ -595,7 +788,7 @@ def frame_outputs(
     selection = FrameRange.parse(frames)
     if not is_dicom(path):
         return {stem: None}
-    count = read_dicom_info(path).frames
+    count = read_dicom_info(path).frames  # checked: a whole number >= 1
     if count == 1:
         return {stem: None}
     try:
@@ -603,3 +796,12 @@ def frame_outputs(
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return {f"{stem}_f{index + 1:04d}": index for index in indices}
+
+
+def is_frame_output(name: str, stem: str) -> bool:
+    """Whether ``name`` is an output name `frame_outputs` gives a frame of the loop ``stem``.
+
+    >>> is_frame_output("scan_f0012", "scan"), is_frame_output("scan_final", "scan")
+    (True, False)
+    """
+    return re.fullmatch(re.escape(stem) + r"_f\d{4,}", name) is not None

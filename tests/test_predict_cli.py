@@ -227,3 +227,52 @@ def test_overwrite_removes_the_old_outputs_of_a_frame_that_became_unreadable(
 def test_a_boolean_batch_size_is_refused() -> None:
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got True"):
         Segmenter(Threshold(), PLAIN, batch_size=True)
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_a_refused_or_failed_measuring_run_leaves_loops_csv_alone(tmp_path, capsys) -> None:
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    two_frames(scans)
+    out.mkdir()
+    (out / "loops.csv").write_text("notes")  # not this command's: refused, and kept
+    argv = ["predict", str(scans), str(out), "--quiet", "--measure"]
+    assert main(argv) == 2 and "loops.csv" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "typo"), str(out), "--quiet", "--measure"]) == 2
+    assert (out / "loops.csv").read_text() == "notes"
+    pytest.importorskip("pydicom")
+    from thyroidseg.dicom import write_dicom
+
+    write_dicom(scans / "loop.dcm", np.stack([frame_with_square()[0]] * 2))
+    looped = tmp_path / "looped"
+    assert main([*argv[:2], str(looped), *argv[3:]]) == 0
+    before = (looped / "loops.csv").read_text()
+    assert main([*argv[:2], str(looped), *argv[3:]]) == 2  # a rerun, refused: kept
+    assert (looped / "loops.csv").read_text() == before
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_overwrite_leaves_no_stale_frame_masks_or_measurement_rows(tmp_path, capsys) -> None:
+    pytest.importorskip("pydicom")
+    from thyroidseg.dicom import write_dicom
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    write_dicom(scans / "loop.dcm", np.stack([frame_with_square()[0]] * 3))
+    argv = ["predict", str(scans), str(out), "--quiet", "--overlay", "--measure"]
+    assert main(argv) == 0
+    assert len(list(out.glob("loop_f*.png"))) == 3 and (out / "loops.csv").is_file()
+    (scans / "loop.dcm").write_bytes((scans / "loop.dcm").read_bytes()[:400])  # unreadable
+    assert main([*argv, "--overwrite"]) == 2
+    assert "loop.dcm" in capsys.readouterr().err
+    assert not list(out.glob("loop_f*.png")) and not list((out / "overlays").glob("*.png"))
+    columns, rows = read_rows(out / "measurements.csv")
+    assert rows == [] and not (out / "loops.csv").exists()  # no frame readable: no rows
+
+
+@pytest.mark.usefixtures("shipped_threshold")
+def test_a_path_with_brackets_that_exists_is_that_file_not_a_pattern(tmp_path) -> None:
+    write_image(tmp_path / "scan[1].png", frame_with_square()[0])
+    write_image(tmp_path / "scan1.png", frame_with_square(60, 80)[0])
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "scan[1].png"), str(out), "--quiet"]) == 0
+    assert [p.name for p in out.glob("*.png")] == ["scan[1].png"]
+    assert read_binary_mask(out / "scan[1].png").shape == (90, 140)

@@ -24,7 +24,7 @@ import numpy as np
 
 from thyroidseg._outputs import PathLike, check_outputs, reserve_folder
 from thyroidseg._progress import Progress
-from thyroidseg.dicom import DICOM_EXTENSIONS, is_dicom, read_frame
+from thyroidseg.dicom import DICOM_EXTENSIONS, is_dicom, is_frame_output, read_frame
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS
@@ -256,7 +256,9 @@ def list_inputs(inputs: Inputs) -> dict[str, Path]:
     """Map file stem -> path for the images ``inputs`` names, in the order given.
 
     Each input is a folder (its images, `list_images`), an image file, or a glob pattern
-    (``*``, ``?`` or ``[`` in the name; its matches, sorted). Outputs are named by stem, so
+    (``*``, ``?`` or ``[`` in the name; its matches, sorted). A path that exists is taken
+    as it is, so ``scan[1].png`` is that file, never a pattern matching ``scan1.png``.
+    Outputs are named by stem, so
     two inputs with one stem are an error, as are a missing file, a file that is not an
     image by its extension (or a DICOM file by content), and a pattern that matches nothing.
 
@@ -271,7 +273,7 @@ def list_inputs(inputs: Inputs) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for entry in entries:
         path = Path(entry)
-        if any(char in str(entry) for char in "*?["):
+        if any(char in str(entry) for char in "*?[") and not os.path.lexists(path):
             matches = sorted(Path(p) for p in glob.glob(str(entry)))
             images = [m for m in matches if _is_image(m)]
             if not images:
@@ -437,7 +439,8 @@ def map_folder(
     3. ``load(source)`` per image, in stem order; a ``ValueError`` or ``OSError`` is that
        file's failure (recorded with the file's name, and the loop goes on; with
        ``overwrite``, an earlier output for that file and its companions are removed, so
-       none is left stale);
+       none is left stale: for a DICOM file that failed as a whole, also the frames of a
+       loop, ``<stem>_fNNNN.png``, that this run does not write);
     4. ``save({target: loaded, ...})`` for every ``batch_size`` images loaded (the last
        batch may be smaller); ``save`` writes each target, atomically;
     5. the summary file, if given as ``(path, make)``: ``make(failures)`` written
@@ -521,14 +524,15 @@ def map_folder(
         batch: dict[str, Loaded] = {}
         stems = list(sources)
         for stem in failures if overwrite else ():  # an earlier run's outputs would pass
-            _remove_outputs(targets[stem], companions)  # for this run's
+            loop = is_dicom(inputs[stem])  # for this run's
+            _remove_outputs(out_dir, stem, companions, frames_of=sources if loop else None)
         for index, stem in enumerate(Progress(stems, desc=verb, enabled=progress)):
             try:
                 batch[stem] = load(items[stem])
             except (OSError, ValueError) as error:  # this file is bad: record it, go on
                 failures[stem] = _naming(error, sources[stem])
                 if overwrite:
-                    _remove_outputs(targets[stem], companions)
+                    _remove_outputs(out_dir, stem, companions)
             if batch and (len(batch) == batch_size or index == len(stems) - 1):
                 save({targets[s]: loaded for s, loaded in batch.items()})
                 written.update((s, targets[s]) for s in batch)
@@ -552,7 +556,24 @@ def _naming(error: Exception, source: Path) -> str:
     return message if str(source) in message else f"{source}: {message}"
 
 
-def _remove_outputs(target: Path, companions: Sequence[Path]) -> None:
-    """Remove ``target`` and its pictures in ``companions`` (stale outputs of a failed file)."""
-    for stale in (target, *(folder / target.name for folder in companions)):
-        stale.unlink(missing_ok=True)
+def _remove_outputs(
+    out_dir: Path,
+    stem: str,
+    companions: Sequence[Path],
+    frames_of: Mapping[str, Path] | None = None,
+) -> None:
+    """Remove ``<stem>.png`` and its pictures in ``companions`` (stale outputs of a failed file).
+
+    With ``frames_of`` (the output stems this run writes), also the frames an earlier run
+    wrote for the loop ``stem`` (`thyroidseg.dicom.is_frame_output`), except this run's.
+    """
+    for folder in (out_dir, *companions):
+        stale = [folder / f"{stem}.png"]
+        if frames_of is not None:
+            stale += [
+                path
+                for path in folder.glob(f"{glob.escape(stem)}_f*.png")
+                if is_frame_output(path.stem, stem) and path.stem not in frames_of
+            ]
+        for path in stale:
+            path.unlink(missing_ok=True)

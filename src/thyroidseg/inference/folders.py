@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from thyroidseg._io import Inputs, PathLike, list_inputs, map_folder, read_image, write_image
+from thyroidseg._io import Inputs, PathLike, csv_text, list_inputs, map_folder, read_image, write_image
 from thyroidseg._outputs import reserve_folder
 from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.inference.identity import model_identity
@@ -26,9 +26,9 @@ from thyroidseg.inference.measurements import (
     ImageKey,
     Nodule,
     PixelSpacing,
+    _measurement_cells,
     measure,
     write_loops_csv,
-    write_measurements_csv,
 )
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
@@ -208,7 +208,7 @@ def _predict_folder(
     wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
     extras = {name: out_dir / name for name, on in wanted if on}
     csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-    loops_path = out_dir / LOOPS_CSV if measurements else None
+    loops_path = out_dir / LOOPS_CSV
     sources = list_inputs(in_dir) if dicom_seg else {}
     seg_paths = segmentation_paths(out_dir, sources) if dicom_seg else {}  # refuses non-DICOM
     identity = model_identity(segmenter) if report or dicom_seg else None
@@ -242,8 +242,8 @@ def _predict_folder(
                     item.source.name, image, segmenter._prepare(image), item.spacing
                 )
             number = item.index + 1
+            image = read_frame(item.source, item.index)  # its errors name the file and frame
             try:
-                image = read_frame(item.source, item.index)
                 prepared = segmenter._prepare(image)
             except ValueError as error:
                 raise ValueError(f"{item.source}: frame {number}: {error}") from error
@@ -270,6 +270,15 @@ def _predict_folder(
                     path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
                     pictures[PROBABILITIES_DIR][target.stem] = path
 
+        def tables(failures: dict[str, str]) -> bytes:
+            """measurements.csv, with loops.csv beside it: map_folder writes them once its
+            checks passed and every frame was tried, also when some (or all) failed."""
+            nonlocal loops
+            loops = write_loops_csv(loops_path, found)
+            if loops is None:  # an earlier run's (the checks allowed replacing it): none now
+                loops_path.unlink(missing_ok=True)
+            return csv_text(*_measurement_cells(found)).encode()
+
         start = time.perf_counter()
         try:
             written = map_folder(
@@ -281,9 +290,10 @@ def _predict_folder(
                 split=split,
                 overwrite=overwrite,
                 batch_size=segmenter.batch_size,
+                summary=None if csv_path is None else (csv_path, tables),
                 companions=list(extras.values()),
                 also_writes=[
-                    *([csv_path, loops_path] if csv_path is not None else []),
+                    *([loops_path] if measurements else []),
                     *([reporter.path] if reporter is not None else []),
                     *seg_paths.values(),
                 ],
@@ -293,12 +303,7 @@ def _predict_folder(
             if reporter is not None:
                 reporter.failures = str(error)
             raise
-        finally:  # the rows of every frame written, also when some frames failed
-            if csv_path is not None and found:
-                write_measurements_csv(csv_path, found)
-                loops = write_loops_csv(loops_path, found)
-            if started and loops is None and loops_path is not None:
-                loops_path.unlink(missing_ok=True)  # an earlier run's, replaced by none
+        finally:  # the report and the SEGs of every frame segmented, also when some failed
             written_report = _finish_report(reporter, started, overwrite)
             written_segs = segmentations.write_all(overwrite) if started and segmentations else {}
         nodules = [nodule for frame_nodules in found.values() for nodule in frame_nodules]

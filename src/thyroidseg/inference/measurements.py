@@ -301,6 +301,13 @@ def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodu
     image,frame,nodule,view,area_px,x,y,width,height,max_diameter_px,depth_px,transverse_px,taller_than_wide,mean_probability,area_mm2,max_diameter_mm,depth_mm,transverse_mm,spacing_source
     b.dcm,2,1,0,3,1,0,3,1,2,1,3,false,,0.03,0.2,0.1,0.3,user
     """  # noqa: E501
+    return write_csv(path, *_measurement_cells(rows))
+
+
+def _measurement_cells(
+    rows: Mapping[ImageKey, Iterable[Nodule]],
+) -> tuple[list[dict[str, object]], tuple[str, ...]]:
+    """The cells and columns of `write_measurements_csv`."""
     table = [(key, nodule) for key, nodules in rows.items() for nodule in nodules]
     for key, nodule in table:
         if not isinstance(nodule, Nodule):
@@ -323,7 +330,7 @@ def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodu
         }
         for key, nodule in table
     ]
-    return write_csv(path, cells, columns)
+    return cells, columns
 
 
 def write_loops_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodule]]) -> Path | None:

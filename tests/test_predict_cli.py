@@ -276,3 +276,19 @@ def test_a_path_with_brackets_that_exists_is_that_file_not_a_pattern(tmp_path) -
     assert main(["predict", str(tmp_path / "scan[1].png"), str(out), "--quiet"]) == 0
     assert [p.name for p in out.glob("*.png")] == ["scan[1].png"]
     assert read_binary_mask(out / "scan[1].png").shape == (90, 140)
+
+
+def test_a_frame_too_small_to_crop_advises_no_option_predict_lacks(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    def cropping(cls, **options):
+        return cls(Threshold(), {**PLAIN, "crop": True})
+
+    monkeypatch.setattr(Segmenter, "pretrained", classmethod(cropping))
+    write_image(
+        tmp_path / "tiny.png", np.random.default_rng(0).integers(0, 255, (20, 20), np.uint8)
+    )
+    assert main(["predict", str(tmp_path / "tiny.png"), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "too small to find a scan region" in err and "thyroidseg preprocess --no-crop" in err
+    assert "pass --no-crop" not in err and "(--no-crop)" not in err

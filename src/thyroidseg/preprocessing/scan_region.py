@@ -100,20 +100,24 @@ def find_scan_region(image: np.ndarray | PathLike) -> Box:
     return _union(find_views(image))
 
 
+_WHOLE_FRAME = (
+    "preprocessing with crop=False uses the whole frame (thyroidseg preprocess --no-crop; "
+    "for predict, a model trained on whole frames)"
+)
+
+
 def _find_views(gray: np.ndarray, name: str) -> list[Box]:
     if min(gray.shape) < MIN_FRAME_SIDE:
         raise ValueError(
             f"{name}: image of shape (H, W) = {gray.shape} is too small to find a scan region "
-            f"(needs >= {MIN_FRAME_SIDE} px a side); pass crop=False (--no-crop) to use the "
-            "whole frame"
+            f"(needs >= {MIN_FRAME_SIDE} px a side); {_WHOLE_FRAME}"
         )
     nonzero = (gray > 0).view(np.uint8)
     coarse = _coarse_box(nonzero)
     if coarse is None:
         raise ValueError(
             f"{name}: no ultrasound field of view found (no textured area of at least "
-            f"{_COARSE * _OPEN_BLOCKS}x{_COARSE * _OPEN_BLOCKS} px); pass crop=False "
-            "(--no-crop) to use the whole frame"
+            f"{_COARSE * _OPEN_BLOCKS}x{_COARSE * _OPEN_BLOCKS} px); {_WHOLE_FRAME}"
         )
     outer = coarse.grow(_REACH, gray.shape)
     region = _refine(nonzero, coarse, outer)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def resume_conflicts(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
             continue
         if isinstance(there, Mapping) and isinstance(here, Mapping):  # the model's options
             changed += _mapping_conflicts(key, there, here)
+        elif isinstance(there, str) and isinstance(here, str) and "\n" in there + here:
+            changed.append(_text_conflict(key, there, here))
         else:
             changed.append(f"{key}={stored.get(key)!r} there, {current.get(key)!r} here")
     return changed + data_conflicts(stored.get("data") or {}, current.get("data") or {})
@@ -102,6 +105,22 @@ def data_conflicts(
         if not same:
             changed.append(f"{label}={value!r} there, {here!r} here")
     return changed
+
+
+def _text_conflict(key: str, there: str, here: str) -> str:
+    """``key``: what differs between two `describe` texts of a loss or optimizer.
+
+    Their class names when the classes differ, else the settings only one text has
+    (``optimizer: lr=0.01 there, lr=0.001 here``), never the whole multi-line reprs.
+    """
+    parts = [re.split(r"[\n,]", text) for text in (there, here)]
+    stored, current = ([p.strip(" ()").replace(": ", "=") for p in part if p.strip(" ()")]
+                       for part in parts)  # fmt: skip
+    if stored[0] != current[0]:
+        return f"{key}: {stored[0]} there, {current[0]} here"
+    only_there = " ".join(p for p in stored if p not in current) or "-"
+    only_here = " ".join(p for p in current if p not in stored) or "-"
+    return f"{key}: {only_there} there, {only_here} here"
 
 
 def _mapping_conflicts(label: str, stored: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:

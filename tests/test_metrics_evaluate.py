@@ -168,7 +168,7 @@ def test_cli_prints_and_writes_json_and_csv(folders, tmp_path, capsys):
         "3 prediction/label pairs" in printed and "HD95" in printed and "pixel accuracy" in printed
     )
     data = json.loads(out_json.read_text())
-    assert data["n_pairs"] == 3 and data["images"][2]["hd95"] is None
+    assert data["n_pairs"] == 3 and data["images"][2]["hd95"] == "inf"  # one mask empty
     assert data["confusion"]["per_image"]["1"]["false_positive_images"] == 1
     assert len(out_csv.read_text().splitlines()) == 4
 
@@ -246,3 +246,16 @@ def test_the_old_spacing_spellings_still_work_with_a_warning(folders, capsys):
     assert "warning: --spacing is deprecated and will be removed in 0.3; use --pixel-spacing" in (
         capsys.readouterr().err
     )
+
+
+def test_json_tells_an_infinite_distance_from_an_undefined_one(tmp_path):
+    empty = np.zeros((8, 8), np.uint8)
+    square = empty.copy()
+    square[2:5, 2:5] = 255
+    for stem, (pred, label) in {"one": (empty, square), "none": (empty, empty)}.items():
+        write_image(tmp_path / "pred" / f"{stem}.png", pred)
+        write_image(tmp_path / "label" / f"{stem}.png", label)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "label", progress=False)
+    rows = {row["stem"]: row for row in json.loads(json.dumps(result.to_dict()))["images"]}
+    assert rows["one"]["hd95"] == "inf" and float(rows["one"]["hd95"]) == math.inf
+    assert rows["none"]["hd95"] is None  # both empty: undefined

@@ -78,7 +78,11 @@ class FolderEvaluation:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: settings, the confusion-matrix summary, boundary summaries, per image."""
+        """JSON-ready: settings, the confusion-matrix summary, boundary summaries, per image.
+
+        An undefined value (NaN: HD95 of two empty masks) is ``None``, an infinite one (HD95
+        with one mask empty) the string ``"inf"``, so the two stay apart in JSON.
+        """
         return {
             "n_pairs": len(self.stems),
             "unpaired_predictions": list(self.unpaired_predictions),

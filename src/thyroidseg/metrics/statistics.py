@@ -54,7 +54,7 @@ class Summary:
         )
 
     def to_dict(self) -> dict[str, float | int | None]:
-        """JSON-ready fields (NaN becomes ``None``)."""
+        """JSON-ready fields (NaN becomes ``None``, an infinity ``"inf"``/``"-inf"``)."""
         return {key: _json_number(value) for key, value in self.__dict__.items()}
 
 
@@ -103,8 +103,12 @@ def summarize(
 
 
 def _json_number(value: Any) -> Any:
+    """``value`` as JSON takes it: NaN (undefined) is ``None`` (``null``), an infinity the
+    string ``"inf"`` or ``"-inf"`` (``float()`` reads it back), NumPy numbers Python ones."""
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        if math.isnan(value):
+            return None
+        return float(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, np.integer):
         return int(value)
     return value

@@ -29,7 +29,7 @@ from pydicom.uid import (  # noqa: E402
     RLELossless,
 )
 
-import thyroidseg.dicom  # noqa: E402
+import thyroidseg._dicom_header  # noqa: E402
 from inference_helpers import PLAIN, frame_with_square, iou  # noqa: E402
 from thyroidseg._io import list_inputs, read_image, write_image  # noqa: E402
 from thyroidseg.cli import main  # noqa: E402
@@ -517,7 +517,7 @@ def test_without_pydicom_a_dicom_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_dicom(tmp_path / "in" / "a.dcm", loop(1)[0])
-    monkeypatch.setattr(thyroidseg.dicom, "pydicom", None)
+    monkeypatch.setattr(thyroidseg._dicom_header, "pydicom", None)
     with pytest.raises(ImportError, match=r"pip install 'thyroidseg\[dicom\]'"):
         read_image(path)
     assert main(["predict", str(path), str(tmp_path / "out"), "--quiet"]) == 2

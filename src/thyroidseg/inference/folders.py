@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from thyroidseg._io import Inputs, PathLike, csv_text, list_inputs, map_folder, read_image, write_image
+from thyroidseg._io import (
+    Inputs,
+    PathLike,
+    csv_text,
+    list_inputs,
+    map_folder,
+    read_image,
+    write_image,
+)
 from thyroidseg._outputs import reserve_folder
 from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.inference.identity import model_identity

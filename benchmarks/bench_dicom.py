@@ -2,7 +2,7 @@
 
 The loop is built from real DDTI frames (``--data``, cycled to ``--frames`` frames, all
 resized to the first frame's size), written once as one uncompressed multi-frame DICOM
-(`thyroidseg.dicom.write_dicom`, with an ultrasound region of 0.1 mm pixels) and once as a
+(`thyroidseg.io.dicom.write_dicom`, with an ultrasound region of 0.1 mm pixels) and once as a
 folder of PNG files. Both go through the same ``Segmenter.predict_folder`` with the shipped
 model and ``--measure`` (spacing read from the file for the loop), best of ``--repeat``
 runs into a fresh folder, and the ratio DICOM / PNG is printed beside the CPU:
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from thyroidseg import Segmenter
-from thyroidseg._io import atomic_write_bytes, read_image, write_image
-from thyroidseg._outputs import check_outputs
-from thyroidseg.dicom import write_dicom
+from thyroidseg.io.dicom import write_dicom
+from thyroidseg.io.files import atomic_write_bytes, read_image, write_image
+from thyroidseg.io.outputs import check_outputs
 from thyroidseg.runtime import cpu_info
 
 

@@ -190,7 +190,7 @@ ACCURACY_MODELS = ["thyroidseg UNet()", "thyroidseg plain base-32", "MONAI UNet 
 
 def _load_ddti(root: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Images (standardised), masks and a held-out flag (one fifth of the leak groups)."""
-    from thyroidseg._io import read_binary_mask, read_image
+    from thyroidseg.io.files import read_binary_mask, read_image
 
     with open(root / "metadata.csv", newline="") as file:
         rows = list(csv.DictReader(file))

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from thyroidseg import Segmenter, __version__, preprocess
-from thyroidseg._io import atomic_write_bytes, list_images, read_image
+from thyroidseg.io.files import atomic_write_bytes, list_images, read_image
 from thyroidseg.runtime import AMP_MODES, cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import list_images, read_binary_mask, read_image
+from thyroidseg.io.files import list_images, read_binary_mask, read_image
 from thyroidseg.preprocessing import DEFAULT_MARGIN, preprocess
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.inpainting import find_annotations

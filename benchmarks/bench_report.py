@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from thyroidseg._io import atomic_write_bytes, read_binary_mask, read_image
-from thyroidseg._outputs import check_outputs
 from thyroidseg.inference.measurements import measure
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.io.files import atomic_write_bytes, read_binary_mask, read_image
+from thyroidseg.io.outputs import check_outputs
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.report import ReportBuilder
 from thyroidseg.runtime import cpu_info

@@ -42,9 +42,9 @@ import time
 from pathlib import Path
 
 from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
-from thyroidseg._io import atomic_write_bytes
 from thyroidseg.data.splits import group_kfold
 from thyroidseg.inference.refine import WHOLE_WEIGHT, Refiner
+from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.training.workflows import SCHEDULE_NAMES, train_folder

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from ddti_cv import paper_style
 
-from thyroidseg._io import atomic_write_bytes
-from thyroidseg._outputs import check_outputs
+from thyroidseg.io.files import atomic_write_bytes
+from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics import ConfusionMatrix
 
 

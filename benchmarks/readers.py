@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from thyroidseg import ConfusionMatrix
-from thyroidseg._io import atomic_write_bytes
+from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.metrics.evaluation import evaluate_folders
 from thyroidseg.metrics.statistics import summarize
 

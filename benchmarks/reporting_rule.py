@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from thyroidseg import Segmenter, ThyroidDataset, preprocess
-from thyroidseg._io import atomic_write_bytes
-from thyroidseg._outputs import check_outputs
+from thyroidseg.io.files import atomic_write_bytes
+from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics.statistics import summarize
 
 AREAS = (0, 25, 50, 100, 200)

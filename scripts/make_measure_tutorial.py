@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 
 from thyroidseg import Nodule, Segmenter, measure, preprocess
-from thyroidseg._io import read_binary_mask, read_image, write_image
 from thyroidseg.inference.folders import MEASUREMENTS_CSV
 from thyroidseg.inference.measurements import _hull_vertices
 from thyroidseg.inference.segmenter import overlay
+from thyroidseg.io.files import read_binary_mask, read_image, write_image
 from thyroidseg.preprocessing.geometry import Box
 
 ROOT = Path(__file__).resolve().parents[1]

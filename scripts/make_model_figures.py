@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from thyroidseg import ConfusionMatrix, Segmenter
-from thyroidseg._io import read_binary_mask, read_image, write_image
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.inference.refine import Refiner
+from thyroidseg.io.files import read_binary_mask, read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 360

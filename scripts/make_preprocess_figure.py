@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import read_image, write_image
+from thyroidseg.io.files import read_image, write_image
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.inpainting import find_annotations
 

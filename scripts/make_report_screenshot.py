@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 
 from thyroidseg import Segmenter
-from thyroidseg._io import read_image, write_image
+from thyroidseg.io.files import read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

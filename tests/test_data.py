@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from thyroidseg._io import write_image
 from thyroidseg.data import ThyroidDataset, read_binary_mask
 from thyroidseg.data.augment import Augment
 from thyroidseg.data.layouts import detect_layout
+from thyroidseg.io.files import write_image
 from thyroidseg.preprocessing import preprocess
 
 SIZE = (24, 32)  # network frame used throughout: small, and not square on purpose

@@ -11,7 +11,7 @@ import torch
 
 from thyroidseg import __version__
 from thyroidseg.cli import main
-from thyroidseg.diagnostics import format_system_info, system_info
+from thyroidseg.cli.info import format_system_info, system_info
 from thyroidseg.runtime import CpuInfo, cpu_has_native_bf16, parse_cpuinfo
 
 

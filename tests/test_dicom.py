@@ -29,11 +29,12 @@ from pydicom.uid import (  # noqa: E402
     RLELossless,
 )
 
-import thyroidseg._dicom_header  # noqa: E402
+import thyroidseg.io._dicom_header  # noqa: E402
 from inference_helpers import PLAIN, frame_with_square, iou  # noqa: E402
-from thyroidseg._io import list_inputs, read_image, write_image  # noqa: E402
 from thyroidseg.cli import main  # noqa: E402
-from thyroidseg.dicom import (  # noqa: E402
+from thyroidseg.inference import Segmenter  # noqa: E402
+from thyroidseg.inference.measurements import measure  # noqa: E402
+from thyroidseg.io.dicom import (  # noqa: E402
     FrameRange,
     frame_outputs,
     iter_frames,
@@ -42,10 +43,9 @@ from thyroidseg.dicom import (  # noqa: E402
     read_spacing,
     write_dicom,
 )
-from thyroidseg.inference import Segmenter  # noqa: E402
-from thyroidseg.inference.measurements import measure  # noqa: E402
+from thyroidseg.io.files import list_inputs, read_image, write_image  # noqa: E402
+from thyroidseg.io.spacing import FrameSpacing, RegionSpacing, check_spacing  # noqa: E402
 from thyroidseg.preprocessing import preprocess_folder  # noqa: E402
-from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing  # noqa: E402
 from tiny_models import Threshold  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -517,7 +517,7 @@ def test_without_pydicom_a_dicom_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_dicom(tmp_path / "in" / "a.dcm", loop(1)[0])
-    monkeypatch.setattr(thyroidseg._dicom_header, "pydicom", None)
+    monkeypatch.setattr(thyroidseg.io._dicom_header, "pydicom", None)
     with pytest.raises(ImportError, match=r"pip install 'thyroidseg\[dicom\]'"):
         read_image(path)
     assert main(["predict", str(path), str(tmp_path / "out"), "--quiet"]) == 2

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from inference_helpers import frame_with_square
-from thyroidseg._io import read_binary_mask, write_image
 from thyroidseg.cli import main
-from thyroidseg.dicom import write_dicom
+from thyroidseg.io.dicom import write_dicom
+from thyroidseg.io.files import read_binary_mask, write_image
 from thyroidseg.models.checkpoint import weights_sha256
 from tiny_models import Threshold
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import (
+from thyroidseg.io.files import (
     csv_text,
     list_images,
     read_binary_mask,

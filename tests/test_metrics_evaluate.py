@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import write_image
 from thyroidseg.cli import main
+from thyroidseg.io.files import write_image
 from thyroidseg.metrics import ConfusionMatrix
 from thyroidseg.metrics.boundary import hausdorff_distance_95, normalized_surface_dice
 from thyroidseg.metrics.evaluation import evaluate_folders

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import thyroidseg._outputs as outputs
-from thyroidseg._io import write_image
-from thyroidseg._outputs import (
+import thyroidseg.io.outputs as outputs
+from thyroidseg.cli import main
+from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.io.files import write_image
+from thyroidseg.io.outputs import (
     LOCK_FILE,
     FolderInUseError,
     OutputExistsError,
     check_outputs,
     reserve_folder,
 )
-from thyroidseg.cli import main
-from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.training.workflows import train_folder
 
 

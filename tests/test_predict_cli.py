@@ -11,10 +11,10 @@ import pytest
 
 import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
-from thyroidseg._io import read_binary_mask, read_image, write_image
 from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.measurements import MEASUREMENT_COLUMNS, MM_COLUMNS
+from thyroidseg.io.files import read_binary_mask, read_image, write_image
 from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
 from thyroidseg.models.unet import UNet
 from tiny_models import Threshold
@@ -240,7 +240,7 @@ def test_a_refused_or_failed_measuring_run_leaves_loops_csv_alone(tmp_path, caps
     assert main(["predict", str(tmp_path / "typo"), str(out), "--quiet", "--measure"]) == 2
     assert (out / "loops.csv").read_text() == "notes"
     pytest.importorskip("pydicom")
-    from thyroidseg.dicom import write_dicom
+    from thyroidseg.io.dicom import write_dicom
 
     write_dicom(scans / "loop.dcm", np.stack([frame_with_square()[0]] * 2))
     looped = tmp_path / "looped"
@@ -253,7 +253,7 @@ def test_a_refused_or_failed_measuring_run_leaves_loops_csv_alone(tmp_path, caps
 @pytest.mark.usefixtures("shipped_threshold")
 def test_overwrite_leaves_no_stale_frame_masks_or_measurement_rows(tmp_path, capsys) -> None:
     pytest.importorskip("pydicom")
-    from thyroidseg.dicom import write_dicom
+    from thyroidseg.io.dicom import write_dicom
 
     scans, out = tmp_path / "scans", tmp_path / "out"
     write_dicom(scans / "loop.dcm", np.stack([frame_with_square()[0]] * 3))

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import map_folder
 from thyroidseg.cli import main
+from thyroidseg.io.files import map_folder
 from thyroidseg.preprocessing import preprocess, preprocess_folder
 from thyroidseg.preprocessing.geometry import Box
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thyroidseg._io import list_images, read_binary_mask, read_image
+from thyroidseg.io.files import list_images, read_binary_mask, read_image
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.scan_region import find_views

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from inference_helpers import PLAIN, frame_with_square
-from thyroidseg._io import write_image
-from thyroidseg._outputs import OutputExistsError
 from thyroidseg.cli import main
-from thyroidseg.dicom import write_dicom
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.measurements import Nodule, measure
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.io.dicom import write_dicom
+from thyroidseg.io.files import write_image
+from thyroidseg.io.outputs import OutputExistsError
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.report import REVIEW_BELOW, ReportBuilder, needs_review, review_score
 from tiny_models import Threshold

@@ -15,7 +15,7 @@ import torch
 
 import thyroidseg
 from thyroidseg import ConfusionMatrix, Segmenter
-from thyroidseg._io import read_binary_mask, read_image
+from thyroidseg.io.files import read_binary_mask, read_image
 from thyroidseg.models.checkpoint import load_checkpoint
 from thyroidseg.models.loading import SHIPPED_REFINE_WEIGHTS, SHIPPED_WEIGHTS, shipped_weights
 from thyroidseg.models.registry import model_config

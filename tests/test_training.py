@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-import thyroidseg._io
+import thyroidseg.io.files
 from interrupted_run import make_trainer as make_small_run
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.augment import Augment
@@ -175,7 +175,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkey
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(
-        thyroidseg._io.os, "fdopen", lambda fd, mode: HalfWrite(real_fdopen(fd, mode))
+        thyroidseg.io.files.os, "fdopen", lambda fd, mode: HalfWrite(real_fdopen(fd, mode))
     )
     again = make_trainer(TinyNet(), squares(4), None, tmp_path, epochs=2)
     with pytest.raises(OSError, match="No space left"):

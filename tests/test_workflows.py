@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import thyroidseg.training.workflows
-from thyroidseg._io import read_binary_mask
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.augment import Augment
 from thyroidseg.data.synthetic import write_synthetic_dataset
+from thyroidseg.io.files import read_binary_mask
 from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.models.unet import UNet
 from thyroidseg.training.losses import DiceCELoss

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from thyroidseg._io import write_image
 from thyroidseg.synthetic import synthetic_phantoms
+
+from thyroidseg.io.files import write_image
 
 images, masks = synthetic_phantoms(6, size=(128, 176), seed=3, split_screen=0.5)
 tiles = []

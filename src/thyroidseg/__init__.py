@@ -1,8 +1,11 @@
 """thyroidseg: thyroid nodule segmentation in ultrasound, and metrics defined correctly.
 
-Six subpackages, one concept each, importing in one direction (``docs/architecture.md``
+Eight subpackages, one concept each, importing in one direction (``docs/architecture.md``
 draws it; ``tests/test_api.py`` checks it):
 
+- `thyroidseg.io`: files in and out, for every other subpackage: images and masks
+  (``io.files``), ``io.dicom`` and its pixel sizes ``io.spacing``, and ``io.outputs``
+  (existing outputs refused, one run per output folder).
 - `thyroidseg.preprocessing`: `preprocess()` turns a scanner frame into network input and
   carries masks both ways, through its steps ``scan_region`` (crop the field of view),
   ``inpainting`` (burned-in marks), ``geometry`` (boxes, resizing) and ``intensity`` (grey
@@ -22,12 +25,13 @@ draws it; ``tests/test_api.py`` checks it):
 - `thyroidseg.training`: `Trainer` (``training.trainer``: built model, loss, optimizer;
   exact resume, DDP), ``workflows`` (`train_folder`, `run_demo`), ``losses`` and the
   trainer's parts.
+- `thyroidseg.cli`: the command line, and ``cli.info`` (`system_info()` for bug reports).
 
-Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning),
-`thyroidseg.dicom` and `thyroidseg.spacing` (DICOM files, pixel sizes),
-`thyroidseg.diagnostics` (`system_info()` for bug reports) and `thyroidseg.cli`. The 0.1
-module paths (``thyroidseg.model``, ``thyroidseg.losses``, ...) still import, as the new
-module and with a ``FutureWarning``, until 0.3.
+Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning). The 0.1
+module paths (``thyroidseg.model``, ``thyroidseg.losses``, ...) and the 0.2 top-level
+modules that moved into ``io`` and ``cli`` (``thyroidseg.dicom``, ``thyroidseg.spacing``,
+``thyroidseg.diagnostics``) still import, as the new module and with a ``FutureWarning``,
+until 0.3.
 
 Three tiers of names, one rule:
 
@@ -45,9 +49,9 @@ Three tiers of names, one rule:
   subpackage's ``__init__`` re-exports the ``__all__`` of its main module (the 0.1 module of
   that name: ``from thyroidseg.metrics import iou``). Names that left the top level in 0.2
   still resolve there, with a ``FutureWarning`` naming their module, until 0.3.
-- **A leading underscore** (``thyroidseg._io``, ``geometry._resize_to``): private, shared
-  between the modules of one subpackage (or, for top-level private modules such as
-  ``_io``, of the whole library) but free to change in any release.
+- **A leading underscore** (``thyroidseg._progress``, ``geometry._resize_to``): private,
+  shared between the modules of one subpackage (or, for top-level private modules such as
+  ``_progress``, of the whole library) but free to change in any release.
 
 Every list of choices has one source: a ``Literal`` type alias and, beside it, its tuple
 ``typing.get_args(Alias)`` (`thyroidseg.models.unet.NORMS`, `thyroidseg.runtime.AMP_MODES`,
@@ -148,7 +152,7 @@ _MOVED = {
     "size_tertiles": "data.splits",
     "smooth": "preprocessing.intensity",
     "synthetic_phantoms": "data.synthetic",
-    "system_info": "diagnostics",
+    "system_info": "cli.info",
     "to_gray_uint8": "preprocessing.intensity",
     "train_val_test_split": "data.splits",
     "unet_weight_map": "training.losses",

@@ -1,8 +1,13 @@
-"""The integer and probability checks of the library's argument validation."""
+"""The integer and probability checks of the library's argument validation, and its path type."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+PathLike = str | os.PathLike[str]
+"""A path as the library takes it: a string or any ``os.PathLike`` (``pathlib.Path``)."""
 
 
 def check_int(name: str, value: object, minimum: int, *, hint: str = "") -> int:

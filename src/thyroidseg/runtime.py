@@ -26,7 +26,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from thyroidseg._io import PathLike
+from thyroidseg._checks import PathLike
 
 __all__ = [
     "AMP_MODES",

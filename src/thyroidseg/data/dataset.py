@@ -26,9 +26,10 @@ import torch
 from torch.utils.data import Dataset
 from typing_extensions import Self
 
-from thyroidseg._io import PathLike, check_mask_threshold, read_binary_mask, read_image
+from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
 from thyroidseg.data.layouts import LAYOUTS, Layout, _Item, _rasterise, _scan, detect_layout
+from thyroidseg.io.files import check_mask_threshold, read_binary_mask, read_image
 from thyroidseg.preprocessing.geometry import check_size, resize, resize_mask
 from thyroidseg.preprocessing.intensity import to_gray_uint8
 from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE, to_unit_range

@@ -6,7 +6,7 @@ where its mask comes from) and every problem it finds, without decoding masks;
 
 ``"folder"``
     ``images/`` + ``masks/`` paired by file stem (any extension of
-    `thyroidseg._io.IMAGE_EXTENSIONS`), and optionally ``metadata.csv`` next to them
+    `thyroidseg.io.files.IMAGE_EXTENSIONS`), and optionally ``metadata.csv`` next to them
     with a ``stem`` column (the DDTI development folder has one, with ``leak_group``).
 ``"ddti-xml"``
     DDTI as originally distributed: ``<case>.xml`` + ``<case>_<k>.jpg``. Each XML holds the
@@ -36,7 +36,8 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, list_images, read_image
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import list_images, read_image
 
 __all__ = ["LAYOUTS", "Layout", "detect_layout"]
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, atomic_write_bytes, write_image
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import atomic_write_bytes, write_image
 from thyroidseg.preprocessing.geometry import MIN_FRAME_SIDE
 
 __all__ = ["synthetic_phantoms", "write_synthetic_dataset"]

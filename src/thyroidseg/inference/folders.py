@@ -4,7 +4,7 @@
 `thyroidseg.inference.Segmenter.predict_file` do their work here: the inputs listed and
 split into frames (each frame of a DICOM cine loop is an image of its own, read as it is
 segmented), the masks, overlays and probability maps written by the folder loop of
-``thyroidseg._io`` (atomic writes, existing outputs refused, failed files listed), and the
+``thyroidseg.io.files`` (atomic writes, existing outputs refused, failed files listed), and the
 nodules measured with `thyroidseg.inference.measurements`. `FolderPrediction` and
 `FilePrediction` say what came out.
 """
@@ -18,17 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from thyroidseg._io import (
-    Inputs,
-    PathLike,
-    csv_text,
-    list_inputs,
-    map_folder,
-    read_image,
-    write_image,
-)
-from thyroidseg._outputs import reserve_folder
-from thyroidseg.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
+from thyroidseg._checks import PathLike
 from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.measurements import (
     ImageKey,
@@ -39,11 +29,14 @@ from thyroidseg.inference.measurements import (
     write_loops_csv,
 )
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.io.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
+from thyroidseg.io.files import Inputs, csv_text, list_inputs, map_folder, read_image, write_image
+from thyroidseg.io.outputs import reserve_folder
 from thyroidseg.io.provenance import command_line
 from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
+from thyroidseg.io.spacing import FrameSpacing, check_spacing
 from thyroidseg.preprocessing.pipeline import Preprocessed
-from thyroidseg.spacing import FrameSpacing, check_spacing
 
 if TYPE_CHECKING:  # the Segmenter calls these functions; it imports this module
     from thyroidseg.inference.segmenter import Segmenter
@@ -162,7 +155,7 @@ class FilePrediction:
     masks
         One ``uint8`` ``{0, 1}`` ``(H, W)`` mask per frame, as `Segmenter.predict` returns.
     spacing
-        The pixel size the file states (`thyroidseg.dicom.read_spacing`); source
+        The pixel size the file states (`thyroidseg.io.dicom.read_spacing`); source
         ``"none"`` for an image that is not DICOM. ``measure(mask, spacing)`` measures a
         mask in millimetres.
     """

@@ -33,8 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, write_csv
-from thyroidseg.spacing import FrameSpacing, SpacingSource
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import write_csv
+from thyroidseg.io.spacing import FrameSpacing, SpacingSource
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -98,7 +99,7 @@ class Nodule:
         The same in millimetres (formulas above); ``None`` without a pixel spacing.
     spacing_source
         Where the spacing came from when `measure` was given a
-        `thyroidseg.spacing.FrameSpacing` (``"ultrasound-region"``, ``"pixel-spacing"``,
+        `thyroidseg.io.spacing.FrameSpacing` (``"ultrasound-region"``, ``"pixel-spacing"``,
         ``"user"``, ``"none"``); ``None`` otherwise.
     """
 
@@ -146,7 +147,7 @@ def measure(
     pixel_spacing
         Millimetres per pixel: one number for square pixels, or ``(row, col)`` spacing (down
         and across the image, the order of `thyroidseg.metrics` spacings). A
-        `thyroidseg.spacing.FrameSpacing` (e.g. what a DICOM file states): each nodule is
+        `thyroidseg.io.spacing.FrameSpacing` (e.g. what a DICOM file states): each nodule is
         measured with the spacing at the centre of its bounding box (`FrameSpacing.at`: the
         ultrasound region that holds it) and records its ``spacing_source``. ``None``
         (default): no ``_mm`` fields.
@@ -393,7 +394,7 @@ def write_loops_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodule]]) -
 
 
 def _rounded(value: object) -> object:
-    """Floats to 6 significant digits; `thyroidseg._io.csv_text` writes the rest."""
+    """Floats to 6 significant digits; `thyroidseg.io.files.csv_text` writes the rest."""
     return format(value, ".6g") if isinstance(value, float) else value
 
 

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_probability
-from thyroidseg._io import PathLike
+from thyroidseg._checks import PathLike, check_probability
 from thyroidseg.models.ensemble import class_probabilities
 from thyroidseg.models.loading import load_network
 from thyroidseg.preprocessing.crops import (

@@ -25,7 +25,8 @@ Device and autocast follow `thyroidseg.runtime`, as in training; nothing here im
 training code. `Segmenter.predict_folder` is ``thyroidseg predict`` (its folder code is
 `thyroidseg.inference.folders`): masks, and optionally
 overlay pictures, probability maps and the nodule measurements of
-`thyroidseg.inference.measurements`. DICOM files are read wherever images are (`thyroidseg.dicom`):
+`thyroidseg.inference.measurements`. DICOM files are read wherever images are
+(`thyroidseg.io.dicom`):
 `Segmenter.predict_folder` and `Segmenter.predict_file` segment every frame of a cine loop,
 and measure in millimetres with the pixel size each file states.
 """
@@ -43,9 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_int, check_probability
-from thyroidseg._io import Inputs, PathLike
-from thyroidseg.dicom import FrameRange
+from thyroidseg._checks import PathLike, check_int, check_probability
 from thyroidseg.inference.folders import (
     FilePrediction,
     FolderPrediction,
@@ -57,6 +56,8 @@ from thyroidseg.inference.measurements import (
 )
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine import Refiner
+from thyroidseg.io.dicom import FrameRange
+from thyroidseg.io.files import Inputs
 from thyroidseg.models.ensemble import class_probabilities
 from thyroidseg.models.loading import load_network, shipped_weights
 from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess, to_unit_range
@@ -415,7 +416,7 @@ class Segmenter:
         """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
         ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
-        (`thyroidseg._io.list_inputs`; DICOM files count as images); outputs are named by
+        (`thyroidseg.io.files.list_inputs`; DICOM files count as images); outputs are named by
         the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
         ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
         file (the loop is never held in memory).
@@ -438,7 +439,7 @@ class Segmenter:
           Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
           checked before anything is read).
 
-        The folder loop is `thyroidseg._io.map_folder`'s: every file is written atomically;
+        The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
         existing outputs (masks, overlays, probability maps, the CSV) are an error unless
         ``overwrite``, all checked before anything is written; a frame that cannot be read or
         preprocessed does not stop the others: once every other frame and the CSV (with the
@@ -455,13 +456,13 @@ class Segmenter:
         pixel_spacing
             Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
             one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
-            the size each DICOM file states (`thyroidseg.dicom.read_spacing`: its ultrasound
+            the size each DICOM file states (`thyroidseg.io.dicom.read_spacing`: its ultrasound
             region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
-            Spacings outside 0.0001-10 mm are refused (`thyroidseg.spacing.check_spacing`),
+            Spacings outside 0.0001-10 mm are refused (`thyroidseg.io.spacing.check_spacing`),
             a file's as that file's failure.
         frames
             Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
-            from 1, `thyroidseg.dicom.FrameRange`).
+            from 1, `thyroidseg.io.dicom.FrameRange`).
         overwrite
             Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
             run cannot make (no frame of it segmented) is removed.
@@ -519,7 +520,7 @@ class Segmenter:
         Raises
         ------
         FileNotFoundError, ValueError, ImportError
-            As `thyroidseg.dicom.read_frame` and `thyroidseg.dicom.read_spacing` (an
+            As `thyroidseg.io.dicom.read_frame` and `thyroidseg.io.dicom.read_spacing` (an
             implausible pixel size included); a frame that cannot be preprocessed.
         """
         return _predict_file(self, path, frames=frames, tta=tta)

@@ -1,7 +1,51 @@
-"""Files that thyroidseg writes for people and archives to keep: the HTML review report of
-``thyroidseg predict --report`` (`thyroidseg.io.report`), the DICOM Segmentation objects of
-``--dicom-seg`` (`thyroidseg.io.dicom_seg`), and the model and command identity both carry
-(`thyroidseg.io.provenance`).
+"""Files in and out: images, masks, DICOM, pixel sizes, CSV, atomic writes, output folders.
+
+- `thyroidseg.io.files`: read images and masks, list a folder's images, write images and
+  CSV atomically, and `map_folder`, the loop of every folder command (re-exported here
+  with the rest of its ``__all__``);
+- `thyroidseg.io.outputs`: outputs checked before anything is written, and output folders
+  held by one run at a time;
+- `thyroidseg.io.dicom`: DICOM frames, cine loops and their pixel sizes;
+- `thyroidseg.io.spacing`: the pixel size of a frame and where it comes from;
+- `thyroidseg.io.report`, `thyroidseg.io.dicom_seg`, `thyroidseg.io.provenance`: what
+  ``predict --report`` and ``--dicom-seg`` write for people and archives, and the model and
+  command identity both carry.
+
+Imports no other subpackage: every subpackage may import it.
 """
 
-__all__: list[str] = []
+from thyroidseg.io.files import (
+    IMAGE_EXTENSIONS,
+    JPEG_MASK_THRESHOLD,
+    LOSSY_EXTENSIONS,
+    Inputs,
+    atomic_write_bytes,
+    check_mask_threshold,
+    csv_text,
+    image_stem,
+    list_images,
+    list_inputs,
+    map_folder,
+    read_binary_mask,
+    read_image,
+    write_csv,
+    write_image,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "JPEG_MASK_THRESHOLD",
+    "LOSSY_EXTENSIONS",
+    "Inputs",
+    "atomic_write_bytes",
+    "check_mask_threshold",
+    "csv_text",
+    "image_stem",
+    "list_images",
+    "list_inputs",
+    "map_folder",
+    "read_binary_mask",
+    "read_image",
+    "write_csv",
+    "write_image",
+]

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from thyroidseg._io import PathLike
-from thyroidseg.dicom import INSTALL_HINT, is_dicom
+from thyroidseg._checks import PathLike
+from thyroidseg.io.dicom import INSTALL_HINT, is_dicom
 from thyroidseg.io.provenance import ModelIdentity
 
 if TYPE_CHECKING:  # io lies below inference

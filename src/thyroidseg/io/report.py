@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, atomic_write_bytes
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.io.provenance import ModelIdentity
 
 if TYPE_CHECKING:  # io lies below inference, which writes the report through this module

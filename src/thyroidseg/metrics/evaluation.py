@@ -1,7 +1,7 @@
 """Scoring a folder of predicted masks against a folder of reference masks.
 
 `evaluate_folders` (the ``thyroidseg evaluate`` command) pairs the two folders by file stem,
-reads every mask with the library's one mask rule (`thyroidseg._io.read_binary_mask`), counts
+reads every mask with the library's one mask rule (`thyroidseg.io.files.read_binary_mask`), counts
 one confusion matrix per image (`thyroidseg.metrics.ConfusionMatrix`) and measures the
 boundary metrics with `thyroidseg.metrics.boundary.boundary_metrics`, which also owns their
 empty-mask rules. Problems are collected over the whole folder and reported together:
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from thyroidseg._io import PathLike, check_mask_threshold, csv_text, list_images, read_binary_mask
+from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
+from thyroidseg.io.files import check_mask_threshold, csv_text, list_images, read_binary_mask
 from thyroidseg.metrics.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.metrics.confusion import _PER_CLASS_METRICS, ConfusionMatrix, iou
 from thyroidseg.metrics.counting import confusion_matrices
@@ -148,7 +149,7 @@ def evaluate_folders(
 
     Files are paired by stem, whatever their image extension (``a.png`` with ``a.jpg``).
     Both are read as one channel and binarised by the library's one mask rule
-    (`thyroidseg._io.read_binary_mask`): a lossless mask must be binary and any
+    (`thyroidseg.io.files.read_binary_mask`): a lossless mask must be binary and any
     non-zero value is nodule; a JPEG mask is nodule where ``> 127``; with ``threshold``
     given, nodule iff ``value > threshold`` for every file (e.g. probability maps).
 
@@ -185,7 +186,7 @@ def evaluate_folders(
     ------
     FileNotFoundError, ValueError
         A folder is missing, holds no images, or holds entries named like images that are
-        not files (`thyroidseg._io.list_images`); a stem has no counterpart (all are
+        not files (`thyroidseg.io.files.list_images`); a stem has no counterpart (all are
         listed) without ``common_only``, or no stem is common; masks cannot be read or are
         not binary; sizes differ without ``resize_labels``. Every unreadable file and every
         size mismatch is listed in one error. Nothing is skipped silently.

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from thyroidseg._io import PathLike, atomic_write_bytes
+from thyroidseg._checks import PathLike
 from thyroidseg._version import __version__
+from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.registry import model_class
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.pipeline import preprocess
@@ -274,7 +275,7 @@ def prepare_run_folder(folder: PathLike, file_names: Iterable[str]) -> list[Path
     Checks that neither ``folder`` nor a parent of it is a file, creates it, and creates and
     removes an empty file in it, so a folder that cannot be written is reported (naming the
     folder) before any work is done. Then removes the temporary files that
-    `thyroidseg._io.atomic_write_bytes` names ``.<name>.<8 characters>.tmp`` for each of
+    `thyroidseg.io.files.atomic_write_bytes` names ``.<name>.<8 characters>.tmp`` for each of
     ``file_names`` (left by a run killed while writing ``<name>``); no other file is touched.
 
     Returns

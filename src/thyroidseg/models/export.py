@@ -37,7 +37,8 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor, nn
 
-from thyroidseg._io import PathLike, atomic_write_bytes
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.unet import UNet
 
 __all__ = [

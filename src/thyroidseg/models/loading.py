@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_int, check_probability
-from thyroidseg._io import PathLike
+from thyroidseg._checks import PathLike, check_int, check_probability
 from thyroidseg.models.checkpoint import load_checkpoint
 from thyroidseg.models.ensemble import Ensemble
 from thyroidseg.models.registry import MODELS, model_class

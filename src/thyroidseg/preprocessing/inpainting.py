@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike
+from thyroidseg._checks import PathLike
 from thyroidseg.preprocessing.intensity import _load_frame, _to_gray
 
 __all__ = ["find_annotations", "inpaint_annotations"]

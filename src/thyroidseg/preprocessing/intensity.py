@@ -12,7 +12,8 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, read_image
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import read_image
 
 __all__ = [
     "EQUALIZE_METHODS",

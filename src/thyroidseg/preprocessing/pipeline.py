@@ -61,8 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from thyroidseg._checks import check_int
-from thyroidseg._io import PathLike, map_folder, write_image
+from thyroidseg._checks import PathLike, check_int
+from thyroidseg.io.files import map_folder, write_image
 from thyroidseg.preprocessing.geometry import (
     RESIZE_MODES,
     Box,
@@ -401,13 +401,13 @@ def preprocess_folder(
     (images or the JSON) are an error unless ``overwrite``, checked for all of them before
     anything is written. An image that cannot be read or preprocessed does not stop the
     others: each failure is recorded under ``"errors"`` in the JSON, and once everything
-    else is written a ``ValueError`` lists every failed file (`thyroidseg._io.map_folder`
+    else is written a ``ValueError`` lists every failed file (`thyroidseg.io.files.map_folder`
     runs the loop).
 
     Parameters
     ----------
     in_dir, out_dir
-        Input folder (not recursive; see `thyroidseg._io.list_images`) and output
+        Input folder (not recursive; see `thyroidseg.io.files.list_images`) and output
         folder (created; must differ from ``in_dir``).
     json_path
         Where to write the JSON.

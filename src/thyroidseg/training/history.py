@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thyroidseg._io import PathLike, write_csv, write_image
+from thyroidseg._checks import PathLike
+from thyroidseg.io.files import write_csv, write_image
 
 __all__ = ["HISTORY_CSV", "HISTORY_PNG", "plot_history", "write_history"]
 

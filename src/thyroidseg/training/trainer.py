@@ -48,10 +48,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from thyroidseg._io import PathLike
-from thyroidseg._outputs import reserve_folder
+from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
 from thyroidseg._version import __version__
+from thyroidseg.io.outputs import reserve_folder
 from thyroidseg.metrics.confusion import ConfusionMatrix, nanmean
 from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,
@@ -338,7 +338,7 @@ class Trainer:
             (see the class notes), or its ``best.pt`` is lost.
         FileExistsError
             A new run (no ``resume``) into an ``out_dir`` that holds run files already.
-        thyroidseg._outputs.FolderInUseError
+        thyroidseg.io.outputs.FolderInUseError
             Another live process trains into ``out_dir`` (``out_dir/.thyroidseg.lock``).
         """
         with join_process_group(self.device) as self._dist, contextlib.ExitStack() as held:

@@ -28,9 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._checks import check_int
-from thyroidseg._io import PathLike, atomic_write_bytes, write_image
-from thyroidseg._outputs import check_outputs, reserve_folder
+from thyroidseg._checks import PathLike, check_int
 from thyroidseg.data.augment import Augment
 from thyroidseg.data.crops import CropDataset
 from thyroidseg.data.dataset import ThyroidDataset
@@ -38,6 +36,8 @@ from thyroidseg.data.splits import group_kfold, train_val_test_split
 from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.io.files import atomic_write_bytes, write_image
+from thyroidseg.io.outputs import check_outputs, reserve_folder
 from thyroidseg.metrics.confusion import ConfusionMatrix
 from thyroidseg.models.checkpoint import (
     BEST_CHECKPOINT,

@@ -15,7 +15,7 @@ file raises one ``ImportError`` that says so, and the rest of thyroidseg works a
   truncated file, an unsupported transfer syntax or photometric interpretation, a damaged
   header value, more frames claimed than the pixel data holds are each a ``ValueError``
   naming the file) and says how many frames it holds.
-- `read_spacing` finds the pixel size, a `thyroidseg.spacing.FrameSpacing`: the 2-D
+- `read_spacing` finds the pixel size, a `thyroidseg.io.spacing.FrameSpacing`: the 2-D
   tissue regions of the Sequence of Ultrasound Regions (0018,6011), whose
   ``PhysicalDeltaX``/``PhysicalDeltaY`` are centimetres per pixel when
   ``PhysicalUnitsX/YDirection`` is 3; else Pixel Spacing (0028,0030); else Imager Pixel
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thyroidseg._dicom_header import (
+from thyroidseg.io._dicom_header import (
     INSTALL_HINT,
     PHOTOMETRIC_INTERPRETATIONS,
     Header,
@@ -66,7 +66,7 @@ from thyroidseg._dicom_header import (
     tag,
     whole,
 )
-from thyroidseg.spacing import FrameSpacing, RegionSpacing, check_spacing
+from thyroidseg.io.spacing import FrameSpacing, RegionSpacing, check_spacing
 
 try:  # the optional extra thyroidseg[dicom]; reading a DICOM file says how to install it
     import pydicom
@@ -326,7 +326,8 @@ def read_spacing(path: str | os.PathLike[str]) -> FrameSpacing:
     ------
     ImportError, FileNotFoundError, ValueError
         As `read_dicom_info`; tissue regions that all give other units than centimetres
-        (or no deltas), and any spacing outside 0.0001-10 mm (`thyroidseg.spacing.check_spacing`).
+        (or no deltas), and any spacing outside 0.0001-10 mm
+        (`thyroidseg.io.spacing.check_spacing`).
     """
     header = read_header(path)
     path, dataset = header.path, header.dataset

@@ -23,8 +23,15 @@ if sys.platform == "win32":
 else:
     import fcntl
 
-PathLike = str | os.PathLike[str]
-"""A path as the library takes it: a string or any ``os.PathLike`` (``pathlib.Path``)."""
+from thyroidseg._checks import PathLike
+
+__all__ = [
+    "LOCK_FILE",
+    "FolderInUseError",
+    "OutputExistsError",
+    "check_outputs",
+    "reserve_folder",
+]
 
 
 class OutputExistsError(FileExistsError):

@@ -2,7 +2,7 @@
 
 `FrameSpacing` is what `thyroidseg.inference.measurements.measure` takes to measure in millimetres
 when the size may differ from region to region (the tissue regions of an ultrasound DICOM
-file, `thyroidseg.dicom.read_spacing`) or was typed by the user; `check_spacing` refuses
+file, `thyroidseg.io.dicom.read_spacing`) or was typed by the user; `check_spacing` refuses
 sizes no ultrasound frame has. Spacings are ``(row, col)``: down and across the image.
 """
 

@@ -2,7 +2,7 @@
 
 Each sub-command is a pair: ``_add_<name>(subparsers)`` declares its arguments and
 ``_run_<name>(args) -> int`` does the work through the public library API (``train``'s
-pair is ``thyroidseg._cli_train``'s). Errors from
+pair is ``thyroidseg.cli.train``'s). Errors from
 bad input (missing or unreadable files, size mismatches, ...) are printed as one
 ``thyroidseg <command>: error: ...`` line and give exit status 2; nothing is skipped silently.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 import cv2
 import torch
 
-from thyroidseg._cli_options import (
+from thyroidseg._version import __version__
+from thyroidseg.cli.info import format_system_info, system_info
+from thyroidseg.cli.options import (
     Renamed,
     add_model_options,
     add_quiet_option,
@@ -34,12 +36,10 @@ from thyroidseg._cli_options import (
     progress,
     set_threads,
 )
-from thyroidseg._cli_train import add_train
-from thyroidseg._io import atomic_write_bytes, list_images, write_csv
-from thyroidseg._outputs import check_outputs
-from thyroidseg._version import __version__
-from thyroidseg.diagnostics import format_system_info, system_info
+from thyroidseg.cli.train import add_train
 from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.io.files import atomic_write_bytes, list_images, write_csv
+from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics.evaluation import evaluate_folders
 from thyroidseg.models.export import cascade_paths, export_cascade, export_onnx, export_torchscript
 from thyroidseg.preprocessing.geometry import RESIZE_MODES

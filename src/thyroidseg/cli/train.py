@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from thyroidseg._cli_options import (
+from thyroidseg.cli.options import (
     Renamed,
     add_quiet_option,
     add_size_option,
@@ -24,6 +24,11 @@ from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
 from thyroidseg.training.losses import LOSS_NAMES
 from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, train_folder
+
+__all__ = [
+    "add_train",
+    "run_train",
+]
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:

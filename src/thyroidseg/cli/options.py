@@ -20,6 +20,23 @@ import torch
 from thyroidseg.inference.segmenter import Segmenter
 from thyroidseg.runtime import AMP_MODES, free_cores
 
+__all__ = [
+    "API_SPELLING",
+    "add_model_options",
+    "add_quiet_option",
+    "add_size_option",
+    "add_speed_options",
+    "add_threads_option",
+    "cli_words",
+    "default",
+    "load_segmenter",
+    "one_line_warning",
+    "pixel_spacing_option",
+    "progress",
+    "Renamed",
+    "set_threads",
+]
+
 API_SPELLING = re.compile(r"\b[A-Za-z_][\w.]*(?:=[^\s(),;]+)? \((--[\w-]+)\)")
 """``name=value (--flag)``: how library messages name an option in both spellings."""
 

@@ -2,7 +2,7 @@
 
 OpenCV's ``cv2.imread`` returns ``None`` for a missing, unreadable or corrupt file and
 never says which; every reader in the library goes through `read_image` instead. DICOM
-files (`thyroidseg.dicom.is_dicom`) are read there too, by `thyroidseg.dicom.read_frame`.
+files (`thyroidseg.io.dicom.is_dicom`) are read there too, by `thyroidseg.io.dicom.read_frame`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,34 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from thyroidseg._outputs import PathLike, check_outputs, reserve_folder
+from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
-from thyroidseg.dicom import DICOM_EXTENSIONS, is_dicom, is_frame_output, read_frame
+from thyroidseg.io.dicom import DICOM_EXTENSIONS, is_dicom, is_frame_output, read_frame
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "JPEG_MASK_THRESHOLD",
+    "LOSSY_EXTENSIONS",
+    "Inputs",
+    "atomic_write_bytes",
+    "check_mask_threshold",
+    "csv_text",
+    "image_stem",
+    "list_images",
+    "list_inputs",
+    "map_folder",
+    "read_binary_mask",
+    "read_image",
+    "write_csv",
+    "write_image",
+]
+from thyroidseg.io.outputs import check_outputs, reserve_folder
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS
 )  # fmt: skip
 """File extensions (lower case) that count as images when a folder is listed (DICOM files
-without one are recognised by content, `thyroidseg.dicom.is_dicom`)."""
+without one are recognised by content, `thyroidseg.io.dicom.is_dicom`)."""
 
 
 def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
@@ -47,7 +66,7 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     -------
     numpy.ndarray
         ``(H, W)`` or ``(H, W, 3)`` (BGR); an alpha channel is dropped. A DICOM file's one
-        frame as `thyroidseg.dicom.read_frame` converts it.
+        frame as `thyroidseg.io.dicom.read_frame` converts it.
 
     Raises
     ------
@@ -56,7 +75,7 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     ValueError
         The file exists but cannot be decoded as an image, or is a JPEG whose decoder
         reported damaged data (a picture with garbage in it is no picture to segment), or
-        is a DICOM cine loop (several frames; `thyroidseg.dicom.read_frame` reads them).
+        is a DICOM cine loop (several frames; `thyroidseg.io.dicom.read_frame` reads them).
     ImportError
         A DICOM file, and pydicom is not installed.
     """
@@ -195,7 +214,7 @@ def list_images(folder: PathLike) -> dict[str, Path]:
     """Map file stem -> path for every image file in ``folder`` (not recursive).
 
     An entry counts as an image by its extension (`IMAGE_EXTENSIONS`, any case), or as a
-    DICOM file by content when its name has no extension (`thyroidseg.dicom.is_dicom`; its
+    DICOM file by content when its name has no extension (`thyroidseg.io.dicom.is_dicom`; its
     stem is then its whole name). Entries named like images that are not image files (a
     broken symbolic link, a directory called ``a.png``, a pipe...) are an error that lists
     them all: skipping them would silently drop frames, e.g. from a dataset whose links
@@ -407,14 +426,14 @@ def _current_umask() -> int:
     return mask
 
 
-Loaded = TypeVar("Loaded")
+_Loaded = TypeVar("_Loaded")
 
 
 def map_folder(
     in_dir: Inputs,
     out_dir: PathLike,
-    load: Callable[[Any], Loaded],
-    save: Callable[[dict[Path, Loaded]], None],
+    load: Callable[[Any], _Loaded],
+    save: Callable[[dict[Path, _Loaded]], None],
     *,
     verb: str,
     split: Callable[[str, Path], Mapping[str, Any]] | None = None,
@@ -521,7 +540,7 @@ def map_folder(
     with reserve_folder(out_dir):
         check_outputs(outputs, inputs=inputs.values(), overwrite=overwrite)
         written: dict[str, Path] = {}
-        batch: dict[str, Loaded] = {}
+        batch: dict[str, _Loaded] = {}
         stems = list(sources)
         for stem in failures if overwrite else ():  # an earlier run's outputs would pass
             loop = is_dicom(inputs[stem])  # for this run's
@@ -565,7 +584,7 @@ def _remove_outputs(
     """Remove ``<stem>.png`` and its pictures in ``companions`` (stale outputs of a failed file).
 
     With ``frames_of`` (the output stems this run writes), also the frames an earlier run
-    wrote for the loop ``stem`` (`thyroidseg.dicom.is_frame_output`), except this run's.
+    wrote for the loop ``stem`` (`thyroidseg.io.dicom.is_frame_output`), except this run's.
     """
     for folder in (out_dir, *companions):
         stale = [folder / f"{stem}.png"]

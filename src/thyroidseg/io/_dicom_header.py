@@ -1,7 +1,7 @@
-"""Reading a DICOM file's header for `thyroidseg.dicom`: the checks before any frame is decoded.
+"""Reading a DICOM file's header for `thyroidseg.io.dicom`: the checks before any frame is decoded.
 
 `read_header` parses a file's data set (the pixel data left on disk where pydicom allows)
-and refuses, with a ``ValueError`` naming the file, what `thyroidseg.dicom.read_frame` could
+and refuses, with a ``ValueError`` naming the file, what `thyroidseg.io.dicom.read_frame` could
 not decode: a DICOMDIR, no pixel data, a truncated file, an unsupported transfer syntax or
 photometric interpretation, a damaged header value, more frames claimed than the pixel data
 holds. `naming` turns whatever a lazily converted header value raises into such an error.

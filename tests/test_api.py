@@ -30,12 +30,13 @@ import pytest
 import thyroidseg
 from thyroidseg import _moved
 from thyroidseg.cli import build_parser
+from thyroidseg.cli import train as cli_train
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
 from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.runtime import AMP_MODES
 from thyroidseg.training.losses import LOSS_NAMES
-from thyroidseg.training.workflows import SCHEDULE_NAMES, run_demo, train_folder
+from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, run_demo, train_folder
 
 PACKAGE = Path(thyroidseg.__file__).parent
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -255,6 +256,18 @@ def test_cli_choices_and_defaults_are_the_librarys(command, flag, choices, funct
     assert option.default == _default(function, parameter)
 
 
+def test_the_cli_copies_of_training_defaults_are_the_librarys():
+    """The training side's parsers show copies (they import no training code): no drift."""
+    defaults = {name: _default(train_folder, name) for name in cli_train.TRAIN_DEFAULTS}
+    assert cli_train.TRAIN_DEFAULTS == defaults
+    whole = {name: _default(train_folder, name) for name in REFINE_RECIPE}
+    assert (cli_train.WHOLE_RECIPE, cli_train.REFINE_RECIPE) == (whole, REFINE_RECIPE)
+    assert (cli_train.LOSS_CHOICES, cli_train.SCHEDULE_CHOICES) == (LOSS_NAMES, SCHEDULE_NAMES)
+    assert cli_train.TRAIN_SIZE == _default(train_folder, "size")
+    assert cli_train.DEMO_SIZE == _default(run_demo, "size")
+    assert _cli_option("train", "--lr").default == _default(train_folder, "lr")
+
+
 @pytest.mark.parametrize(
     ("command", "function"),
     [("preprocess", preprocess), ("train", train_folder), ("demo", run_demo)],
@@ -425,6 +438,12 @@ def test_imports_go_one_way(name):
         if not ok:
             wrong.append(imported)
     assert wrong == [], f"thyroidseg.{name} ({layer}) must not import {wrong}"
+
+
+def test_the_command_line_loads_training_code_only_to_run_train_or_demo():
+    loaded = _loaded_by("import thyroidseg.cli\nthyroidseg.cli.build_parser()")
+    assert "thyroidseg.cli.main" in loaded
+    assert [m for m in loaded if m.startswith("thyroidseg.training")] == []
 
 
 def test_inference_never_reaches_training():

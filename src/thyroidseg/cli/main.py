@@ -1,8 +1,10 @@
 """The ``thyroidseg`` command line (also ``python -m thyroidseg``).
 
 Each sub-command is a pair: ``_add_<name>(subparsers)`` declares its arguments and
-``_run_<name>(args) -> int`` does the work through the public library API (``train``'s
-pair is ``thyroidseg.cli.train``'s). Errors from
+``_run_<name>(args) -> int`` does the work through the public library API. ``train`` and
+``demo`` are split: their parsers are `thyroidseg.cli.train`'s and their runners
+`thyroidseg.cli.run_training`'s, imported only when one of them runs (``_RUN_LATER``), so
+that the command line loads the training code for them alone. Errors from
 bad input (missing or unreadable files, size mismatches, ...) are printed as one
 ``thyroidseg <command>: error: ...`` line and give exit status 2; nothing is skipped silently.
 """
@@ -10,11 +12,11 @@ bad input (missing or unreadable files, size mismatches, ...) are printed as one
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import cv2
 import torch
@@ -36,7 +38,7 @@ from thyroidseg.cli.options import (
     progress,
     set_threads,
 )
-from thyroidseg.cli.train import add_train
+from thyroidseg.cli.train import add_demo, add_train
 from thyroidseg.inference.segmenter import Segmenter
 from thyroidseg.io.files import atomic_write_bytes, list_images, write_csv
 from thyroidseg.io.outputs import check_outputs
@@ -45,11 +47,17 @@ from thyroidseg.models.export import cascade_paths, export_cascade, export_onnx,
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
 from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.preprocessing.pipeline import preprocess, preprocess_folder
-from thyroidseg.training.workflows import run_demo
 
 __all__ = ["build_parser", "main"]
 
 _Runner = Callable[[argparse.Namespace], int]
+
+_RUN_LATER: dict[str, str] = {
+    "demo": "thyroidseg.cli.run_training",
+    "train": "thyroidseg.cli.run_training",
+}
+"""Commands whose runner ``run_<command>`` imports the training code: their module is
+imported only when one of them runs, so the other commands never load it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    run: _Runner = args.run
+    run = _runner(args)
     previous, warnings.formatwarning = warnings.formatwarning, one_line_warning
     threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
@@ -84,6 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = previous
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
+
+
+def _runner(args: argparse.Namespace) -> _Runner:
+    """The function that runs ``args.command``: set by its parser, or imported now."""
+    if args.command in _RUN_LATER:
+        module = importlib.import_module(_RUN_LATER[args.command])
+        run: _Runner = getattr(module, f"run_{args.command}")
+        return run
+    return args.run
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -188,7 +205,7 @@ def _add_preprocess(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("in_dir", metavar="IN_DIR", help="folder of scanner frames")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    add_size_option(parser, preprocess)
+    add_size_option(parser, default(preprocess, "size"))
     parser.add_argument("--no-crop", action="store_true", help="keep the whole frame")
     parser.add_argument(
         "--margin",
@@ -394,50 +411,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the whole pipeline on synthetic phantoms (or --data) in a few minutes",
-        description="Write synthetic ultrasound phantoms, preprocess them, train a small U-Net, "
-        "segment the held-out test frames at their original size, print the metrics report "
-        "and write overlay pictures (prediction red, truth green). With --data DIR, use a real "
-        "dataset folder instead of phantoms.",
-    )
-    parser.add_argument(
-        "--out", default="thyroidseg-demo", help="output folder (default: thyroidseg-demo)"
-    )
-    parser.add_argument("--data", metavar="DIR", help="dataset folder to use instead of phantoms")
-    parser.add_argument("--images", type=int, default=96, help="phantoms to make (default: 96)")
-    parser.add_argument("--epochs", type=int, default=25, help="epochs (default: 25)")
-    add_size_option(parser, run_demo)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    add_speed_options(parser)
-    add_quiet_option(parser)
-    add_threads_option(parser)
-    parser.set_defaults(run=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    result = run_demo(
-        args.out,
-        data=args.data,
-        n_images=args.images,
-        size=tuple(args.size),
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        progress=progress(args),
-    )
-    print(result.metrics.report())
-    print()
-    print(f"data: {result.data_dir}")
-    print(f"checkpoints and training curves: {result.run_dir}")
-    print(f"test metrics: {Path(args.out) / 'metrics.json'}")
-    print(f"overlays (prediction red, truth green): {Path(args.out) / 'overlays'}")
-    return 0
-
-
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -519,7 +492,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 # Sub-commands register here, in the order `thyroidseg --help` lists them.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo,
+    add_demo,
     add_train,
     _add_predict,
     _add_evaluate,

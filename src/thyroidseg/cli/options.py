@@ -1,6 +1,7 @@
 """Pieces shared by the commands of `thyroidseg.cli`: options, CLI wording, threads.
 
-Every command's defaults are read from the library function it calls (`default`), and every
+Every command's defaults are read from the library function it calls (`default`; the
+training side's from light copies, `thyroidseg.cli.train`), and every
 library message that names an option in both spellings, ``name=value (--flag)``, is said in
 the command line's words (`cli_words`).
 """
@@ -136,9 +137,9 @@ def default(function: Callable[..., Any], parameter: str) -> Any:
     return inspect.signature(function).parameters[parameter].default
 
 
-def add_size_option(parser: argparse.ArgumentParser, function: Callable[..., Any]) -> None:
-    """``--size H W``, defaulting to the ``size`` of ``function`` (the library call it feeds)."""
-    height, width = default(function, "size")
+def add_size_option(parser: argparse.ArgumentParser, size: tuple[int, int]) -> None:
+    """``--size H W``, defaulting to ``size``: the ``size`` of the library call it feeds."""
+    height, width = size
     parser.add_argument(
         "--size",
         type=int,

@@ -1,14 +1,15 @@
-"""``thyroidseg train``: its arguments and its runner (the command line is `thyroidseg.cli`).
+"""The parsers of the training-side commands, ``thyroidseg train`` and ``thyroidseg demo``.
 
-The one command of the training side: `thyroidseg.cli` imports it like the others, a pair
-``add_train(subparsers)`` / ``run_train(args) -> int`` that calls
-`thyroidseg.training.workflows.train_folder`.
+They import no training code, so that ``import thyroidseg.cli`` and the other commands load
+none: the library defaults and choices they show are light copies here (`TRAIN_SIZE`,
+`TRAIN_DEFAULTS`, `WHOLE_RECIPE`, `REFINE_RECIPE`, `LOSS_CHOICES`, `SCHEDULE_CHOICES`,
+`DEMO_SIZE`), which ``tests/test_api.py`` checks against `thyroidseg.training`. Their runners are
+`thyroidseg.cli.run_training`'s, imported by `thyroidseg.cli.main` when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from thyroidseg.cli.options import (
     Renamed,
@@ -16,19 +17,40 @@ from thyroidseg.cli.options import (
     add_size_option,
     add_speed_options,
     add_threads_option,
-    default,
-    progress,
 )
-from thyroidseg.models.checkpoint import BEST_CHECKPOINT
-from thyroidseg.preprocessing.crops import CropRule
-from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
-from thyroidseg.training.losses import LOSS_NAMES
-from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, train_folder
 
 __all__ = [
+    "DEMO_SIZE",
+    "LOSS_CHOICES",
+    "REFINE_RECIPE",
+    "SCHEDULE_CHOICES",
+    "TRAIN_DEFAULTS",
+    "TRAIN_SIZE",
+    "WHOLE_RECIPE",
+    "add_demo",
     "add_train",
-    "run_train",
 ]
+
+TRAIN_SIZE: tuple[int, int] = (128, 128)
+"""`thyroidseg.training.workflows.train_folder`'s ``size``."""
+
+TRAIN_DEFAULTS: dict[str, object] = {"loss": "dice_ce", "lr": 0.002, "schedule": "warmup_cosine"}
+"""`thyroidseg.training.workflows.train_folder`'s ``loss``, ``lr`` and ``schedule``."""
+
+WHOLE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 24, "stem_stride": 2}
+"""`thyroidseg.training.workflows.train_folder`'s epochs, width and stem stride."""
+
+REFINE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 12, "stem_stride": 1}
+"""`thyroidseg.training.workflows.REFINE_RECIPE`: the ``--stage refine`` defaults."""
+
+LOSS_CHOICES: tuple[str, ...] = ("ce", "weighted_ce", "dice", "dice_ce")
+"""`thyroidseg.training.losses.LOSS_NAMES`."""
+
+SCHEDULE_CHOICES: tuple[str, ...] = ("cosine", "warmup_cosine", "poly", "constant")
+"""`thyroidseg.training.workflows.SCHEDULE_NAMES`."""
+
+DEMO_SIZE: tuple[int, int] = (128, 128)
+"""`thyroidseg.training.workflows.run_demo`'s ``size``."""
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +77,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train on every frame, no validation (not with --fold or --folds)",
     )
-    add_size_option(parser, train_folder)
+    add_size_option(parser, TRAIN_SIZE)
     parser.add_argument(
         "--stage",
         choices=("whole", "refine"),
@@ -67,22 +89,22 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(
         "--loss",
-        choices=LOSS_NAMES,
-        default=default(train_folder, "loss"),
-        help=f"loss (default: {default(train_folder, 'loss')}; weighted_ce is the paper's "
+        choices=LOSS_CHOICES,
+        default=TRAIN_DEFAULTS["loss"],
+        help=f"loss (default: {TRAIN_DEFAULTS['loss']}; weighted_ce is the paper's "
         "border-weighted CE)",
     )
     parser.add_argument(
         "--lr",
         type=float,
-        default=default(train_folder, "lr"),
-        help=f"learning rate (default: {default(train_folder, 'lr')})",
+        default=TRAIN_DEFAULTS["lr"],
+        help=f"learning rate (default: {TRAIN_DEFAULTS['lr']})",
     )
     parser.add_argument(
         "--schedule",
-        choices=SCHEDULE_NAMES,
-        default=default(train_folder, "schedule"),
-        help=f"learning-rate schedule (default: {default(train_folder, 'schedule')})",
+        choices=SCHEDULE_CHOICES,
+        default=TRAIN_DEFAULTS["schedule"],
+        help=f"learning-rate schedule (default: {TRAIN_DEFAULTS['schedule']})",
     )
     parser.add_argument(
         "--base-channels", type=int, help=f"U-Net width (default: {_recipe('base_channels')})"
@@ -108,64 +130,40 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     add_speed_options(parser)
     add_quiet_option(parser)
     add_threads_option(parser)
-    parser.set_defaults(run=run_train)
 
 
 def _recipe(name: str) -> str:
     """The default of a train option for each stage, for its help text."""
-    whole, refine = default(train_folder, name), REFINE_RECIPE[name]
+    whole, refine = WHOLE_RECIPE[name], REFINE_RECIPE[name]
     return f"{whole}" if whole == refine else f"{whole}; {refine} with --stage refine"
 
 
 def _stage_recipe(args: argparse.Namespace) -> dict[str, int]:
     """The epochs, width and stem stride given, else the chosen stage's defaults."""
-    whole = {name: default(train_folder, name) for name in REFINE_RECIPE}
-    recipe = REFINE_RECIPE if args.stage == "refine" else whole
+    recipe = REFINE_RECIPE if args.stage == "refine" else WHOLE_RECIPE
     return {
         name: recipe[name] if getattr(args, name) is None else getattr(args, name)
         for name in recipe
     }
 
 
-def run_train(args: argparse.Namespace) -> int:
-    if (args.run_dir is None) == (args.run_dir_option is None):
-        raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
-    args.out = args.run_dir if args.run_dir is not None else args.run_dir_option
-    if args.all and (args.fold is not None or args.folds is not None):
-        raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
-    trainer = train_folder(
-        args.data_dir,
-        args.out,
-        fold=None if args.all else 0 if args.fold is None else args.fold,
-        folds=5 if args.folds is None else args.folds,
-        size=tuple(args.size),
-        augment=not args.no_augment,
-        crops=CropRule() if args.stage == "refine" else None,
-        resume=args.resume,
-        batch_size=args.batch_size,
-        loss=args.loss,
-        lr=args.lr,
-        schedule=args.schedule,
-        early_stopping=args.early_stopping,
-        num_workers=args.workers,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        progress=progress(args),
-        **_stage_recipe(args),
+def add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline on synthetic phantoms (or --data) in a few minutes",
+        description="Write synthetic ultrasound phantoms, preprocess them, train a small U-Net, "
+        "segment the held-out test frames at their original size, print the metrics report "
+        "and write overlay pictures (prediction red, truth green). With --data DIR, use a real "
+        "dataset folder instead of phantoms.",
     )
-    if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
-        out = Path(args.out)
-        best = out / BEST_CHECKPOINT
-        if args.all:
-            items = "nodule crops" if args.stage == "refine" else "frames"
-            print(f"trained on all {len(trainer.train_data)} {items} for {trainer.epoch} epochs")
-        elif trainer.best_epoch > 0:
-            score, epoch = trainer.best_score, trainer.best_epoch
-            print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")
-        else:
-            print("no epoch had a finite validation nodule IoU, so there is no best.pt")
-        listed = [trainer.last_checkpoint] + ([best] if trainer.best_epoch > 0 else [])
-        print(f"checkpoints: {', '.join(map(str, listed))}")
-        print(f"history: {out / HISTORY_CSV} and {out / HISTORY_PNG}")
-    return 0
+    parser.add_argument(
+        "--out", default="thyroidseg-demo", help="output folder (default: thyroidseg-demo)"
+    )
+    parser.add_argument("--data", metavar="DIR", help="dataset folder to use instead of phantoms")
+    parser.add_argument("--images", type=int, default=96, help="phantoms to make (default: 96)")
+    parser.add_argument("--epochs", type=int, default=25, help="epochs (default: 25)")
+    add_size_option(parser, DEMO_SIZE)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_speed_options(parser)
+    add_quiet_option(parser)
+    add_threads_option(parser)

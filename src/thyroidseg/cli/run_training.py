@@ -1,0 +1,84 @@
+"""The runners of the training-side commands, ``thyroidseg train`` and ``thyroidseg demo``.
+
+`thyroidseg.cli.main` imports this module only when one of them runs (their parsers are
+`thyroidseg.cli.train`'s), so no other command loads the training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import thyroidseg.training.workflows as workflows
+from thyroidseg.cli.options import progress
+from thyroidseg.cli.train import _stage_recipe
+from thyroidseg.models.checkpoint import BEST_CHECKPOINT
+from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
+
+__all__ = ["run_demo", "run_train"]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if (args.run_dir is None) == (args.run_dir_option is None):
+        raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
+    args.out = args.run_dir if args.run_dir is not None else args.run_dir_option
+    if args.all and (args.fold is not None or args.folds is not None):
+        raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
+    trainer = workflows.train_folder(
+        args.data_dir,
+        args.out,
+        fold=None if args.all else 0 if args.fold is None else args.fold,
+        folds=5 if args.folds is None else args.folds,
+        size=tuple(args.size),
+        augment=not args.no_augment,
+        crops=CropRule() if args.stage == "refine" else None,
+        resume=args.resume,
+        batch_size=args.batch_size,
+        loss=args.loss,
+        lr=args.lr,
+        schedule=args.schedule,
+        early_stopping=args.early_stopping,
+        num_workers=args.workers,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        progress=progress(args),
+        **_stage_recipe(args),
+    )
+    if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
+        out = Path(args.out)
+        best = out / BEST_CHECKPOINT
+        if args.all:
+            items = "nodule crops" if args.stage == "refine" else "frames"
+            print(f"trained on all {len(trainer.train_data)} {items} for {trainer.epoch} epochs")
+        elif trainer.best_epoch > 0:
+            score, epoch = trainer.best_score, trainer.best_epoch
+            print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")
+        else:
+            print("no epoch had a finite validation nodule IoU, so there is no best.pt")
+        listed = [trainer.last_checkpoint] + ([best] if trainer.best_epoch > 0 else [])
+        print(f"checkpoints: {', '.join(map(str, listed))}")
+        print(f"history: {out / HISTORY_CSV} and {out / HISTORY_PNG}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    result = workflows.run_demo(
+        args.out,
+        data=args.data,
+        n_images=args.images,
+        size=tuple(args.size),
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        progress=progress(args),
+    )
+    print(result.metrics.report())
+    print()
+    print(f"data: {result.data_dir}")
+    print(f"checkpoints and training curves: {result.run_dir}")
+    print(f"test metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"overlays (prediction red, truth green): {Path(args.out) / 'overlays'}")
+    return 0

@@ -4,6 +4,8 @@
   ``__all__``);
 - `thyroidseg.training.workflows`: `train_folder`, `run_demo`, the optimizer and schedule
   names, `REFINE_RECIPE`;
+- `thyroidseg.training.callbacks`: the events of a run (`Callback`), `EarlyStopping`,
+  `HistoryWriter`;
 - `thyroidseg.training.losses`, `thyroidseg.training.checks`, `thyroidseg.training.batching`,
   `thyroidseg.training.distributed`, `thyroidseg.training.history`,
   `thyroidseg.training.divergence`: its parts.
@@ -16,6 +18,7 @@ from thyroidseg.training.trainer import (
     RUN_FILES,
     LossFn,
     Monitor,
+    MonitorMode,
     Trainer,
     refuse_other_run,
 )
@@ -25,6 +28,7 @@ __all__ = [
     "RUN_FILES",
     "LossFn",
     "Monitor",
+    "MonitorMode",
     "Trainer",
     "refuse_other_run",
 ]

@@ -16,8 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-__all__ = ["BATCH_HOOKS", "PrepareBatch", "collate", "default_prepare_batch", "hook_name"]
+from thyroidseg.training.distributed import DistContext
+
+__all__ = [
+    "BATCH_HOOKS",
+    "PrepareBatch",
+    "collate",
+    "default_prepare_batch",
+    "evaluation_loader",
+    "hook_name",
+    "training_loader",
+]
 
 PrepareBatch = Callable[
     [Mapping[str, Any], torch.device, torch.memory_format],
@@ -99,3 +110,59 @@ def hook_name(hook: PrepareBatch) -> str | None:
         if hook is registered:
             return name
     return None
+
+
+def training_loader(
+    data: Any,
+    dist: DistContext,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    seed: int,
+    generator: torch.Generator,
+) -> tuple[Any, Any]:
+    """The `thyroidseg.training.Trainer`'s training loader and its sampler.
+
+    A `DataLoader` given by the caller is used as it is (its own sampler, or ``None``);
+    a dataset gets a `DistributedSampler` (also with one process: shuffled with ``seed``
+    and the epoch, so a resumed run draws the same order), `collate`, and ``generator``
+    for the workers' seeds.
+    """
+    if isinstance(data, DataLoader):
+        return data, getattr(data, "sampler", None)
+    sampler = DistributedSampler(
+        data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed
+    )
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+    )
+    return loader, sampler
+
+
+def evaluation_loader(
+    data: Any, dist: DistContext, *, batch_size: int, num_workers: int, device: torch.device
+) -> Any:
+    """The loader over ``data`` for validation: a caller's `DataLoader` as it is, else in order.
+
+    Under ``torchrun`` every process takes every ``world_size``-th item (no padding, so no
+    item counts twice).
+    """
+    if isinstance(data, DataLoader):
+        return data
+    share = data
+    if dist.world_size > 1:
+        share = Subset(data, range(dist.rank, len(data), dist.world_size))
+    return DataLoader(
+        share,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )

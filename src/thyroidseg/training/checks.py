@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from torch import nn
 from thyroidseg._checks import check_int
 from thyroidseg.models.registry import canonical_name, model_config
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
+from thyroidseg.training.callbacks import Callback
 
 __all__ = [
     "RESUME_MUST_MATCH",
     "check_components",
+    "check_monitor",
     "check_settings",
     "data_conflicts",
     "describe",
@@ -38,12 +40,12 @@ __all__ = [
 
 RESUME_MUST_MATCH = (
     "model_class", "model", "loss", "optimizer", "scheduler", "prepare_batch", "epochs",
-    "batch_size", "amp", "grad_clip", "ignore_index", "monitor", "seed",
+    "batch_size", "amp", "grad_clip", "ignore_index", "monitor", "mode", "seed",
 )  # fmt: skip
 """Trainer settings that shape the trajectory: ``fit(resume=...)`` refuses other values."""
 
 
-_ADDED_SINCE_0_1 = {"monitor": "val_iou"}
+_ADDED_SINCE_0_1 = {"monitor": "val_iou", "mode": "max"}
 """Settings 0.1.x checkpoints lack, with the value those runs used."""
 
 
@@ -254,6 +256,29 @@ def check_settings(
         raise ValueError(f"grad_clip must be a positive finite number, got {grad_clip!r}")
     if early_stopping is not None:
         if not validation:
-            raise ValueError("early_stopping needs val_data (it watches the validation IoU)")
+            raise ValueError("early_stopping needs val_data (it watches a validation metric)")
         check_int("early_stopping", early_stopping, 1)
     resolve_amp(amp, resolve_device(device))
+
+
+def check_monitor(
+    monitor: object, mode: object, known: Sequence[str], callbacks: Sequence[Callback]
+) -> None:
+    """Refuse a ``monitor`` that nothing computes and a ``mode`` that is no rule.
+
+    ``monitor`` must be one of ``known`` (the trainer's validation metrics) unless a callback
+    overrides ``on_validation_end`` (where it may add one); ``mode`` is ``"max"``, ``"min"``
+    or a function ``better(value, best) -> bool``.
+    """
+    adds_metrics = any(
+        type(c).on_validation_end is not Callback.on_validation_end for c in callbacks
+    )
+    if not isinstance(monitor, str) or (monitor not in known and not adds_metrics):
+        raise ValueError(
+            f"monitor must be one of {tuple(known)} (or a metric that a callback adds in "
+            f"on_validation_end), got {monitor!r}"
+        )
+    if not (mode in ("max", "min") or (callable(mode) and not isinstance(mode, str))):
+        raise ValueError(
+            f"mode must be 'max', 'min' or a function better(value, best), got {mode!r}"
+        )

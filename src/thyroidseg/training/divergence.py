@@ -7,9 +7,11 @@ each names where it happened and which checkpoint was kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["NonFiniteLossError", "NonFiniteOutputError"]
+__all__ = ["NonFiniteLossError", "NonFiniteOutputError", "item_name"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,4 +85,14 @@ class NonFiniteOutputError(RuntimeError):
         self.image_finite, self.checkpoint = image_finite, checkpoint
 
 
-# --------------------------------------------------------------------------- the trainer
+def item_name(dataset: Any, index: int) -> str | None:
+    """The ``"name"`` entry of ``dataset[index]`` for `NonFiniteOutputError`, or ``None``.
+
+    ``None`` also when the dataset cannot be indexed (an iterable-style dataset).
+    """
+    try:
+        item = dataset[index]
+    except (TypeError, IndexError, NotImplementedError):
+        return None
+    name = item.get("name") if isinstance(item, Mapping) else None
+    return None if name is None else str(name)

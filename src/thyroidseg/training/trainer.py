@@ -1,24 +1,9 @@
-"""Training: the `Trainer` loop, its validation, resume and DistributedDataParallel.
+"""Training: the `Trainer` loop, its validation, checkpoints, resume and events.
 
-The loop is the one the paper describes (forward, loss, backward, update, save the
-parameters, repeat) with what users of Lightning, MONAI and nnU-Net expect around it:
-
-* the trainer takes built objects, as MONAI's ``SupervisedTrainer``: a model, a loss, an
-  optimizer and a learning-rate scheduler, plus a ``prepare_batch`` hook that turns a batch
-  into ``(inputs, target, loss keyword arguments)`` (so a precomputed ``weight_map`` of the
-  dataset reaches the loss). Names such as ``"dice_ce"`` or ``"cosine"`` are resolved by
-  `thyroidseg.training.workflows.train_folder` and the command line, not here;
-* validation after every epoch, reporting the **per-image** nodule IoU and Dice (mean over
-  validation images); the IoU selects the ``best`` checkpoint and drives early stopping;
-* ``best.pt`` on improvement, then ``last.pt`` after every epoch (`thyroidseg.models.checkpoint`),
-  holding everything needed to resume bit-exactly on the CPU; the order keeps the two
-  consistent under a kill at any moment (``last.pt`` never claims a ``best.pt`` that is not
-  on disk), and a resumed run checks it;
-* a non-finite loss stops the run with `NonFiniteLossError` (epoch and step named), a
-  non-finite validation output with `NonFiniteOutputError` (epoch and item named);
-* ``history.csv`` and ``history.png`` in ``out_dir`` (`thyroidseg.training.history`);
-* the device, autocast and CPU settings of `thyroidseg.runtime`, and DistributedDataParallel
-  when launched with ``torchrun``.
+The loop the paper describes (forward, loss, backward, update, save the parameters, repeat),
+with per-epoch validation, ``best.pt``/``last.pt`` for an exact resume, the events of
+`thyroidseg.training.callbacks` and DistributedDataParallel under ``torchrun``.
+docs/training.md explains each part.
 
 Examples
 --------
@@ -38,15 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
@@ -67,30 +53,45 @@ from thyroidseg.models.checkpoint import (
 )
 from thyroidseg.models.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
-from thyroidseg.training.batching import PrepareBatch, collate, default_prepare_batch, hook_name
+from thyroidseg.training.batching import (
+    PrepareBatch,
+    collate,
+    default_prepare_batch,
+    evaluation_loader,
+    hook_name,
+    training_loader,
+)
+from thyroidseg.training.callbacks import Callback, trainer_callbacks
 from thyroidseg.training.checks import (
     check_components,
+    check_monitor,
     check_settings,
     describe,
     ignore_index_of,
     resume_conflicts,
 )
 from thyroidseg.training.distributed import DistContext, join_process_group
-from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
-from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG, write_history
+from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError, item_name
+from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
 
 __all__ = [
     "MONITORS",
     "RUN_FILES",
     "LossFn",
     "Monitor",
+    "MonitorMode",
     "Trainer",
     "refuse_other_run",
 ]
 
 Monitor = Literal["val_iou", "val_dice"]
 MONITORS: tuple[str, ...] = get_args(Monitor)
-"""The validation metrics ``Trainer(monitor=...)`` can watch (higher is better)."""
+"""The validation metrics the `Trainer` computes, which ``monitor`` can name (higher is better);
+a callback may add others."""
+
+MonitorMode = Literal["max", "min"] | Callable[[float, float], bool]
+"""``Trainer(mode=...)``: ``"max"``, ``"min"`` or ``better(value, best) -> bool``."""
+_BETTER = {"max": operator.gt, "min": operator.lt}
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
@@ -123,6 +124,9 @@ def _dataset_of(data: Any) -> Any:
 class Trainer:
     """Train a segmentation model, validate every epoch, checkpoint and resume.
 
+    docs/training.md says what a run does, epoch by epoch, and why: the checkpoints, exact
+    resume, the events and DistributedDataParallel under ``torchrun``.
+
     Parameters
     ----------
     model
@@ -130,95 +134,58 @@ class Trainer:
         `thyroidseg.models.unet.UNet`. Its ``config`` attribute (if any) is stored in the
         checkpoints so `thyroidseg.inference` can rebuild it.
     train_data, val_data
-        Datasets whose items are dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"``
-        (int ``(H, W)`` class indices), e.g. `thyroidseg.data.ThyroidDataset`; further
-        tensor entries (e.g. a precomputed ``"weight_map"``) are batched too and reach
-        ``prepare_batch``. If ``train_data`` has a ``set_epoch(epoch)`` method it is called
-        before every epoch (so seeded augmentation can differ per epoch and still resume
-        exactly). ``val_data=None`` skips validation: only ``last.pt`` is written.
-
-        Either may also be a built `torch.utils.data.DataLoader` (as MONAI's
-        ``SupervisedTrainer(train_data_loader=...)`` takes), for a custom sampler, an
-        ``IterableDataset`` or ``persistent_workers``: it is used as it is, so its batch
-        size, order and workers are the loader's (``batch_size`` and ``num_workers`` then
-        apply only to the other argument), its dataset's ``set_epoch`` and ``config`` are
-        used as a dataset's would be, and under ``torchrun`` its sampler must split the data
-        itself. With a DataLoader of your own, a resumed run is bit-identical only if the
-        loader's order is seeded per epoch (e.g. a ``DistributedSampler`` or a seeded
-        ``generator``).
+        Datasets of dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"`` (int
+        ``(H, W)`` class indices), e.g. `thyroidseg.data.ThyroidDataset`, or built
+        DataLoaders, used as they are. Further tensor entries (e.g. ``"weight_map"``) are
+        batched and reach ``prepare_batch``; a dataset's ``set_epoch(epoch)`` is called
+        before every epoch. ``val_data=None`` skips validation: only ``last.pt`` is written.
     loss
-        A loss object or callable ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
-        ``thyroidseg.training.losses.make_loss("dice_ce")`` or ``nn.CrossEntropyLoss()``; it is
-        computed in float32 even under autocast. Its ``ignore_index`` (if it has one) is
-        also left out of the validation counts.
+        ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
+        ``thyroidseg.training.losses.make_loss("dice_ce")``, computed in float32. Its
+        ``ignore_index`` (if any) is left out of the validation counts.
     optimizer
-        An optimizer over the model's parameters. ``None`` (default): the trainer builds
-        ``torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)``.
+        ``None`` (default): ``torch.optim.AdamW(model.parameters(), lr=1e-3,
+        weight_decay=1e-4)``.
     scheduler
-        A learning-rate scheduler of ``optimizer``, stepped once per epoch (``step()``
-        without arguments, so not ``ReduceLROnPlateau``). ``None`` (default): a constant
-        learning rate. `thyroidseg.training.workflows.train_folder` builds cosine or poly schedules.
+        Stepped once per epoch with ``step()`` (so not ``ReduceLROnPlateau``). ``None``
+        (default): a constant learning rate.
     prepare_batch
-        ``prepare_batch(batch, device, memory_format) -> (inputs, target, loss_kwargs)``:
-        ``batch`` is a dict of the collated items (tensor entries stacked along a new first
-        dimension, other entries as lists); ``inputs`` go to the model, ``target``
-        (int64 ``(N, H, W)``) to the loss and the validation counts, and the mapping
-        ``loss_kwargs`` to the loss as keyword arguments during training. Default:
-        `default_prepare_batch` (``"image"``, ``"mask"`` and, when present,
-        ``weight_map=batch["weight_map"]``).
-    epochs
-        Number of epochs to train in total (a resumed run continues up to it). Default 50.
-    batch_size
-        Images per step and per process. Default 8.
-    num_workers
-        DataLoader worker processes. Default 0 (load in the training process: with a cached
-        dataset on a CPU, workers only compete with the model for cores).
-    device
-        ``"auto"`` (default: CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    amp
-        Mixed precision, see `thyroidseg.runtime.resolve_amp`: ``"auto"`` (default: bf16 on
-        CPUs that have it natively, fp16 + gradient scaler on CUDA), ``"bf16"``, ``"fp16"``
-        or ``"off"`` (float32 everywhere).
+        ``prepare_batch(batch, device, memory_format) -> (inputs, target, loss_kwargs)``
+        (docs/training.md, "Batches and extra inputs"). Default: `default_prepare_batch`.
+    epochs, batch_size, num_workers
+        Epochs in total (a resumed run continues up to it; default 50), images per step and
+        per process (default 8), DataLoader workers (default 0).
+    device, amp
+        ``"auto"`` (default) or a device; the mixed precision of
+        `thyroidseg.runtime.resolve_amp` (``"auto"``, ``"bf16"``, ``"fp16"``, ``"off"``).
     channels_last
-        Use the channels-last memory format for the model and the images (default ``True``;
-        faster convolutions on CPUs and tensor cores).
+        Channels-last memory format for the model and the images (default ``True``).
     grad_clip
-        Clip the global gradient norm to this value (``None``, the default: no clipping;
-        nnU-Net uses 12).
+        Clip the global gradient norm to this value (default ``None``: no clipping).
     early_stopping
-        Stop after this many epochs without a better ``monitor`` value (``None``, default:
-        never).
-    monitor
-        The validation metric that picks ``best.pt`` and drives early stopping, higher is
-        better: ``"val_iou"`` (default, the mean per-image nodule IoU) or ``"val_dice"``.
+        Stop after this many epochs without a better ``monitor`` value: adds an
+        `thyroidseg.training.callbacks.EarlyStopping` (default ``None``: never).
+    monitor, mode
+        The key metric that picks ``best.pt`` and drives early stopping: an entry of the
+        epoch's row (`MONITORS`, computed by the trainer, or one a callback adds in
+        ``on_validation_end``; default ``"val_iou"``, the mean per-image nodule IoU), and
+        when a value is better: ``"max"`` (default), ``"min"`` or a function
+        ``better(value, best) -> bool``. A non-finite value is never better.
+    callbacks
+        `thyroidseg.training.callbacks.Callback` objects whose hooks run at the events of
+        the run, in this order, after the trainer's own (`HistoryWriter` when ``out_dir`` is
+        set, then `EarlyStopping`).
     out_dir
-        Folder for ``last.pt``, ``best.pt``, ``history.csv`` and ``history.png``. ``None``
-        (default) writes nothing.
+        Folder for `RUN_FILES`. ``None`` (default) writes nothing.
     seed
-        Seeds the data order, the DataLoader workers and the global random generators
-        (Python, NumPy, PyTorch), so a run is repeatable on the CPU. Default 0.
+        Seeds the data order, the workers and the global random generators (default 0).
     progress
-        Progress: ``None`` (default) draws a bar per epoch on a terminal and prints one line
-        per epoch with the estimated time left (here and in logs); ``False`` prints nothing.
+        ``None`` (default): a bar per epoch on a terminal and one line per epoch;
+        ``False``: nothing.
     data_config
-        Extra JSON-ready entries (e.g. the data folder and fold) stored in the checkpoints'
-        ``config["data"]`` on top of ``train_data.config`` when the dataset has one
-        (`thyroidseg.data.ThyroidDataset.config`: layout, size, ``"preprocess"`` and
-        ``"preprocess_options"``). `thyroidseg.inference.Segmenter.from_checkpoint` prepares
-        new frames from those entries exactly as in training. Default: nothing extra.
-
-    Notes
-    -----
-    The checkpoints' ``config`` describes the run: the model class and ``config``, the
-    loss, optimizer and scheduler (their ``repr``, or their class and settings where the
-    ``repr`` is only a memory address), epochs, batch size, seed and the speed settings.
-    ``fit(resume=...)`` refuses a checkpoint whose run was set up differently.
-
-    Under ``torchrun`` (``WORLD_SIZE > 1``) `fit` wraps the model in
-    ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA), shards the training data with a
-    ``DistributedSampler`` and the validation data without padding, sums the confusion
-    matrices with `ConfusionMatrix.sync`, and only rank 0 writes files.
-    ``batch_size`` is per process, so the effective batch is ``batch_size * WORLD_SIZE``.
+        Extra JSON-ready entries stored in the checkpoints' ``config["data"]`` on top of
+        ``train_data.config`` (from which `thyroidseg.inference.Segmenter.from_checkpoint`
+        prepares new frames as in training).
     """
 
     def __init__(
@@ -239,7 +206,9 @@ class Trainer:
         channels_last: bool = True,
         grad_clip: float | None = None,
         early_stopping: int | None = None,
-        monitor: Monitor = "val_iou",
+        monitor: str = "val_iou",
+        mode: MonitorMode = "max",
+        callbacks: Iterable[Callback] = (),
         out_dir: PathLike | None = None,
         seed: int = 0,
         progress: bool | None = None,
@@ -258,9 +227,11 @@ class Trainer:
         )
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
-        if monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
-        self.monitor = monitor
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = trainer_callbacks(callbacks, self.out_dir, early_stopping)
+        """The trainer's own callbacks, then the caller's (`thyroidseg.training.callbacks`)."""
+        check_monitor(monitor, mode, MONITORS, self.callbacks)
+        self.monitor, self.mode = monitor, mode
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Module.to converts parameters in place: an optimizer built on them still holds them.
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -278,7 +249,6 @@ class Trainer:
         )
         self.epochs, self.batch_size, self.num_workers = epochs, batch_size, num_workers
         self.grad_clip, self.early_stopping, self.seed = grad_clip, early_stopping, seed
-        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         stored = getattr(_dataset_of(train_data), "config", None) or {}
         data_config = {**stored, **(data_config or {})}
@@ -297,18 +267,20 @@ class Trainer:
             "grad_clip": grad_clip,
             "early_stopping": early_stopping,
             "monitor": monitor,
+            "mode": mode if isinstance(mode, str) else describe(mode),
             "ignore_index": self.ignore_index,
             "seed": seed,
         }
         self.epoch = 0
         """Completed epochs (restored by ``fit(resume=...)``)."""
-        self.best_score = -math.inf
+        self.best_score = {"max": -math.inf, "min": math.inf}.get(str(mode), math.nan)
         """Best value of ``monitor`` so far (by default the mean per-image validation IoU)."""
         self.best_epoch = 0
-        self.bad_epochs = 0
+        """The epoch of `best_score` (0: none yet)."""
         self.history: list[dict[str, float]] = []
         self._dist = DistContext()
         self._last_saved: Path | None = None
+        self._stopping = False
 
     # -- public API -------------------------------------------------------------------
 
@@ -322,10 +294,10 @@ class Trainer:
         ----------
         resume
             A checkpoint to continue from (usually ``out_dir / "last.pt"``): restores the model,
-            optimizer, scheduler, gradient scaler, epoch, best score, early-stopping counter,
-            history and random states. On the CPU the result is bit-identical to a run that
-            was never interrupted. When it lies in ``out_dir``, that folder's ``best.pt`` is
-            checked against it (`thyroidseg.models.checkpoint.check_best_checkpoint`).
+            optimizer, scheduler, gradient scaler, epoch, best score and epoch, history and
+            random states (bit-identical to an uninterrupted run on the CPU). When it lies in
+            ``out_dir``, that folder's ``best.pt`` is checked against it
+            (`thyroidseg.models.checkpoint.check_best_checkpoint`).
 
         Raises
         ------
@@ -335,7 +307,7 @@ class Trainer:
             The model's output for a validation item was NaN or infinite.
         ValueError
             ``out_dir`` cannot be written; ``resume`` was written by a run set up differently
-            (see the class notes), or its ``best.pt`` is lost.
+            (docs/training.md), or its ``best.pt`` is lost; ``monitor`` is in no epoch row.
         FileExistsError
             A new run (no ``resume``) into an ``out_dir`` that holds run files already.
         thyroidseg.io.outputs.FolderInUseError
@@ -374,19 +346,10 @@ class Trainer:
         self, data: Dataset | Sequence[Mapping[str, Any]], epoch: int | None
     ) -> ConfusionMatrix:
         matrix: ConfusionMatrix | None = None  # its classes: the logits' channels
-        if isinstance(data, DataLoader):  # the caller's loader, as it is
-            loader = data
-        else:
-            share = data
-            if self._dist.world_size > 1:  # every process takes every world_size-th item
-                share = Subset(data, range(self._dist.rank, len(data), self._dist.world_size))
-            loader = DataLoader(
-                share,
-                batch_size=self.batch_size,
-                num_workers=self.num_workers,
-                collate_fn=collate,
-                pin_memory=self.device.type == "cuda",
-            )
+        loader = evaluation_loader(
+            data, self._dist, batch_size=self.batch_size, num_workers=self.num_workers,
+            device=self.device,
+        )  # fmt: skip
         self.model.eval()
         first_bad = None  # 2 * (index in data) + (1 if that item's input was finite)
         seen = 0
@@ -407,13 +370,8 @@ class Trainer:
         first_bad = self._dist.smallest(first_bad, self.device)  # every process stops together
         if first_bad is not None:
             index = first_bad // 2
-            try:
-                item = _dataset_of(data)[index]
-            except (TypeError, IndexError, NotImplementedError):  # an iterable-style dataset
-                item = None
-            name = item.get("name") if isinstance(item, Mapping) else None
             raise NonFiniteOutputError(
-                epoch, index, None if name is None else str(name), bool(first_bad % 2),
+                epoch, index, item_name(_dataset_of(data), index), bool(first_bad % 2),
                 self._last_saved if epoch is not None else None,
             )  # fmt: skip
         if matrix is None:  # this process had no item (more processes than items)
@@ -436,6 +394,20 @@ class Trainer:
         """``out_dir / "last.pt"`` once written by this trainer, else ``None``."""
         return self._last_saved
 
+    @property
+    def bad_epochs(self) -> int:
+        """Epochs since the best one (``epoch - best_epoch``; 0 without validation)."""
+        return self.epoch - self.best_epoch if self.val_data is not None else 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files (rank 0 under ``torchrun``; always alone)."""
+        return self._dist.is_main
+
+    def stop(self) -> None:
+        """End `fit` before the next epoch (what `EarlyStopping` calls); the epoch runs on."""
+        self._stopping = True
+
     # -- the loop -----------------------------------------------------------------------
 
     def _fit(self) -> None:
@@ -445,26 +417,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         worker_seeds = torch.Generator()
-        if isinstance(self.train_data, DataLoader):  # the caller's loader, as it is
-            loader = self.train_data
-            sampler = getattr(loader, "sampler", None)
-        else:
-            sampler = DistributedSampler(
-                self.train_data,
-                num_replicas=self._dist.world_size,
-                rank=self._dist.rank,
-                shuffle=True,
-                seed=self.seed,
-            )
-            loader = DataLoader(
-                self.train_data,
-                batch_size=self.batch_size,
-                sampler=sampler,
-                num_workers=self.num_workers,
-                collate_fn=collate,
-                pin_memory=self.device.type == "cuda",
-                generator=worker_seeds,
-            )
+        loader, sampler = training_loader(
+            self.train_data, self._dist, batch_size=self.batch_size,
+            num_workers=self.num_workers, device=self.device, seed=self.seed,
+            generator=worker_seeds,
+        )  # fmt: skip
         epochs = Progress(
             range(self.epoch, self.epochs),
             total=self.epochs,
@@ -474,9 +431,12 @@ class Trainer:
             enabled=self.progress if is_main else False,
             every_item=True,
         )
+        self._stopping = False
+        self._emit("on_train_start")
         for epoch in epochs:
-            if self.early_stopping is not None and self.bad_epochs >= self.early_stopping:
+            if self._stopping:
                 break
+            self._emit("on_epoch_start", epoch + 1)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             worker_seeds.manual_seed(self.seed * 100_003 + epoch)  # same workers' seeds on resume
@@ -492,25 +452,41 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self._dist.broadcast_buffers(self.model)  # one set of BatchNorm statistics
-            improved = False
-            if self.val_data is not None:
-                matrix = self._evaluate(self.val_data, epoch + 1)
-                row["val_iou"] = nanmean(matrix.per_image("iou", cls=1))
-                row["val_dice"] = nanmean(matrix.per_image("dice", cls=1))
-                score = row[self.monitor]
-                improved = score > self.best_score
-                if improved:
-                    self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
-                else:
-                    self.bad_epochs += 1
+            improved = self.val_data is not None and self._validate(row, epoch + 1)
             row["seconds"] = time.perf_counter() - started
             self.epoch = epoch + 1
             self.history.append(row)
             if is_main and self.out_dir is not None:
-                self._write_outputs(improved)
+                self._write_checkpoints(improved)
+            self._emit("on_epoch_end", row)
             epochs.set_postfix(
                 **{k: v for k, v in row.items() if k in ("train_loss", "val_iou", "val_dice")}
             )
+        self._emit("on_train_end")
+
+    def _validate(self, row: dict[str, float], epoch: int) -> bool:
+        """Add the validation metrics to ``row``; whether ``monitor`` improved on the best."""
+        assert self.val_data is not None
+        matrix = self._evaluate(self.val_data, epoch)
+        row["val_iou"] = nanmean(matrix.per_image("iou", cls=1))
+        row["val_dice"] = nanmean(matrix.per_image("dice", cls=1))
+        self._emit("on_validation_end", matrix, row)
+        if self.monitor not in row:
+            raise ValueError(
+                f"monitor {self.monitor!r} is not in epoch {epoch}'s row ({', '.join(row)}): "
+                "name a validation metric, or one that a callback adds in on_validation_end"
+            )
+        score = float(row[self.monitor])
+        better = _BETTER[self.mode] if isinstance(self.mode, str) else self.mode
+        if not math.isfinite(score) or (self.best_epoch and not better(score, self.best_score)):
+            return False
+        self.best_score, self.best_epoch = score, epoch
+        return True
+
+    def _emit(self, event: str, *args: Any) -> None:
+        """Call hook ``event`` of every callback, in order."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
 
     def _train_epoch(self, model: nn.Module, loader: DataLoader, epoch: int) -> float:
         model.train()
@@ -538,6 +514,7 @@ class Trainer:
             total += value * inputs.shape[0]
             count += inputs.shape[0]
             steps.set_postfix(loss=value)
+            self._emit("on_step_end", step, value)
         total, count = self._dist.sum([total, count], self.device)
         return total / count
 
@@ -583,13 +560,12 @@ class Trainer:
                 stacklevel=4,
             )
 
-    def _write_outputs(self, improved: bool) -> None:
+    def _write_checkpoints(self, improved: bool) -> None:
         assert self.out_dir is not None
         checkpoint = self._checkpoint()
         if improved:  # first, so last.pt never records a best epoch that best.pt lacks
             save_checkpoint(self.out_dir / BEST_CHECKPOINT, checkpoint)
         self._last_saved = save_checkpoint(self.out_dir / LAST_CHECKPOINT, checkpoint)
-        write_history(self.out_dir, self.history)
 
     def _restore(self, path: PathLike) -> None:
         checkpoint = load_checkpoint(path, map_location=self.device)
@@ -610,7 +586,6 @@ class Trainer:
             self.epoch = int(checkpoint["epoch"])
             self.best_score = float(checkpoint["best_score"])
             self.best_epoch = int(checkpoint["best_epoch"])
-            self.bad_epochs = int(checkpoint["early_stopping"]["bad_epochs"])
             self.history = [dict(row) for row in checkpoint["history"]]
             restore_rng_state(checkpoint["rng"])
         except (KeyError, RuntimeError, ValueError) as error:
@@ -621,6 +596,3 @@ class Trainer:
         if self._dist.is_main and self.out_dir is not None and path.parent.samefile(self.out_dir):
             check_best_checkpoint(path, checkpoint)  # another folder gets best.pt on improvement
         self._last_saved = path
-
-
-# --------------------------------------------------------------------------- helpers

@@ -3,7 +3,7 @@
 The loop is built from real DDTI frames (``--data``, cycled to ``--frames`` frames, all
 resized to the first frame's size), written once as one uncompressed multi-frame DICOM
 (`thyroidseg.io.dicom.write_dicom`, with an ultrasound region of 0.1 mm pixels) and once as a
-folder of PNG files. Both go through the same ``Segmenter.predict_folder`` with the shipped
+folder of PNG files. Both go through the same ``predict_folder`` with the shipped
 model and ``--measure`` (spacing read from the file for the loop), best of ``--repeat``
 runs into a fresh folder, and the ratio DICOM / PNG is printed beside the CPU:
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from thyroidseg import Segmenter
+from thyroidseg.inference import predict_folder
 from thyroidseg.io.dicom import write_dicom
 from thyroidseg.io.files import atomic_write_bytes, read_image, write_image
 from thyroidseg.io.outputs import check_outputs
@@ -82,7 +83,7 @@ def _best(segmenter: Segmenter, inputs: Path, out: Path, repeat: int) -> float:
     times = []
     for k in range(repeat):
         start = time.perf_counter()
-        segmenter.predict_folder(inputs, out / str(k), measurements=True, progress=False)
+        predict_folder(segmenter, inputs, out / str(k), measurements=True, progress=False)
         times.append(time.perf_counter() - start)
     return min(times)
 

@@ -11,7 +11,7 @@ row                           what one pass times
                               the network
 ``predict_many``              `Segmenter.predict_many` on the frames in memory (preprocess,
                               network, masks back at the frame's size, post-processing)
-``predict_folder``            `Segmenter.predict_folder` from the image folder into a fresh
+``predict_folder``            `predict_folder` from the image folder into a fresh
                               temporary folder: reading the files and writing the masks too,
                               i.e. ``thyroidseg predict IN_DIR OUT_DIR``
 ``folder, all outputs``       the same with overlays, probability maps and measurements.csv
@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from thyroidseg import Segmenter, __version__, preprocess
+from thyroidseg.inference import predict_folder
 from thyroidseg.io.files import atomic_write_bytes, list_images, read_image
 from thyroidseg.runtime import AMP_MODES, cpu_info
 
@@ -95,7 +96,8 @@ def measure_rows(
     def into_fresh_folder(tta: bool, extras: bool) -> Callable[[], object]:
         def run() -> object:
             out = work / f"out{next(passes)}"
-            return segmenter.predict_folder(
+            return predict_folder(
+                segmenter,
                 folder,
                 out,
                 tta=tta,

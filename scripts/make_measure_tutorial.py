@@ -1,7 +1,7 @@
 """Make the "Measure nodules" tutorial's picture and table from real DDTI frames.
 
 Segments the fixed frames `STEMS` exactly as ``thyroidseg predict FRAMES OUT --overlay
---measure --pixel-spacing MM`` does (`Segmenter.predict_folder` on a temporary folder holding
+--measure --pixel-spacing MM`` does (`predict_folder` on a temporary folder holding
 links to them), then
 
 * writes ``docs/img/measure_overlays.png``: each frame with the predicted outline (red, area
@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from thyroidseg import Nodule, Segmenter, measure, preprocess
-from thyroidseg.inference.folders import MEASUREMENTS_CSV
+from thyroidseg.inference.folders import MEASUREMENTS_CSV, predict_folder
 from thyroidseg.inference.measurements import _hull_vertices
 from thyroidseg.inference.segmenter import overlay
 from thyroidseg.io.files import read_binary_mask, read_image, write_image
@@ -199,7 +199,8 @@ def main() -> int:
         frames.mkdir()
         for source in sources.values():
             (frames / source.name).symlink_to(source.resolve())
-        result = segmenter.predict_folder(
+        result = predict_folder(
+            segmenter,
             frames,
             out,
             overlays=True,

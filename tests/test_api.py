@@ -445,6 +445,64 @@ def test_the_command_line_loads_training_code_only_to_run_train_or_demo():
     assert [m for m in loaded if m.startswith("thyroidseg.training")] == []
 
 
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the thyroidseg modules it imports at its top level when it runs.
+
+    ``from thyroidseg import x`` is an edge to module ``x`` when it is one, else to the
+    package's ``__init__``; imports under ``if TYPE_CHECKING:`` or inside functions are not
+    edges (they do not run on import).
+    """
+    return {
+        name: {
+            imported if imported in MODULES else "__init__"
+            for imported in _thyroidseg_imports(_tree(name))
+        }  # fmt: skip
+        for name in MODULES
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` that hold a cycle (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1 or node in graph.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"a"}, "b": set()}) == [["a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle among thyroidseg's modules (top-level imports, read from the source)."""
+    graph = _import_graph()
+    assert sum(map(len, graph.values())) > len(MODULES)  # the edges were found
+    assert _cycles(graph) == []
+
+
 def test_inference_never_reaches_training():
     loaded = _loaded_by("import thyroidseg.inference")
     assert [m for m in loaded if m.startswith("thyroidseg.training")] == []

@@ -32,7 +32,7 @@ from pydicom.uid import (  # noqa: E402
 import thyroidseg.io._dicom_header  # noqa: E402
 from inference_helpers import PLAIN, frame_with_square, iou  # noqa: E402
 from thyroidseg.cli import main  # noqa: E402
-from thyroidseg.inference import Segmenter  # noqa: E402
+from thyroidseg.inference import Segmenter, predict_file  # noqa: E402
 from thyroidseg.inference.measurements import measure  # noqa: E402
 from thyroidseg.io.dicom import (  # noqa: E402
     FrameRange,
@@ -619,7 +619,7 @@ def test_predict_keeps_going_past_bad_files_and_lists_them(
 def test_predict_file_and_the_readers_of_the_library(tmp_path: Path) -> None:
     segmenter = Segmenter(Threshold(), PLAIN, device="cpu", batch_size=2)
     path = write_dicom(tmp_path / "in" / "loop.dcm", loop(3), region_spacing_mm=0.2)
-    result = segmenter.predict_file(path, frames="2-3")
+    result = predict_file(segmenter, path, frames="2-3")
     assert result.frames == (2, 3) and result.spacing.source == "ultrasound-region"
     truth = frame_with_square()[1]
     assert [iou(mask, truth) > 0.95 for mask in result.masks] == [True, True]

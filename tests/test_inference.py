@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 from pathlib import Path
@@ -9,16 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from thyroidseg._io import write_image
 from torch import nn
 
 import thyroidseg
+import thyroidseg.inference.folders
 import thyroidseg.inference.segmenter
 import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.crops import CropDataset
 from thyroidseg.data.synthetic import synthetic_phantoms
-from thyroidseg.inference import Segmenter
+from thyroidseg.inference import Segmenter, predict_folder
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
@@ -162,6 +165,45 @@ def test_predict_many_is_predict_for_each_frame_across_batches() -> None:
         np.testing.assert_array_equal(mask, one_mask)
         np.testing.assert_allclose(probability, one_probability, atol=1e-6)
     assert [m.shape for m in segmenter.predict_many(images)] == [(80, 120)] * 3  # (N, H, W) array
+
+
+def test_prepare_then_segment_prepared_is_predict() -> None:
+    images, _ = synthetic_phantoms(2, size=(80, 120), seed=2)
+    segmenter = Segmenter(UNet(base_channels=4, depth=2, seed=0), {"size": (64, 64)}, tta=True)
+    prepared = [segmenter.prepare(image) for image in images]
+    halves = segmenter.segment_prepared(prepared, return_probabilities=True)
+    for image, (mask, probability) in zip(images, halves, strict=True):
+        whole_mask, whole_probability = segmenter.predict(image, return_probabilities=True)
+        np.testing.assert_array_equal(mask, whole_mask)
+        np.testing.assert_allclose(probability, whole_probability, atol=1e-6)
+    assert [p is None for _, p in segmenter.segment_prepared(prepared)] == [True, True]
+    with pytest.raises(ValueError, match="tta must be True or False"):
+        segmenter.segment_prepared(prepared, tta="yes")
+
+
+def test_the_folder_code_uses_only_the_segmenters_public_methods() -> None:
+    """``inference.folders`` depends on the Segmenter one way: no private attribute of it."""
+    source = Path(thyroidseg.inference.folders.__file__).read_text(encoding="utf-8")
+    reached = {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "segmenter"
+    }
+    assert {"prepare", "segment_prepared"} <= reached
+    assert [name for name in reached if name.startswith("_")] == []
+
+
+def test_segmenter_predict_folder_still_works_with_a_warning(tmp_path: Path) -> None:
+    image, _ = frame_with_square()
+    write_image(tmp_path / "in" / "scan.png", image)
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
+    with pytest.warns(FutureWarning, match=r"use thyroidseg.inference.predict_folder\(segmenter"):
+        old = segmenter.predict_folder(tmp_path / "in", tmp_path / "old", progress=False)
+    new = predict_folder(segmenter, tmp_path / "in", tmp_path / "new", progress=False)
+    assert list(old.masks) == list(new.masks) == ["scan"]
+    assert old.masks["scan"].read_bytes() == new.masks["scan"].read_bytes()
 
 
 def test_one_frame_and_many_frames_are_not_confused() -> None:

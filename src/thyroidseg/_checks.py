@@ -1,4 +1,5 @@
-"""The integer and probability checks of the library's argument validation, and its path type."""
+"""The integer, probability and flag checks of the library's argument validation, and its path
+type."""
 
 from __future__ import annotations
 
@@ -46,3 +47,16 @@ def check_probability(name: str, value: object) -> float:
     if not 0.0 <= float(value) <= 1.0:  # NaN fails too
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (a checkpoint's ``"false"`` string must not count as true).
+
+    >>> check_flag("tta", "false")
+    Traceback (most recent call last):
+    ...
+    ValueError: tta must be True or False, got 'false'
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value

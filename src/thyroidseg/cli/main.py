@@ -39,7 +39,7 @@ from thyroidseg.cli.options import (
     set_threads,
 )
 from thyroidseg.cli.train import add_demo, add_train
-from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.inference.folders import predict_folder
 from thyroidseg.io.files import atomic_write_bytes, list_images, write_csv
 from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics.evaluation import evaluate_folders
@@ -334,7 +334,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--frames",
-        default=default(Segmenter.predict_folder, "frames"),
+        default=default(predict_folder, "frames"),
         help="frames of each DICOM cine loop: all, first, or N-M (from 1; default: all), "
         "written as OUT_DIR/<stem>_f0001.png...",
     )
@@ -394,7 +394,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "batch_size": args.batch_size,
     }
-    result = load_segmenter(args, **options).predict_folder(
+    result = predict_folder(
+        load_segmenter(args, **options),
         inputs,
         out_dir,
         overlays=args.overlay,

@@ -2,9 +2,9 @@
 
 - `thyroidseg.inference.segmenter`: `Segmenter` (re-exported here with the rest of its
   ``__all__``);
-- `thyroidseg.inference.folders`: what ``Segmenter.predict_folder`` and
-  ``Segmenter.predict_file`` do and return (`FolderPrediction`, `FilePrediction`,
-  re-exported here with the rest of its ``__all__``);
+- `thyroidseg.inference.folders`: `predict_folder` (``thyroidseg predict``) and
+  `predict_file`, and what they return (`FolderPrediction`, `FilePrediction`; re-exported
+  here with the rest of its ``__all__``);
 - `thyroidseg.inference.refine`: `Refiner`, the second (crop-and-refine) stage;
 - `thyroidseg.inference.postprocess`, `thyroidseg.inference.overlay`,
   `thyroidseg.inference.measurements`: clean masks, draw them, measure their nodules.
@@ -19,6 +19,8 @@ from thyroidseg.inference.folders import (
     PROBABILITIES_DIR,
     FilePrediction,
     FolderPrediction,
+    predict_file,
+    predict_folder,
 )
 from thyroidseg.inference.segmenter import (
     Frame,
@@ -36,4 +38,6 @@ __all__ = [
     "PROBABILITIES_DIR",
     "FilePrediction",
     "FolderPrediction",
+    "predict_file",
+    "predict_folder",
 ]

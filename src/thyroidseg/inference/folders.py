@@ -1,7 +1,7 @@
 """Folders and files of frames through a `Segmenter`: what ``thyroidseg predict`` writes.
 
-`thyroidseg.inference.Segmenter.predict_folder` (``thyroidseg predict``) and
-`thyroidseg.inference.Segmenter.predict_file` do their work here: the inputs listed and
+`predict_folder` (``thyroidseg predict``) and `predict_file` do this work, through the
+Segmenter's public `Segmenter.prepare` and `Segmenter.segment_prepared`: the inputs listed and
 split into frames (each frame of a DICOM cine loop is an image of its own, read as it is
 segmented), the masks, overlays and probability maps written by the folder loop of
 ``thyroidseg.io.files`` (atomic writes, existing outputs refused, failed files listed), and the
@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
-from thyroidseg._checks import PathLike
+from thyroidseg._checks import PathLike, check_flag
 from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.measurements import (
     ImageKey,
@@ -29,6 +29,7 @@ from thyroidseg.inference.measurements import (
     write_loops_csv,
 )
 from thyroidseg.inference.overlay import overlay
+from thyroidseg.inference.segmenter import Segmenter
 from thyroidseg.io.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
 from thyroidseg.io.files import Inputs, csv_text, list_inputs, map_folder, read_image, write_image
@@ -38,9 +39,6 @@ from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
 from thyroidseg.io.spacing import FrameSpacing, check_spacing
 from thyroidseg.preprocessing.pipeline import Preprocessed
 
-if TYPE_CHECKING:  # the Segmenter calls these functions; it imports this module
-    from thyroidseg.inference.segmenter import Segmenter
-
 __all__ = [
     "LOOPS_CSV",
     "MEASUREMENTS_CSV",
@@ -48,21 +46,23 @@ __all__ = [
     "PROBABILITIES_DIR",
     "FilePrediction",
     "FolderPrediction",
+    "predict_file",
+    "predict_folder",
 ]
 
 OVERLAYS_DIR = "overlays"
-"""Sub-folder of `Segmenter.predict_folder`'s output for the overlay pictures."""
+"""Sub-folder of `predict_folder`'s output for the overlay pictures."""
 PROBABILITIES_DIR = "probabilities"
-"""Sub-folder of `Segmenter.predict_folder`'s output for the probability maps."""
+"""Sub-folder of `predict_folder`'s output for the probability maps."""
 MEASUREMENTS_CSV = "measurements.csv"
-"""File of `Segmenter.predict_folder`'s output with one row per nodule."""
+"""File of `predict_folder`'s output with one row per nodule."""
 LOOPS_CSV = "loops.csv"
 """File beside `MEASUREMENTS_CSV` with one row per cine loop (`write_loops_csv`)."""
 
 
 @dataclass(frozen=True)
 class FolderPrediction:
-    """What `Segmenter.predict_folder` wrote, and how long it took.
+    """What `predict_folder` wrote, and how long it took.
 
     Attributes
     ----------
@@ -144,7 +144,7 @@ class FolderPrediction:
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """What `Segmenter.predict_file` found in one file (an image, or a DICOM cine loop).
+    """What `predict_file` found in one file (an image, or a DICOM cine loop).
 
     Attributes
     ----------
@@ -185,26 +185,93 @@ class _LoadedFrame:
     spacing: FrameSpacing | None
 
 
-def _predict_folder(
+def predict_folder(
     segmenter: Segmenter,
     in_dir: Inputs,
     out_dir: PathLike,
     *,
-    tta: bool | None,
-    overlays: bool,
-    probabilities: bool,
-    measurements: bool,
-    pixel_spacing: PixelSpacing | Literal["auto"] | None,
-    frames: str | FrameRange,
-    overwrite: bool,
-    progress: bool | None,
+    tta: bool | None = None,
+    overlays: bool = False,
+    probabilities: bool = False,
+    measurements: bool = False,
+    pixel_spacing: PixelSpacing | Literal["auto"] | None = None,
+    frames: str | FrameRange = "all",
+    overwrite: bool = False,
+    progress: bool | None = None,
     report: bool = False,
     dicom_seg: bool = False,
 ) -> FolderPrediction:
-    """`Segmenter.predict_folder` (documented there)."""
+    """Segment every image ``in_dir`` names and write the results into ``out_dir``.
+
+    ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
+    (`thyroidseg.io.files.list_inputs`; DICOM files count as images); outputs are named by
+    the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
+    ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
+    file (the loop is never held in memory).
+
+    Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
+    request:
+
+    - ``overlays``: ``out_dir/overlays/<stem>.png``, the frame with the predicted
+      outline (`overlay`);
+    - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
+      `Segmenter.predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
+    - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
+      written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
+      probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
+      ``image`` the frame's file name, ``frame`` its number in a cine loop), with
+      millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given;
+    - ``report``: ``out_dir/report.html``, one offline page with every frame's outline
+      and measurements, nodules flagged for review first (`thyroidseg.io.report`);
+    - ``dicom_seg``: ``out_dir/<stem>.seg.dcm`` per DICOM input, a binary DICOM
+      Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
+      checked before anything is read).
+
+    The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
+    existing outputs (masks, overlays, probability maps, the CSV) are an error unless
+    ``overwrite``, all checked before anything is written; a frame that cannot be read or
+    preprocessed does not stop the others: once every other frame and the CSV (with the
+    rows of the frames done) are written, a ``ValueError`` lists each failed file.
+
+    Parameters
+    ----------
+    segmenter
+        The `Segmenter` that segments the frames (its ``batch_size`` frames per pass).
+    in_dir, out_dir
+        Folder of frames (not recursive) and output folder (created).
+    tta
+        As for `Segmenter.predict`.
+    overlays, probabilities, measurements
+        Write these outputs too (default: masks only).
+    pixel_spacing
+        Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
+        one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
+        the size each DICOM file states (`thyroidseg.io.dicom.read_spacing`: its ultrasound
+        region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
+        Spacings outside 0.0001-10 mm are refused (`thyroidseg.io.spacing.check_spacing`),
+        a file's as that file's failure.
+    frames
+        Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
+        from 1, `thyroidseg.io.dicom.FrameRange`).
+    overwrite
+        Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
+        run cannot make (no frame of it segmented) is removed.
+    progress
+        Progress bar: ``None`` on a terminal only, ``False`` never.
+    report, dicom_seg
+        Write the report, the DICOM Segmentations (default: neither). The report's
+        sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
+        file states), else in pixels.
+
+    Returns
+    -------
+    FolderPrediction
+        The files written, the nodule count and the wall time (`FolderPrediction.summary`
+        is the one line ``thyroidseg predict`` prints).
+    """
     spacing = _spacing_rule(pixel_spacing, measurements or report)
     selection = FrameRange.parse(frames)
-    use_tta = segmenter._tta(tta)
+    use_tta = segmenter.tta if tta is None else check_flag("tta", tta)  # before any file
     out_dir = Path(out_dir)
     wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
     extras = {name: out_dir / name for name, on in wanted if on}
@@ -239,21 +306,19 @@ def _predict_folder(
             started = True
             if item.index is None:
                 image = read_image(item.source)
-                return _LoadedFrame(
-                    item.source.name, image, segmenter._prepare(image), item.spacing
-                )
+                return _LoadedFrame(item.source.name, image, segmenter.prepare(image), item.spacing)
             number = item.index + 1
             image = read_frame(item.source, item.index)  # its errors name the file and frame
             try:
-                prepared = segmenter._prepare(image)
+                prepared = segmenter.prepare(image)
             except ValueError as error:
                 raise ValueError(f"{item.source}: frame {number}: {error}") from error
             return _LoadedFrame((item.source.name, number), image, prepared, item.spacing)
 
         def save(batch: dict[Path, _LoadedFrame]) -> None:
             frames = list(batch.values())
-            segmented = segmenter._segment(
-                [f.prepared for f in frames], use_tta, need_probabilities
+            segmented = segmenter.segment_prepared(
+                [f.prepared for f in frames], tta=use_tta, return_probabilities=need_probabilities
             )
             for target, frame, (mask, probability) in zip(batch, frames, segmented, strict=True):
                 write_image(target, mask * np.uint8(255))
@@ -335,10 +400,40 @@ def _finish_report(reporter: ReportBuilder | None, started: bool, overwrite: boo
     return None
 
 
-def _predict_file(
-    segmenter: Segmenter, path: PathLike, *, frames: str | FrameRange, tta: bool | None
+def predict_file(
+    segmenter: Segmenter,
+    path: PathLike,
+    *,
+    frames: str | FrameRange = "all",
+    tta: bool | None = None,
 ) -> FilePrediction:
-    """`Segmenter.predict_file` (documented there)."""
+    """Segment one file: an image, or the ``frames`` of a DICOM cine loop.
+
+    Frames are read from the file ``batch_size`` at a time and segmented as they come,
+    so a loop is never held in memory, only its masks.
+
+    Parameters
+    ----------
+    segmenter
+        The `Segmenter` that segments the frames.
+    path
+        An image or DICOM file.
+    frames
+        As for `predict_folder` (``"all"``, ``"first"``, ``"N-M"``).
+    tta
+        As for `Segmenter.predict`.
+
+    Returns
+    -------
+    FilePrediction
+        The masks, their frame numbers and the pixel size the file states.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, ImportError
+        As `thyroidseg.dicom.read_frame` and `thyroidseg.dicom.read_spacing` (an
+        implausible pixel size included); a frame that cannot be preprocessed.
+    """
     path = Path(path)
     indices = list(frame_outputs(path.stem, path, frames).values())
     spacing = read_spacing(path) if is_dicom(path) else FrameSpacing("none")

@@ -22,46 +22,38 @@ Where the network comes from (`thyroidseg.models.loading`):
   (`thyroidseg.models.loading.shipped_weights`), the same way.
 
 Device and autocast follow `thyroidseg.runtime`, as in training; nothing here imports the
-training code. `Segmenter.predict_folder` is ``thyroidseg predict`` (its folder code is
-`thyroidseg.inference.folders`): masks, and optionally
-overlay pictures, probability maps and the nodule measurements of
-`thyroidseg.inference.measurements`. DICOM files are read wherever images are
-(`thyroidseg.io.dicom`):
-`Segmenter.predict_folder` and `Segmenter.predict_file` segment every frame of a cine loop,
-and measure in millimetres with the pixel size each file states.
+training code. `Segmenter.prepare` and `Segmenter.segment_prepared` are the two halves of
+`Segmenter.predict`, for code that reads and batches frames itself:
+`thyroidseg.inference.folders` builds ``thyroidseg predict`` on them (`predict_folder`,
+`predict_file`: folders, files, DICOM cine loops, measurements), importing this module,
+never the reverse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from thyroidseg._checks import PathLike, check_int, check_probability
-from thyroidseg.inference.folders import (
-    FilePrediction,
-    FolderPrediction,
-    _predict_file,
-    _predict_folder,
-)
-from thyroidseg.inference.measurements import (
-    PixelSpacing,
-)
+from thyroidseg._checks import PathLike, check_flag, check_int, check_probability
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine import Refiner
-from thyroidseg.io.dicom import FrameRange
-from thyroidseg.io.files import Inputs
 from thyroidseg.models.ensemble import class_probabilities
 from thyroidseg.models.loading import load_network, shipped_weights
 from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess, to_unit_range
 from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
+
+if TYPE_CHECKING:  # the deprecated predict_folder returns it
+    from thyroidseg.inference.folders import FolderPrediction
 
 __all__ = ["Frame", "Prediction", "Segmenter"]
 
@@ -134,13 +126,13 @@ class Segmenter:
         check_int("batch_size", batch_size, 1)
         check_int("min_area", min_area, 0)
         for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
-            _check_flag(name, value)
+            check_flag(name, value)
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
-        self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
+        self.fill_holes, self.tta = fill_holes, check_flag("tta", tta)
         if refiner is not None and not isinstance(refiner, Refiner):
             raise ValueError(
                 f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}"
@@ -392,146 +384,71 @@ class Segmenter:
         use_tta = self._tta(tta)
         results: list[Prediction] = []
         for start in range(0, len(frames), self.batch_size):
-            prepared = [self._prepare(frame) for frame in frames[start : start + self.batch_size]]
+            prepared = [self.prepare(frame) for frame in frames[start : start + self.batch_size]]
             for mask, probability in self._segment(prepared, use_tta, return_probabilities):
                 results.append((mask, probability) if return_probabilities else mask)
         return results
 
-    def predict_folder(
-        self,
-        in_dir: Inputs,
-        out_dir: PathLike,
-        *,
-        tta: bool | None = None,
-        overlays: bool = False,
-        probabilities: bool = False,
-        measurements: bool = False,
-        pixel_spacing: PixelSpacing | Literal["auto"] | None = None,
-        frames: str | FrameRange = "all",
-        overwrite: bool = False,
-        progress: bool | None = None,
-        report: bool = False,
-        dicom_seg: bool = False,
-    ) -> FolderPrediction:
-        """Segment every image ``in_dir`` names and write the results into ``out_dir``.
+    def prepare(self, image: Frame) -> Preprocessed:
+        """Preprocess one frame (array or path) as this segmenter's network expects.
 
-        ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
-        (`thyroidseg.io.files.list_inputs`; DICOM files count as images); outputs are named by
-        the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
-        ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
-        file (the loop is never held in memory).
-
-        Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
-        request:
-
-        - ``overlays``: ``out_dir/overlays/<stem>.png``, the frame with the predicted
-          outline (`overlay`);
-        - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
-          `predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
-        - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
-          written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
-          probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
-          ``image`` the frame's file name, ``frame`` its number in a cine loop), with
-          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given;
-        - ``report``: ``out_dir/report.html``, one offline page with every frame's outline
-          and measurements, nodules flagged for review first (`thyroidseg.io.report`);
-        - ``dicom_seg``: ``out_dir/<stem>.seg.dcm`` per DICOM input, a binary DICOM
-          Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
-          checked before anything is read).
-
-        The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
-        existing outputs (masks, overlays, probability maps, the CSV) are an error unless
-        ``overwrite``, all checked before anything is written; a frame that cannot be read or
-        preprocessed does not stop the others: once every other frame and the CSV (with the
-        rows of the frames done) are written, a ``ValueError`` lists each failed file.
-
-        Parameters
-        ----------
-        in_dir, out_dir
-            Folder of frames (not recursive) and output folder (created).
-        tta
-            As for `predict`.
-        overlays, probabilities, measurements
-            Write these outputs too (default: masks only).
-        pixel_spacing
-            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
-            one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
-            the size each DICOM file states (`thyroidseg.io.dicom.read_spacing`: its ultrasound
-            region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
-            Spacings outside 0.0001-10 mm are refused (`thyroidseg.io.spacing.check_spacing`),
-            a file's as that file's failure.
-        frames
-            Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
-            from 1, `thyroidseg.io.dicom.FrameRange`).
-        overwrite
-            Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
-            run cannot make (no frame of it segmented) is removed.
-        progress
-            Progress bar: ``None`` on a terminal only, ``False`` never.
-        report, dicom_seg
-            Write the report, the DICOM Segmentations (default: neither). The report's
-            sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
-            file states), else in pixels.
-
-        Returns
-        -------
-        FolderPrediction
-            The files written, the nodule count and the wall time (`FolderPrediction.summary`
-            is the one line ``thyroidseg predict`` prints).
-        """
-        return _predict_folder(
-            self,
-            in_dir,
-            out_dir,
-            tta=tta,
-            overlays=overlays,
-            probabilities=probabilities,
-            measurements=measurements,
-            pixel_spacing=pixel_spacing,
-            frames=frames,
-            overwrite=overwrite,
-            progress=progress,
-            report=report,
-            dicom_seg=dicom_seg,
-        )
-
-    def predict_file(
-        self, path: PathLike, *, frames: str | FrameRange = "all", tta: bool | None = None
-    ) -> FilePrediction:
-        """Segment one file: an image, or the ``frames`` of a DICOM cine loop.
-
-        Frames are read from the file ``batch_size`` at a time and segmented as they come,
-        so a loop is never held in memory, only its masks.
-
-        Parameters
-        ----------
-        path
-            An image or DICOM file.
-        frames
-            As for `predict_folder` (``"all"``, ``"first"``, ``"N-M"``).
-        tta
-            As for `predict`.
-
-        Returns
-        -------
-        FilePrediction
-            The masks, their frame numbers and the pixel size the file states.
+        `thyroidseg.preprocessing.preprocess` with `preprocess_options`; the first half of
+        `predict`, for code that reads frames and segments them later in batches
+        (`segment_prepared`), as `thyroidseg.inference.folders.predict_folder` does.
 
         Raises
         ------
-        FileNotFoundError, ValueError, ImportError
-            As `thyroidseg.io.dicom.read_frame` and `thyroidseg.io.dicom.read_spacing` (an
-            implausible pixel size included); a frame that cannot be preprocessed.
+        ValueError
+            The frame cannot be preprocessed (the message names the file).
         """
-        return _predict_file(self, path, frames=frames, tta=tta)
+        return preprocess(image, **self.preprocess_options)
+
+    def segment_prepared(
+        self,
+        prepared: Sequence[Preprocessed],
+        *,
+        tta: bool | None = None,
+        return_probabilities: bool = False,
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Segment frames `prepare` made, in one forward pass (the second half of `predict`).
+
+        As nnU-Net's ``predict_logits_from_preprocessed_data``: the caller decides how
+        frames are read and batched. ``segment_prepared([prepare(f) for f in frames])[i]``
+        holds what ``predict(frames[i], return_probabilities=True)`` returns.
+
+        Parameters
+        ----------
+        prepared
+            Frames from `prepare`, at most a batch that fits in memory (they are stacked).
+        tta, return_probabilities
+            As for `predict`.
+
+        Returns
+        -------
+        list of (numpy.ndarray, numpy.ndarray or None)
+            Per frame, its ``uint8`` mask at the frame's size and its nodule probability map
+            (``None`` unless ``return_probabilities``).
+        """
+        return self._segment(prepared, self._tta(tta), return_probabilities)
+
+    def predict_folder(self, in_dir: Any, out_dir: PathLike, **options: Any) -> FolderPrediction:
+        """Deprecated (goes in 0.3): ``thyroidseg.inference.predict_folder(segmenter, ...)``.
+
+        The folder code imports this module, so it is imported here, when called.
+        """
+        warnings.warn(
+            "Segmenter.predict_folder(...) is deprecated and goes in 0.3: use "
+            "thyroidseg.inference.predict_folder(segmenter, ...)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        folders = importlib.import_module("thyroidseg.inference.folders")
+        return folders.predict_folder(self, in_dir, out_dir, **options)
 
     # -- steps --------------------------------------------------------------------------
 
     def _tta(self, tta: bool | None) -> bool:
-        return self.tta if tta is None else _check_flag("tta", tta)
-
-    def _prepare(self, image: Frame) -> Preprocessed:
-        return preprocess(image, **self.preprocess_options)  # errors name the file
+        return self.tta if tta is None else check_flag("tta", tta)
 
     def _segment(
         self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
@@ -579,13 +496,6 @@ class Segmenter:
         )
         labels = probabilities.argmax(dim=1).to(torch.uint8)
         return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
-
-
-def _check_flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool (a checkpoint's ``"false"`` string must not count as true)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:

@@ -269,7 +269,8 @@ def read_frame(path: str | os.PathLike[str], index: int | None = None) -> np.nda
         if count > 1:
             raise ValueError(
                 f"{path}: a cine loop of {count} frames, not one image: segment it with "
-                "thyroidseg predict or Segmenter.predict_file, or read a frame by its index"
+                "thyroidseg predict or thyroidseg.inference.predict_file, or read a frame by its "
+                "index"
             )
         index = 0
     if not 0 <= index < count:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import thyroidseg
-from thyroidseg import _moved
+from thyroidseg import _compat
 from thyroidseg.cli import build_parser
 from thyroidseg.cli import train as cli_train
 from thyroidseg.preprocessing import preprocess
@@ -544,33 +544,40 @@ OLD_MODULES = (
 def test_every_0_1_module_path_still_imports():
     """Every public 0.1 module that moved; the private ones (``_io``...) just moved."""
     gone = [name for name in OLD_MODULES if name not in MODULES and not name.startswith("_")]
-    assert sorted(f"thyroidseg.{name}" for name in gone) == sorted(_moved.MOVED_MODULES)
-    assert all(new.removeprefix("thyroidseg.") in MODULES for new in _moved.MOVED_MODULES.values())
+    assert sorted(f"thyroidseg.{name}" for name in gone) == sorted(_compat.MOVED_MODULES)
+    assert all(new.removeprefix("thyroidseg.") in MODULES for new in _compat.MOVED_MODULES.values())
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(_moved.MOVED_MODULES.items()))
-def test_a_0_1_module_path_is_the_new_module_with_a_warning(old, new):
-    """The one test that imports the old paths (the suite turns their warning into an error)."""
-    with pytest.warns(FutureWarning, match=rf"{re.escape(old)} is deprecated.* {re.escape(new)} "):
-        module = importlib.import_module(old)
-    try:
-        assert module is importlib.import_module(new)
-        assert (module.__name__, module.__spec__.name) == (new, new)
-        assert getattr(thyroidseg, old.rpartition(".")[2]) is module
-    finally:  # as before this test: the old name unloaded
-        del sys.modules[old]
-        delattr(thyroidseg, old.rpartition(".")[2])
+@pytest.mark.parametrize(("old", "new"), sorted(_compat.MOVED_MODULES.items()))
+def test_a_0_1_module_path_gives_the_new_modules_names_with_a_warning(old, new):
+    """The one test that reads the old paths (the suite turns their warning into an error)."""
+    module = importlib.import_module(old)
+    assert getattr(thyroidseg, old.rpartition(".")[2]) is module
+    moved = importlib.import_module(new)
+    for name in moved.__all__:
+        with pytest.warns(
+            FutureWarning, match=rf"{re.escape(old)} is deprecated.* {re.escape(new)} "
+        ):
+            assert getattr(module, name) is getattr(moved, name)
+    with pytest.raises(AttributeError):
+        module.__file__  # noqa: B018  (tools that scan sys.modules see no file, no warning)
 
 
-def test_old_paths_give_the_same_objects():
-    with pytest.warns(FutureWarning, match="thyroidseg.model is deprecated"):
+def test_old_paths_give_the_same_objects_and_load_nothing_until_read():
+    code = (
+        "import inspect, sys, warnings; import thyroidseg; "
+        "import thyroidseg.workflows, thyroidseg.model; "
+        "assert 'thyroidseg.training.workflows' not in sys.modules; "
+        "assert inspect.getmodule(thyroidseg.UNet).__name__ == 'thyroidseg.models.unet'; "
+        "warnings.simplefilter('ignore'); from thyroidseg.model import UNet; "
+        "assert UNet is thyroidseg.models.unet.UNet is thyroidseg.UNet; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+    with pytest.warns(
+        FutureWarning, match="thyroidseg.model is deprecated.*thyroidseg.models.unet"
+    ):
         from thyroidseg.model import UNet
-    with pytest.warns(FutureWarning, match="thyroidseg.losses is deprecated"):
-        legacy_losses = thyroidseg.losses  # the module __getattr__ imports it
-    try:
-        assert UNet is thyroidseg.models.unet.UNet is thyroidseg.UNet
-        assert legacy_losses is importlib.import_module("thyroidseg.training.losses")
-    finally:
-        for old in ("model", "losses"):
-            del sys.modules[f"thyroidseg.{old}"]
-            delattr(thyroidseg, old)
+    assert UNet is thyroidseg.UNet

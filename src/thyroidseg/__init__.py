@@ -30,8 +30,8 @@ draws it; ``tests/test_api.py`` checks it):
 Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning). The 0.1
 module paths (``thyroidseg.model``, ``thyroidseg.losses``, ...) and the 0.2 top-level
 modules that moved into ``io`` and ``cli`` (``thyroidseg.dicom``, ``thyroidseg.spacing``,
-``thyroidseg.diagnostics``) still import, as the new module and with a ``FutureWarning``,
-until 0.3.
+``thyroidseg.diagnostics``) still import until 0.3 (``thyroidseg._compat``): each name
+read from one is the new module's, with a ``FutureWarning``.
 
 Three tiers of names, one rule:
 
@@ -62,7 +62,7 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from thyroidseg import _moved
+from thyroidseg import _compat
 from thyroidseg._version import __version__
 from thyroidseg.data.dataset import ThyroidDataset
 from thyroidseg.data.splits import group_kfold
@@ -162,7 +162,7 @@ _MOVED = {
 }
 """Top-level names of 0.1 that live in their module only since 0.2 (until 0.3: a warning)."""
 
-_moved.install()  # the 0.1 module paths (thyroidseg.model, ...) until 0.3
+_compat.install()  # the 0.1 module paths (thyroidseg.model, ...) until 0.3
 
 
 def __getattr__(name: str) -> Any:
@@ -171,7 +171,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f"thyroidseg.{_LAZY[name]}"), name)
         globals()[name] = value  # once loaded, a plain attribute
         return value
-    if f"thyroidseg.{name}" in _moved.MOVED_MODULES:  # a 0.1 module: warns as it imports
+    if f"thyroidseg.{name}" in _compat.MOVED_MODULES:  # a 0.1 module: warns as it is read
         return importlib.import_module(f"thyroidseg.{name}")
     if name in _MOVED:
         module = f"thyroidseg.{_MOVED[name]}"

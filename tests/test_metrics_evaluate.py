@@ -67,6 +67,23 @@ def test_grey_level_masks_need_a_threshold(tmp_path):
     assert strict.confusion.iou()[1] == 1.0
 
 
+def test_swapped_folders_are_named_as_such(folders, capsys):
+    """``evaluate OUT SCANS``: the labels are grey scans, the predictions masks."""
+    preds, labels, pairs = folders
+    scans = labels.parent / "scans"
+    rng = np.random.default_rng(0)
+    for path in labels.iterdir():
+        write_image(scans / path.name, rng.integers(0, 256, (20, 30), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"the labels in .*scans look like scans.* swapped") as e:
+        evaluate_folders(preds, scans, progress=False)
+    assert "give a threshold" not in str(e.value) and str(e.value).count("\n") == 0
+    assert main(["evaluate", str(preds), str(scans)]) == 2
+    assert "are the folders swapped" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="6 mask files cannot be used"):  # grey both sides
+        with pytest.warns(UserWarning, match="the same folder"):
+            evaluate_folders(scans, scans, progress=False)
+
+
 def test_unpaired_files_are_listed_on_both_sides(folders):
     preds, labels, _ = folders
     write_image(preds / "only_pred.png", np.zeros((4, 4), np.uint8))

@@ -158,6 +158,10 @@ def check_mask_threshold(threshold: object) -> float | None:
     return float(threshold)
 
 
+class NotBinaryMaskError(ValueError):
+    """A lossless mask file holds more than two grey values (`read_binary_mask`)."""
+
+
 def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.ndarray:
     """Read a mask file as ``uint8`` ``{0, 1}``, applying the library's one mask rule.
 
@@ -203,7 +207,7 @@ def read_binary_mask(path: PathLike, *, threshold: float | None = None) -> np.nd
     values = np.flatnonzero(np.bincount(grey.ravel(), minlength=1))
     if values.size > 2 or (values.size == 2 and values[0] != 0):
         shown = ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
-        raise ValueError(
+        raise NotBinaryMaskError(
             f"{path}: not a binary mask ({values.size} distinct values: {shown}); "
             "give a threshold to binarise it"
         )

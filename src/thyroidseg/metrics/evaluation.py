@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,13 @@ import numpy as np
 
 from thyroidseg._checks import PathLike
 from thyroidseg._progress import Progress
-from thyroidseg.io.files import check_mask_threshold, csv_text, list_images, read_binary_mask
+from thyroidseg.io.files import (
+    NotBinaryMaskError,
+    check_mask_threshold,
+    csv_text,
+    list_images,
+    read_binary_mask,
+)
 from thyroidseg.metrics.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
 from thyroidseg.metrics.confusion import _PER_CLASS_METRICS, ConfusionMatrix, iou
 from thyroidseg.metrics.counting import confusion_matrices
@@ -196,53 +202,27 @@ def evaluate_folders(
     UserWarning
         ``pred_dir`` and ``label_dir`` are the same folder.
     """
-    if spacing is not None:
-        if pixel_spacing is not None:
-            raise ValueError("give pixel_spacing only (spacing is its old name)")
-        warnings.warn(
-            "spacing= is deprecated and will be removed in 0.3; use pixel_spacing=",
-            FutureWarning,
-            stacklevel=2,
-        )
-        pixel_spacing, spacing = spacing, None
+    pixel_spacing = _renamed_spacing(pixel_spacing, spacing)
     _check_tolerance(tolerance)
     _spacing_pair(pixel_spacing)
     threshold = check_mask_threshold(threshold)
-    preds, labels = list_images(pred_dir), list_images(label_dir)
-    if Path(pred_dir).samefile(label_dir):
-        warnings.warn(
-            f"{pred_dir} and {label_dir} are the same folder: every mask is scored against itself",
-            UserWarning,
-            stacklevel=2,
-        )
+    preds, labels = _list_folders(pred_dir, label_dir)
     stems, only_pred, only_label = _pair_stems(preds, labels, pred_dir, label_dir, common_only)
-    matrices, hd95, nsd, unreadable, mismatches = [], [], [], [], []
+    problems = _Problems()
+    matrices, hd95, nsd = [], [], []
     running = np.zeros((2, 2), dtype=np.int64)
     bar = Progress(stems, desc="evaluate", enabled=progress)
     for stem in bar:
-        pred = _read_mask(preds[stem], threshold, unreadable)
-        label = _read_mask(labels[stem], threshold, unreadable)
-        if pred is None or label is None:
-            continue
-        if pred.shape != label.shape:
-            if not resize_labels:
-                mismatches.append(
-                    f"{preds[stem].name} {pred.shape[1]}x{pred.shape[0]} vs "
-                    f"{labels[stem].name} {label.shape[1]}x{label.shape[0]}"
-                )
-                continue
-            label = resize_mask(label, pred.shape)
-        if unreadable or mismatches:
+        pair = _read_pair(preds[stem], labels[stem], threshold, resize_labels, problems)
+        if pair is None or problems:
             continue  # already failing: only look for the remaining problems
-        matrices.append(confusion_matrices(pred, label)[0])
+        matrices.append(confusion_matrices(*pair)[0])
         running += matrices[-1]
         bar.set_postfix(nodule_iou=float(iou(running)[1]))
-        pair_hd95, pair_nsd = boundary_metrics(
-            pred, label, tolerance=tolerance, spacing=pixel_spacing
-        )
+        pair_hd95, pair_nsd = boundary_metrics(*pair, tolerance=tolerance, spacing=pixel_spacing)
         hd95.append(pair_hd95)
         nsd.append(pair_nsd)
-    _raise_problems(unreadable, mismatches)
+    problems.raise_any(pred_dir, label_dir, len(stems))
     return FolderEvaluation(
         tuple(stems),
         ConfusionMatrix.from_matrices(np.stack(matrices)),
@@ -253,6 +233,90 @@ def evaluate_folders(
         only_pred,
         only_label,
     )
+
+
+def _renamed_spacing(pixel_spacing: Spacing, spacing: Spacing) -> Spacing:
+    """``pixel_spacing``, or its 0.1 name ``spacing`` with a ``FutureWarning``."""
+    if spacing is None:
+        return pixel_spacing
+    if pixel_spacing is not None:
+        raise ValueError("give pixel_spacing only (spacing is its old name)")
+    warnings.warn(
+        "spacing= is deprecated and will be removed in 0.3; use pixel_spacing=",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return spacing
+
+
+def _list_folders(pred_dir: PathLike, label_dir: PathLike) -> tuple[dict[str, Path], ...]:
+    """The images of both folders by stem; a warning when they are the same folder."""
+    preds, labels = list_images(pred_dir), list_images(label_dir)
+    if Path(pred_dir).samefile(label_dir):
+        warnings.warn(
+            f"{pred_dir} and {label_dir} are the same folder: every mask is scored against itself",
+            UserWarning,
+            stacklevel=3,
+        )
+    return preds, labels
+
+
+@dataclass
+class _Problems:
+    """What `evaluate_folders` found wrong, collected over the whole folder."""
+
+    unreadable: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    grey_predictions: int = 0
+    grey_labels: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.unreadable or self.mismatches)
+
+    def raise_any(self, pred_dir: PathLike, label_dir: PathLike, pairs: int) -> None:
+        """One error listing every problem, if there is any (swapped folders said first)."""
+        if len(self.grey_labels) == pairs and not self.grey_predictions:
+            raise ValueError(
+                f"the labels in {label_dir} look like scans, not masks: none of its {pairs} "
+                f"files is binary ({self.grey_labels[0]}), while the predictions in "
+                f"{pred_dir} are; are the folders swapped? evaluate takes the predictions "
+                "first, then the labels (PRED_DIR LABEL_DIR)"
+            )
+        parts = []
+        if self.unreadable:
+            lines = "".join(f"\n  {problem}" for problem in self.unreadable)
+            parts.append(f"{len(self.unreadable)} mask files cannot be used:{lines}")
+        if self.mismatches:
+            parts.append(
+                f"{len(self.mismatches)} prediction/label pairs differ in size (width x "
+                f"height): {_some(self.mismatches)}; pass resize_labels=True (--resize-labels) "
+                "to resize the labels with nearest-neighbour interpolation"
+            )
+        if parts:
+            raise ValueError("\n".join(parts))
+
+
+def _read_pair(
+    pred_path: Path,
+    label_path: Path,
+    threshold: float | None,
+    resize_labels: bool,
+    problems: _Problems,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A prediction and its label, the label resized if asked; ``None`` after a problem."""
+    pred = _read_mask(pred_path, threshold, problems, label=False)
+    label = _read_mask(label_path, threshold, problems, label=True)
+    if pred is None or label is None:
+        return None
+    if pred.shape != label.shape:
+        if not resize_labels:
+            problems.mismatches.append(
+                f"{pred_path.name} {pred.shape[1]}x{pred.shape[0]} vs "
+                f"{label_path.name} {label.shape[1]}x{label.shape[0]}"
+            )
+            return None
+        label = resize_mask(label, pred.shape)
+    return pred, label
 
 
 def _pair_stems(
@@ -281,31 +345,23 @@ def _pair_stems(
     return stems, only_pred, only_label
 
 
-def _read_mask(path: Path, threshold: float | None, problems: list[str]) -> np.ndarray | None:
+def _read_mask(
+    path: Path, threshold: float | None, problems: _Problems, *, label: bool
+) -> np.ndarray | None:
     """The mask at ``path``, or ``None`` after adding why it cannot be read to ``problems``."""
     try:
         return read_binary_mask(path, threshold=threshold)
+    except NotBinaryMaskError as error:  # a grey image: a scan, or a probability map
+        if label:
+            problems.grey_labels.append(str(error).partition("; ")[0])
+        else:
+            problems.grey_predictions += 1
+        problems.unreadable.append(str(error))
     except ValueError as error:  # its message starts with the path
-        problems.append(str(error))
+        problems.unreadable.append(str(error))
     except OSError as error:
-        problems.append(f"{path}: {error.strerror}" if error.strerror else str(error))
+        problems.unreadable.append(f"{path}: {error.strerror}" if error.strerror else str(error))
     return None
-
-
-def _raise_problems(unreadable: Sequence[str], mismatches: Sequence[str]) -> None:
-    """One error listing every unreadable file and every size mismatch, if there is any."""
-    parts = []
-    if unreadable:
-        lines = "".join(f"\n  {problem}" for problem in unreadable)
-        parts.append(f"{len(unreadable)} mask files cannot be used:{lines}")
-    if mismatches:
-        parts.append(
-            f"{len(mismatches)} prediction/label pairs differ in size (width x height): "
-            f"{_some(mismatches)}; pass resize_labels=True (--resize-labels) to resize the "
-            "labels with nearest-neighbour interpolation"
-        )
-    if parts:
-        raise ValueError("\n".join(parts))
 
 
 def _some(items: Sequence[str], limit: int = 20) -> str:

@@ -169,19 +169,10 @@ def train_folder(
 ) -> Trainer:
     """Train a `UNet` on fold ``fold`` of a dataset folder.
 
-    What ``thyroidseg train`` runs: read ``data_dir`` with
-    `ThyroidDataset` (any layout it detects, preprocessed with
-    `preprocess` at ``size``), split it with
-    `group_kfold` (``folds`` folds by leak group, seeded with
-    ``seed``), train on the other folds with `Augment` and
-    validate on fold ``fold``. The defaults are the shipped model's recipe, chosen by grouped
-    cross-validation on DDTI (docs/model-card.md): 128 x 128,
-    ``UNet(base_channels=24, stem_stride=2)``, Dice + cross-entropy, AdamW at 2e-3 with a
-    warm-up + cosine schedule, 80 epochs.
-
-    Every setting is checked before the dataset is read (a bad ``epochs``, ``lr``,
-    ``batch_size``, name or device, an output path that is a file or cannot be written, a
-    resume that would change the run), so a mistake is reported at once.
+    What ``thyroidseg train`` runs: read ``data_dir`` with `ThyroidDataset` at ``size``, split
+    it with `group_kfold`, train on the other folds with `Augment`, validate on fold ``fold``.
+    The defaults are the shipped model's recipe (docs/model-card.md). Every setting is checked
+    before the dataset is read (docs/training.md, "What a run does").
 
     Parameters
     ----------
@@ -239,45 +230,17 @@ def train_folder(
     FileExistsError, FileNotFoundError
         ``out_dir/last.pt`` exists without ``resume``, or is missing with it.
     """
-    if fold is not None:
-        check_int("folds", folds, 2)
-        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
-            raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
-    if crops is not None and not isinstance(crops, CropRule):
-        raise TypeError(f"crops must be a CropRule or None, got {crops!r}")
-    if not isinstance(augment, (bool, Augment)):
-        raise TypeError(f"augment must be True, False or an Augment, got {augment!r}")
-    unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
-    if unknown:
-        raise ValueError(
-            f"unknown Trainer option(s) {', '.join(map(repr, unknown))}; train_folder passes "
-            f"on only {', '.join(sorted(_TRAINER_OPTIONS))}"
-        )
-    checked = inspect.signature(check_settings).parameters
-    check_settings(
-        epochs=epochs,
-        validation=fold is not None,
-        **{key: value for key, value in trainer_options.items() if key in checked},
-    )
+    _check_run_settings(fold, folds, crops, augment, epochs, trainer_options)
     size = (int(size[0]), int(size[1]))
     loss_fn = make_loss(loss) if isinstance(loss, str) else loss
-    model = (
-        model
-        if model is not None
-        else UNet(base_channels=base_channels, stem_stride=stem_stride, seed=seed)
-    )
+    if model is None:
+        model = UNet(base_channels=base_channels, stem_stride=stem_stride, seed=seed)
     built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(schedule, built, epochs)
-
     out_dir = Path(out_dir)
     # One run at a time (torchrun: rank 0 holds it); the folder goes again if it stays empty.
     with reserve_folder(out_dir) if launched_as_main() else contextlib.nullcontext():
-        prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
-        last = out_dir / LAST_CHECKPOINT
-        if resume and not last.is_file():
-            raise FileNotFoundError(f"{last}: nothing to resume from")
-        if not resume:
-            refuse_other_run(out_dir)
+        last = _check_run_folder(out_dir, resume)
         data_config = {
             "root": str(Path(data_dir).resolve()),
             "fold": fold,
@@ -287,18 +250,8 @@ def train_folder(
         }
         if resume:
             data_config = _resumed_data_config(last, data_config, size)
-
         dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
-        if fold is None:
-            train_idx, val = np.arange(len(dataset)), None
-        else:
-            train_idx, val_idx = group_kfold(dataset.groups, folds=folds, seed=seed)[fold]
-            val = dataset.subset(val_idx)
-        transform = Augment(seed=seed) if augment is True else augment or None  # False: None
-        train = dataset.subset(train_idx).with_transform(transform)
-        if crops is not None:
-            train = CropDataset(train.with_transform(None), crops, transform=transform, seed=seed)
-            val = CropDataset(val, crops, train=False) if val is not None else None
+        train, val = _fold_data(dataset, fold, folds, seed, augment, crops)
         trainer = Trainer(
             model,
             train,
@@ -316,6 +269,77 @@ def train_folder(
             tune_cpu_allocator()  # process-wide: a whole run's choice, not the Trainer's
         trainer.fit(resume=last if resume else None)
     return trainer
+
+
+def _check_run_settings(
+    fold: int | None,
+    folds: int,
+    crops: object,
+    augment: object,
+    epochs: int,
+    trainer_options: Mapping[str, Any],
+) -> None:
+    """`train_folder`'s settings checked before anything is read (`check_settings` too)."""
+    if fold is not None:
+        check_int("folds", folds, 2)
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+            raise ValueError(f"fold must be None or an integer in [0, {folds}), got {fold!r}")
+    if crops is not None and not isinstance(crops, CropRule):
+        raise TypeError(f"crops must be a CropRule or None, got {crops!r}")
+    if not isinstance(augment, (bool, Augment)):
+        raise TypeError(f"augment must be True, False or an Augment, got {augment!r}")
+    unknown = sorted(set(trainer_options) - _TRAINER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown Trainer option(s) {', '.join(map(repr, unknown))}; train_folder passes "
+            f"on only {', '.join(sorted(_TRAINER_OPTIONS))}"
+        )
+    _check_trainer_settings(epochs, trainer_options, validation=fold is not None)
+
+
+def _check_trainer_settings(
+    epochs: int, trainer_options: Mapping[str, Any], *, validation: bool = True
+) -> None:
+    """`check_settings` on ``epochs`` and the `Trainer` options it knows."""
+    checked = inspect.signature(check_settings).parameters
+    check_settings(
+        epochs=epochs,
+        validation=validation,
+        **{key: value for key, value in trainer_options.items() if key in checked},
+    )
+
+
+def _check_run_folder(out_dir: Path, resume: bool) -> Path:
+    """``out_dir/last.pt``, after checking that the folder can hold this run (or resume)."""
+    prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
+    last = out_dir / LAST_CHECKPOINT
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"{last}: nothing to resume from")
+    if not resume:
+        refuse_other_run(out_dir)
+    return last
+
+
+def _fold_data(
+    dataset: ThyroidDataset,
+    fold: int | None,
+    folds: int,
+    seed: int,
+    augment: bool | Augment,
+    crops: CropRule | None,
+) -> tuple[Any, Any]:
+    """Training and validation data of ``fold`` (no validation for ``None``), crops if asked."""
+    if fold is None:
+        train_idx, val = np.arange(len(dataset)), None
+    else:
+        train_idx, val_idx = group_kfold(dataset.groups, folds=folds, seed=seed)[fold]
+        val = dataset.subset(val_idx)
+    transform = Augment(seed=seed) if augment is True else augment or None  # False: None
+    train = dataset.subset(train_idx).with_transform(transform)
+    if crops is not None:
+        train = CropDataset(train.with_transform(None), crops, transform=transform, seed=seed)
+        val = CropDataset(val, crops, train=False) if val is not None else None
+    return train, val
 
 
 _TRAINER_OPTIONS = set(inspect.signature(Trainer).parameters) - {
@@ -337,14 +361,7 @@ def _resumed_data_config(
     """
     stored = load_checkpoint(last)["config"].get("data") or {}
     here = {**data_config, "size": list(size)}
-    labels = {
-        "root": "data_dir",
-        "fold": "fold",
-        "folds": "folds",
-        "size": "size",
-        "augment": "augment",
-        "crops": "crops",
-    }
+    labels = {"root": "data_dir", **{k: k for k in ("fold", "folds", "size", "augment", "crops")}}
     changed = data_conflicts(stored, here, labels)
     there, now = ("refine" if config.get("crops") else "whole" for config in (stored, here))
     if there != now:
@@ -395,18 +412,13 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline once: data -> preprocess -> UNet -> Trainer -> metrics.
 
-    Without ``data``, writes ``n_images`` synthetic phantoms
-    (`thyroidseg.data.synthetic.write_synthetic_dataset`) to ``out_dir/phantoms`` first.
-    The frames are read with `ThyroidDataset` and preprocessed at
-    ``size``, split 70/15/15 by leak group (`train_val_test_split`),
-    a `UNet` with a half-resolution stage 0 (``stem_stride=2``, the cheapest to train on a
-    CPU) is trained with augmentation and `train_folder`'s default recipe (Dice +
-    cross-entropy, AdamW at 1e-3, cosine schedule) in ``out_dir/run``, the ``best.pt``
-    checkpoint segments the test frames through `Segmenter` at their original size, and
-    the test metrics are counted against the original masks.
-
-    Writes ``out_dir/metrics.json`` (`ConfusionMatrix.to_dict`) and
-    ``out_dir/overlays/<name>.png``. ``out_dir/run`` must not hold a previous run.
+    Phantoms (`thyroidseg.data.synthetic.write_synthetic_dataset`, in ``out_dir/phantoms``)
+    or ``data``, split 70/15/15 by leak group, a ``UNet(stem_stride=2)`` trained in
+    ``out_dir/run`` with `train_folder`'s losses and augmentation (AdamW at 1e-3, cosine),
+    and the test frames segmented by ``best.pt`` at their original size and counted
+    (docs/training.md, "The demo"). Writes ``out_dir/metrics.json``
+    (`ConfusionMatrix.to_dict`) and ``out_dir/overlays/<name>.png``; ``out_dir/run`` must
+    not hold a previous run.
 
     Parameters
     ----------
@@ -429,30 +441,7 @@ def run_demo(
     """
     out_dir = Path(out_dir)
     run_dir = out_dir / "run"
-    if min(size) < _DEMO_MIN_SIZE:
-        raise ValueError(
-            f"size must be at least {_DEMO_MIN_SIZE} x {_DEMO_MIN_SIZE}, got {size[0]} x "
-            f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
-            "value per channel at the bottom"
-        )
-    if data is None:
-        check_int(
-            "n_images (--images)",
-            n_images,
-            3,
-            hint="one phantom each for training, validation and test at least",
-        )
-    checked = inspect.signature(check_settings).parameters
-    check_settings(
-        epochs=epochs, **{key: value for key, value in trainer_options.items() if key in checked}
-    )
-    try:
-        refuse_other_run(run_dir)
-    except FileExistsError:
-        raise FileExistsError(
-            f"{run_dir} holds a previous run; choose another out_dir (--out)"
-        ) from None
-    check_outputs([out_dir / "metrics.json"])
+    _check_demo_settings(out_dir, size, data, n_images, epochs, trainer_options)
     data_dir = Path(data) if data is not None else out_dir / "phantoms"
     if data is None:
         write_synthetic_dataset(data_dir, n_images, size=phantom_size, seed=seed)
@@ -480,20 +469,62 @@ def run_demo(
         tune_cpu_allocator()
     estimate = _training_seconds(trainer, size, len(train_idx), len(val_idx))
     if progress is not False:
-        print(
-            f"demo: {epochs} epochs of {len(train_idx)} frames; about {_duration(estimate)} "
-            f"of training on this machine ({cpu_info().model or 'unknown CPU'}, "
-            f"{'bf16' if trainer.amp_dtype == torch.bfloat16 else 'float32'})",
-            file=sys.stderr,
-            flush=True,
-        )
+        _announce(trainer, len(train_idx), estimate)
     start = time.perf_counter()
     history = trainer.fit()
     training_seconds = time.perf_counter() - start
     segmenter = Segmenter.from_checkpoint(
         run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
     )
-    test = dataset.subset(test_idx)
+    metrics, overlays = _score_test_frames(segmenter, dataset.subset(test_idx), out_dir)
+    report = json.dumps(metrics.to_dict(), indent=2)
+    atomic_write_bytes(out_dir / "metrics.json", report.encode())
+    return DemoResult(data_dir, run_dir, metrics, overlays, history, estimate, training_seconds)
+
+
+def _check_demo_settings(
+    out_dir: Path,
+    size: tuple[int, int],
+    data: PathLike | None,
+    n_images: int,
+    epochs: int,
+    trainer_options: Mapping[str, Any],
+) -> None:
+    """`run_demo`'s settings and output files checked before anything is written."""
+    if min(size) < _DEMO_MIN_SIZE:
+        raise ValueError(
+            f"size must be at least {_DEMO_MIN_SIZE} x {_DEMO_MIN_SIZE}, got {size[0]} x "
+            f"{size[1]}: the demo's U-Net halves it 5 times, and batch norm needs more than one "
+            "value per channel at the bottom"
+        )
+    if data is None:
+        hint = "one phantom each for training, validation and test at least"
+        check_int("n_images (--images)", n_images, 3, hint=hint)
+    _check_trainer_settings(epochs, trainer_options)
+    try:
+        refuse_other_run(out_dir / "run")
+    except FileExistsError:
+        raise FileExistsError(
+            f"{out_dir / 'run'} holds a previous run; choose another out_dir (--out)"
+        ) from None
+    check_outputs([out_dir / "metrics.json"])
+
+
+def _announce(trainer: Trainer, n_train: int, estimate: float) -> None:
+    """Print the demo's plan and its estimated training time on standard error."""
+    print(
+        f"demo: {trainer.epochs} epochs of {n_train} frames; about {_duration(estimate)} "
+        f"of training on this machine ({cpu_info().model or 'unknown CPU'}, "
+        f"{'bf16' if trainer.amp_dtype == torch.bfloat16 else 'float32'})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _score_test_frames(
+    segmenter: Segmenter, test: ThyroidDataset, out_dir: Path
+) -> tuple[ConfusionMatrix, list[Path]]:
+    """The test frames segmented at their original size, counted, and drawn as overlays."""
     frames = [test.load_original(i) for i in range(len(test))]
     predictions = segmenter.predict_many([image for image, _ in frames])
     metrics = ConfusionMatrix(2)
@@ -503,9 +534,7 @@ def run_demo(
         overlays.append(
             write_image(out_dir / "overlays" / f"{name}.png", overlay(image, prediction, truth))
         )
-    report = json.dumps(metrics.to_dict(), indent=2)
-    atomic_write_bytes(out_dir / "metrics.json", report.encode())
-    return DemoResult(data_dir, run_dir, metrics, overlays, history, estimate, training_seconds)
+    return metrics, overlays
 
 
 _DEMO_MIN_SIZE = 64

@@ -30,6 +30,7 @@ import pytest
 import thyroidseg
 from thyroidseg import _compat
 from thyroidseg.cli import build_parser
+from thyroidseg.cli import main as cli_entry
 from thyroidseg.cli import train as cli_train
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
@@ -581,3 +582,22 @@ def test_old_paths_give_the_same_objects_and_load_nothing_until_read():
     ):
         from thyroidseg.model import UNet
     assert UNet is thyroidseg.UNet
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_the_version_follows_the_changelog(capsys):
+    """Unreleased entries: a version above the last release; none: that release's version."""
+    text = (README.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d\d-\d\d$", text, re.MULTILINE)
+    unreleased = text.partition("## [Unreleased]")[2].partition("\n## [")[0]
+    with pytest.raises(SystemExit):
+        cli_entry(["--version"])
+    reported = capsys.readouterr().out.split()[-1]
+    assert reported == thyroidseg.__version__
+    if re.search(r"^- ", unreleased, re.MULTILINE):
+        assert _release(reported) > _release(released[0])
+    else:
+        assert reported == released[0]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+import thyroidseg
 import thyroidseg.io.files
 from interrupted_run import make_trainer as make_small_run
 from thyroidseg.data import ThyroidDataset
@@ -98,6 +99,7 @@ def test_fit_writes_checkpoints_history_and_curves(tmp_path: Path) -> None:
     last = load_checkpoint(tmp_path / LAST_CHECKPOINT)
     best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
     assert last["format"] == CHECKPOINT_FORMAT and last["epoch"] == 3
+    assert last["thyroidseg_version"] == best["thyroidseg_version"] == thyroidseg.__version__
     assert best["epoch"] == best["best_epoch"] == trainer.best_epoch
     assert best["best_score"] == max(row["val_iou"] for row in history)
     assert last["config"]["model"] == {"num_classes": 2}

@@ -151,6 +151,9 @@ def test_export_command_writes_graphs_that_match_the_checkpoint(tmp_path, capsys
     trainer.fit()
     onnx_path, script_path = tmp_path / "out" / "m.onnx", tmp_path / "out" / "m.pt"
     argv = ["export", "--model", str(trainer.last_checkpoint), "--onnx", str(onnx_path)]
+    assert main([*argv, "--torchscript", str(script_path)]) == 2  # no folder "out"
+    assert "its folder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
     assert main([*argv, "--torchscript", str(script_path)]) == 0
     assert f"wrote {onnx_path}" in capsys.readouterr().out
     model = trainer.model.eval()

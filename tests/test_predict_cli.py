@@ -292,3 +292,37 @@ def test_a_frame_too_small_to_crop_advises_no_option_predict_lacks(
     err = capsys.readouterr().err
     assert "too small to find a scan region" in err and "thyroidseg preprocess --no-crop" in err
     assert "pass --no-crop" not in err and "(--no-crop)" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "hint"),
+    [
+        (["predict", "in", "out", "--overlays"], "thyroidseg predict", "did you mean --overlay?"),
+        (["train", "data", "--stemstride", "1"], "thyroidseg train", "did you mean --stem-stride?"),
+        (["info", "--jsn"], "thyroidseg info", "did you mean --json?"),
+    ],
+)
+def test_a_mistyped_option_shows_its_commands_usage_and_the_closest_option(
+    argv, usage, hint, capsys
+):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert error.startswith(f"usage: {usage} ") and hint in error
+    assert (
+        f"{usage}: error: unrecognized arguments: {argv[-1] if argv[0] != 'train' else ''}"[:40]
+        in error
+    )
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate"])
+def test_a_json_file_in_a_missing_folder_is_refused(command, tmp_path, capsys) -> None:
+    target = tmp_path / "no" / "such" / "x.json"
+    argv = ["info", "--json", str(target)]
+    if command == "evaluate":
+        write_image(tmp_path / "m" / "a.png", np.zeros((4, 4), np.uint8))
+        argv = ["evaluate", str(tmp_path / "m"), str(tmp_path / "m"), "--json", str(target)]
+    assert main(argv) == 2
+    assert f"its folder {target.parent} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

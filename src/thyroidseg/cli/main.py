@@ -12,6 +12,7 @@ bad input (missing or unreadable files, size mismatches, ...) are printed as one
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import sys
@@ -30,6 +31,7 @@ from thyroidseg.cli.options import (
     add_size_option,
     add_speed_options,
     add_threads_option,
+    check_file_folders,
     cli_words,
     default,
     load_segmenter,
@@ -70,12 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
         add(subparsers)
+    for command in (parser, *subparsers.choices.values()):
+        if sys.version_info >= (3, 14):  # "did you mean" for a mistyped command or choice
+            command.suggest_on_error = True
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the command's own usage, not the top level's
+        args.command_parser.error(_unrecognized(args.command_parser, unknown))
     run = _runner(args)
     previous, warnings.formatwarning = warnings.formatwarning, one_line_warning
     threads = torch.get_num_threads(), cv2.getNumThreads()
@@ -101,6 +109,22 @@ def _runner(args: argparse.Namespace) -> _Runner:
         run: _Runner = getattr(module, f"run_{args.command}")
         return run
     return args.run
+
+
+def _unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """argparse's message for ``unknown`` arguments, with the closest options of ``parser``."""
+    options = [name for action in parser._actions for name in action.option_strings]
+    guesses = {}
+    for word in unknown:
+        close = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=0.6)
+        if word.startswith("-") and close:
+            guesses[word] = close[0]
+    hints = [
+        f"{guess} for {word}" if len(guesses) > 1 else guess for word, guess in guesses.items()
+    ]
+    return f"unrecognized arguments: {' '.join(unknown)}" + (
+        f"; did you mean {', '.join(hints)}?" if hints else ""
+    )
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -175,6 +199,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if spacing is not None:
         spacing = spacing[0] if len(spacing) == 1 else tuple(spacing)
     masks = [*list_images(args.pred_dir).values(), *list_images(args.label_dir).values()]
+    check_file_folders([args.json, args.csv])
     check_outputs([args.json, args.csv], inputs=masks, overwrite=args.overwrite)
     result = evaluate_folders(
         args.pred_dir,
@@ -435,6 +460,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     if args.onnx is None and args.torchscript is None:
         raise ValueError("nothing to export: give --onnx FILE and/or --torchscript FILE")
+    check_file_folders([args.onnx, args.torchscript])
     segmenter = load_segmenter(args, device="cpu", amp="off")
     refiner = segmenter.refiner
     jobs = [
@@ -485,6 +511,7 @@ def _run_info(args: argparse.Namespace) -> int:
     elif args.json == "-":
         print(json.dumps(info, indent=2))
     else:
+        check_file_folders([args.json])
         check_outputs([args.json], overwrite=args.overwrite)
         atomic_write_bytes(args.json, (json.dumps(info, indent=2) + "\n").encode())
         print(f"wrote {args.json}")

@@ -12,7 +12,8 @@ import argparse
 import inspect
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -203,3 +204,18 @@ def load_segmenter(args: argparse.Namespace, **options: Any) -> Segmenter:
     if args.model:
         return Segmenter.from_checkpoint(args.model, refine=refine or None, **options)
     return Segmenter.pretrained(refine=refine, **options)
+
+
+def check_file_folders(paths: Iterable[str | None]) -> None:
+    """Refuse an output file whose folder does not exist (``None`` and ``-``: no file).
+
+    A command creates the output folders it is given (``OUT_DIR``), never the folder of a
+    file it is asked to write: a mistyped ``--onnx /no/such/dir/unet.onnx`` is an error, not
+    a new folder.
+    """
+    for path in paths:
+        if path is not None and path != "-" and not Path(path).parent.is_dir():
+            raise FileNotFoundError(
+                f"{path}: its folder {Path(path).parent} does not exist; create it first or "
+                "choose another path"
+            )

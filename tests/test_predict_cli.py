@@ -310,10 +310,7 @@ def test_a_mistyped_option_shows_its_commands_usage_and_the_closest_option(
     error = capsys.readouterr().err
     assert stopped.value.code == 2
     assert error.startswith(f"usage: {usage} ") and hint in error
-    assert (
-        f"{usage}: error: unrecognized arguments: {argv[-1] if argv[0] != 'train' else ''}"[:40]
-        in error
-    )
+    assert f"{usage}: error: unrecognized arguments: " in error
 
 
 @pytest.mark.parametrize("command", ["info", "evaluate"])

@@ -277,6 +277,26 @@ def test_cli_size_defaults_to_the_library_call_it_feeds(command, function):
     assert tuple(_cli_option(command, "--size").default) == _default(function, "size")
 
 
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_the_cli_page_gives_every_option_in_its_commands_synopsis(command):
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    synopsis = re.search(rf"^## {command}\n\n```text\n(.*?)```", text, re.DOTALL | re.MULTILINE)
+    assert synopsis, f"docs/cli.md has no synopsis under '## {command}'"
+    options = [
+        max(action.option_strings, key=len)
+        for action in _commands()[command]._actions
+        if action.option_strings and action.help not in (argparse.SUPPRESS, None)
+        and action.dest != "help"
+    ]  # fmt: skip
+    missing = [o for o in options if not re.search(rf"{re.escape(o)}(?![\w-])", synopsis[1])]
+    assert missing == []
+
+
 @pytest.mark.parametrize("command", ["demo", "train", "predict"])
 def test_cli_amp_choices_are_the_amp_modes(command):
     assert tuple(_cli_option(command, "--amp").choices) == AMP_MODES

@@ -621,3 +621,10 @@ def test_the_version_follows_the_changelog(capsys):
         assert _release(reported) > _release(released[0])
     else:
         assert reported == released[0]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_docstring_formulas_use_the_docs_math(name):
+    """``$...$`` / ``$$...$$`` (arithmatex renders them); reST's math is printed raw."""
+    source = MODULES[name].read_text(encoding="utf-8")
+    assert ".. math::" not in source and ":math:`" not in source

@@ -74,7 +74,7 @@ class Refiner:
         As for `thyroidseg.inference.Segmenter`.
     whole_weight
         ``w`` in the probability inside the squares,
-        :math:`p = w\,p_{\mathrm{whole}} + (1 - w)\,p_{\mathrm{refine}}`: how much of the
+        $p = w\,p_{\mathrm{whole}} + (1 - w)\,p_{\mathrm{refine}}$: how much of the
         whole-frame network's probability (resampled to the frame) is kept, an ensemble of
         the two stages (default `WHOLE_WEIGHT`, chosen by cross-validation).
     """

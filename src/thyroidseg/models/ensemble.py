@@ -30,12 +30,14 @@ __all__ = ["Ensemble", "class_probabilities"]
 
 
 class Ensemble(nn.Module):
-    """Average the class probabilities of ``K`` networks; one `torch.nn.Module`.
+    r"""Average the class probabilities of $K$ networks; one `torch.nn.Module`.
 
-    For an input ``x`` and member networks ``f_1 ... f_K`` returning class scores (logits)
+    For an input $x$ and member networks $f_1, \dots, f_K$ returning class scores (logits)
     of the same shape ``(N, classes, H, W)``, the output is
 
-    .. math:: \\log \\Big( \\frac{1}{K} \\sum_{k=1}^{K} \\operatorname{softmax}(f_k(x)) \\Big)
+    $$
+    \log \Big( \frac{1}{K} \sum_{k=1}^{K} \operatorname{softmax}(f_k(x)) \Big)
+    $$
 
     (softmax over the class axis), computed stably as
     ``logsumexp_k(log_softmax(f_k(x))) - log K``. Its softmax is therefore the members' mean

@@ -108,7 +108,7 @@ def fit_box(shape: tuple[int, int], size: tuple[int, int], mode: ResizeMode = "l
     """Where an ``(h, w)`` image lands inside an ``(H, W)`` network frame.
 
     ``"stretch"`` fills the frame. ``"letterbox"`` keeps the aspect ratio: scale
-    :math:`s = \\min(H/h, W/w)`, content ``round(h s)`` rows by ``round(w s)`` columns (at
+    $s = \\min(H/h, W/w)$, content ``round(h s)`` rows by ``round(w s)`` columns (at
     least 1 px), centred, with the odd padding pixel at the bottom/right.
 
     >>> fit_box((300, 400), (256, 256))

@@ -184,12 +184,12 @@ class Preprocessed:
 
         `mask_to_original` of `mask_to_network` gives each pixel of ``box`` the
         value of an original pixel at most ``ry`` rows and ``rx`` columns away, with
-        :math:`r = \\lfloor b / (2c) + 1/2 \\rfloor` when the box side ``b`` is shrunk to
+        $r = \\lfloor b / (2c) + 1/2 \\rfloor$ when the box side ``b`` is shrunk to
         the content side ``c``, and 0 when it is enlarged (the round trip is then exact).
         So for a mask ``M`` inside ``box``: ``erode(M) <= round_trip(M) <= dilate(M)``
         with a ``(2 ry + 1) x (2 rx + 1)`` rectangle; only pixels within that distance of
         the mask boundary can change, and
-        :math:`\\mathrm{IoU} \\ge |\\mathrm{erode}(M)| / |\\mathrm{dilate}(M)|`.
+        $\\mathrm{IoU} \\ge |\\mathrm{erode}(M)| / |\\mathrm{dilate}(M)|$.
         A 385x300 DDTI scan region at 256x256 letterbox gives ``(1, 1)``.
         """
         return (

@@ -105,8 +105,8 @@ def equalize(
         ``uint8 (H, W)``.
     method
         ``"global"``: ``cv2.equalizeHist``, the grey levels mapped through the cumulative
-        histogram, :math:`v' = \\mathrm{round}(255 \\, (\\mathrm{cdf}(v) -
-        \\mathrm{cdf}_{\\min}) / (N - \\mathrm{cdf}_{\\min}))`. ``"clahe"``: contrast-limited
+        histogram, $v' = \\mathrm{round}(255 \\, (\\mathrm{cdf}(v) -
+        \\mathrm{cdf}_{\\min}) / (N - \\mathrm{cdf}_{\\min}))$. ``"clahe"``: contrast-limited
         adaptive equalisation on a ``tile_grid`` of tiles, each tile's histogram clipped at
         ``clip_limit`` times its mean count before equalising, tiles blended bilinearly.
     clip_limit, tile_grid
@@ -134,7 +134,7 @@ def smooth(image: np.ndarray, method: SmoothMethod = "median", *, size: int = 3)
         ``uint8 (H, W)``.
     method
         ``"median"``: median of the ``size x size`` window. ``"gaussian"``: Gaussian of
-        ``size x size`` with OpenCV's default :math:`\\sigma = 0.3((size-1)/2 - 1) + 0.8`.
+        ``size x size`` with OpenCV's default $\\sigma = 0.3((size-1)/2 - 1) + 0.8$.
         ``"bilateral"``: edge-preserving bilateral filter of diameter ``size``, colour sigma
         25 grey levels, space sigma ``size`` px.
     size

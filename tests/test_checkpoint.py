@@ -243,13 +243,15 @@ def test_an_unwritable_output_folder_is_named(tmp_path: Path, monkeypatch) -> No
     assert ".tmp" not in str(raised.value) and "Permission denied" in str(raised.value)
 
 
-def test_a_read_only_output_folder_is_named(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir(mode=0o500)
-    if os.access(run, os.W_OK):  # root ignores permissions
-        pytest.skip("this user can write in any folder")
-    with pytest.raises(ValueError, match=r"run: cannot write in this output folder"):
-        prepare_run_folder(run, [])
+PROC = Path("/proc/self")
+
+
+@pytest.mark.skipif(not PROC.is_dir(), reason="needs Linux's /proc")
+def test_a_folder_no_user_can_write_in_is_named() -> None:
+    """``/proc/self``: the kernel refuses a new file there to every user, root included
+    (a folder made read-only with chmod would not stop root)."""
+    with pytest.raises(ValueError, match=r"^/proc/self: cannot write in this output folder \("):
+        prepare_run_folder(PROC, [])
 
 
 def last_and_best(folder: Path, epoch: int, best_epoch: int, best_file_epoch: int | None) -> Path:

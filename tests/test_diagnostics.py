@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import json
+import re
+from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 from thyroidseg import __version__
 from thyroidseg.cli import main
 from thyroidseg.cli.info import format_system_info, system_info
-from thyroidseg.runtime import CpuInfo, cpu_has_native_bf16, parse_cpuinfo
+from thyroidseg.runtime import CpuInfo, parse_cpuinfo
 
 
-def test_system_info_names_the_versions_threads_and_devices() -> None:
+def test_system_info_is_json_ready_and_follows_the_thread_setting() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert system_info()["torch_threads"] == 1
+        torch.set_num_threads(2)
+        assert system_info()["torch_threads"] == 2
+    finally:
+        torch.set_num_threads(threads)
     info = system_info()
-    assert info["thyroidseg"] == __version__
-    assert (info["torch"], info["numpy"], info["opencv"]) == (
-        str(torch.__version__), np.__version__, cv2.__version__
-    )  # fmt: skip
-    assert info["native_bf16"] is cpu_has_native_bf16()
-    assert info["torch_threads"] == torch.get_num_threads()
-    assert len(info["cuda"]) == torch.cuda.device_count()
+    assert json.loads(json.dumps(info)) == info  # plain values only
+    assert all(re.match(r"\d+\.\d+", info[name]) for name in ("thyroidseg", "python", "torch"))
+    assert info["native_bf16"] in (True, False)  # probed on this machine
+    assert system_info(parse_cpuinfo("flags : avx2\n"))["native_bf16"] is None  # not probed
+
+
+def test_cuda_devices_are_named_with_capability_and_memory(monkeypatch) -> None:
+    gpus = [SimpleNamespace(name="GPU A", major=8, minor=0, total_memory=80e9),
+            SimpleNamespace(name="GPU B", major=9, minor=0, total_memory=141e9)]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: gpus[index])
+    info = system_info(CpuInfo(None, None))
+    assert info["cuda"] == [
+        {"name": "GPU A", "capability": "8.0", "memory_gb": 80.0},
+        {"name": "GPU B", "capability": "9.0", "memory_gb": 141.0},
+    ]
+    assert "GPU B" in format_system_info(info)
 
 
 def test_cpu_capability_from_the_flags() -> None:

@@ -129,7 +129,8 @@ class Segmenter:
             check_flag(name, value)
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        # (torch's stubs lack the memory_format that Module.to takes)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
         self.fill_holes, self.tta = fill_holes, check_flag("tta", tta)
@@ -298,6 +299,10 @@ class Segmenter:
     def predict(
         self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[True]
     ) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: bool
+    ) -> Prediction: ...
     def predict(
         self, image: Frame, *, tta: bool | None = None, return_probabilities: bool = False
     ) -> Prediction:
@@ -354,13 +359,21 @@ class Segmenter:
         tta: bool | None = ...,
         return_probabilities: Literal[True],
     ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: bool,
+    ) -> list[Prediction]: ...
     def predict_many(
         self,
         images: Sequence[Frame] | np.ndarray,
         *,
         tta: bool | None = None,
         return_probabilities: bool = False,
-    ) -> list[Prediction]:
+    ) -> list[Any]:
         """Segment a batch of frames (any sizes), ``batch_size`` frames per forward pass.
 
         ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
@@ -382,7 +395,7 @@ class Segmenter:
         """
         frames = _frame_sequence(images)
         use_tta = self._tta(tta)
-        results: list[Prediction] = []
+        results: list[Any] = []
         for start in range(0, len(frames), self.batch_size):
             prepared = [self.prepare(frame) for frame in frames[start : start + self.batch_size]]
             for mask, probability in self._segment(prepared, use_tta, return_probabilities):
@@ -470,7 +483,8 @@ class Segmenter:
             refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
             for k, (mask, second, covered) in enumerate(refined):
                 masks[k] = mask
-                maps[k][covered] = second[covered]
+                if (probability := maps[k]) is not None:  # always, with a refiner
+                    probability[covered] = second[covered]
         return [
             (self._postprocess(mask, p, probability), probability if with_probabilities else None)
             for mask, p, probability in zip(masks, prepared, maps, strict=True)
@@ -498,7 +512,7 @@ class Segmenter:
         return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
 
 
-def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:
+def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame] | np.ndarray:
     """``images`` as a sequence of frames, refusing one frame given where many are expected."""
     if isinstance(images, str | os.PathLike):
         raise ValueError(

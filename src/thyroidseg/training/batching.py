@@ -131,7 +131,7 @@ def training_loader(
     """
     if isinstance(data, DataLoader):
         return data, getattr(data, "sampler", None)
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed
     )
     loader = DataLoader(

@@ -234,7 +234,8 @@ class Trainer:
         self.monitor, self.mode = monitor, mode
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Module.to converts parameters in place: an optimizer built on them still holds them.
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        # (torch's stubs lack the memory_format that Module.to takes)
+        self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.train_data, self.val_data = train_data, val_data
         self.loss_fn = loss
         self.optimizer = optimizer or torch.optim.AdamW(
@@ -468,8 +469,8 @@ class Trainer:
         """Add the validation metrics to ``row``; whether ``monitor`` improved on the best."""
         assert self.val_data is not None
         matrix = self._evaluate(self.val_data, epoch)
-        row["val_iou"] = nanmean(matrix.per_image("iou", cls=1))
-        row["val_dice"] = nanmean(matrix.per_image("dice", cls=1))
+        row["val_iou"] = float(nanmean(matrix.per_image("iou", cls=1)))
+        row["val_dice"] = float(nanmean(matrix.per_image("dice", cls=1)))
         self._emit("on_validation_end", matrix, row)
         if self.monitor not in row:
             raise ValueError(
@@ -515,8 +516,8 @@ class Trainer:
             count += inputs.shape[0]
             steps.set_postfix(loss=value)
             self._emit("on_step_end", step, value)
-        total, count = self._dist.sum([total, count], self.device)
-        return total / count
+        loss_sum, images = self._dist.sum([total, count], self.device)
+        return loss_sum / images
 
     def _checked(self, loss: Tensor, batch: int, epoch: int, step: int) -> float:
         """The loss as a float (mean over processes); raise if any process's loss is not finite."""

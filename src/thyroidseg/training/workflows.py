@@ -336,10 +336,10 @@ def _fold_data(
         val = dataset.subset(val_idx)
     transform = Augment(seed=seed) if augment is True else augment or None  # False: None
     train = dataset.subset(train_idx).with_transform(transform)
-    if crops is not None:
-        train = CropDataset(train.with_transform(None), crops, transform=transform, seed=seed)
-        val = CropDataset(val, crops, train=False) if val is not None else None
-    return train, val
+    if crops is None:
+        return train, val
+    crops_val = CropDataset(val, crops, train=False) if val is not None else None
+    return CropDataset(train.with_transform(None), crops, transform=transform, seed=seed), crops_val
 
 
 _TRAINER_OPTIONS = set(inspect.signature(Trainer).parameters) - {
@@ -557,7 +557,7 @@ def _training_seconds(trainer: Trainer, size: tuple[int, int], n_train: int, n_v
     images = torch.zeros(trainer.batch_size, 1, *size, device=trainer.device)
     images = images.contiguous(memory_format=trainer.memory_format)
     frame = images[:1]
-    items = itertools.cycle(range(min(n_train, len(trainer.train_data))))
+    items = itertools.cycle(range(n_train))
 
     def load() -> None:
         collate([trainer.train_data[next(items)] for _ in range(trainer.batch_size)])

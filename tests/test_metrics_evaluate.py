@@ -176,6 +176,7 @@ def test_every_unreadable_file_is_named_in_one_error(folders):
 def test_cli_prints_and_writes_json_and_csv(folders, tmp_path, capsys):
     preds, labels, _ = folders
     out_json, out_csv = tmp_path / "out" / "r.json", tmp_path / "out" / "r.csv"
+    out_json.parent.mkdir()  # a file's folder is not created
     status = main(
         ["evaluate", str(preds), str(labels), "--json", str(out_json), "--csv", str(out_csv)]
     )

@@ -29,6 +29,7 @@ __all__ = [
     "add_size_option",
     "add_speed_options",
     "add_threads_option",
+    "check_file_folders",
     "cli_words",
     "default",
     "load_segmenter",

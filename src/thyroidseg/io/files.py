@@ -42,6 +42,7 @@ __all__ = [
     "read_image",
     "write_csv",
     "write_image",
+    "NotBinaryMaskError",
 ]
 from thyroidseg.io.outputs import check_outputs, reserve_folder
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from thyroidseg._io import write_image
 from torch import nn
 
 import thyroidseg
@@ -24,6 +23,7 @@ from thyroidseg.data.synthetic import synthetic_phantoms
 from thyroidseg.inference import Segmenter, predict_folder
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg.io.files import write_image
 from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from thyroidseg.models.ensemble import Ensemble
 from thyroidseg.models.loading import SHIPPED_WEIGHTS, shipped_weights

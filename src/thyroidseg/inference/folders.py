@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from thyroidseg._checks import PathLike
-from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.measurements import (
     ImageKey,
     Nodule,
@@ -38,8 +37,8 @@ from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
 from thyroidseg.io.spacing import FrameSpacing, check_spacing
 from thyroidseg.preprocessing.pipeline import Preprocessed
 
-if TYPE_CHECKING:  # the Segmenter calls these functions; it imports this module
-    from thyroidseg.inference.segmenter import Segmenter
+if TYPE_CHECKING:  # the segmenters call these functions; they import this module
+    from thyroidseg.inference.base import SegmenterBase
 
 __all__ = [
     "LOOPS_CSV",
@@ -186,7 +185,7 @@ class _LoadedFrame:
 
 
 def _predict_folder(
-    segmenter: Segmenter,
+    segmenter: SegmenterBase,
     in_dir: Inputs,
     out_dir: PathLike,
     *,
@@ -212,7 +211,7 @@ def _predict_folder(
     loops_path = out_dir / LOOPS_CSV
     sources = list_inputs(in_dir) if dicom_seg else {}
     seg_paths = segmentation_paths(out_dir, sources) if dicom_seg else {}  # refuses non-DICOM
-    identity = model_identity(segmenter) if report or dicom_seg else None
+    identity = segmenter.identity() if report or dicom_seg else None
     reporter = segmentations = None
     if report and identity is not None:
         settings = segmenter.describe() | {"tta": use_tta, "frames": str(frames)}
@@ -336,7 +335,7 @@ def _finish_report(reporter: ReportBuilder | None, started: bool, overwrite: boo
 
 
 def _predict_file(
-    segmenter: Segmenter, path: PathLike, *, frames: str | FrameRange, tta: bool | None
+    segmenter: SegmenterBase, path: PathLike, *, frames: str | FrameRange, tta: bool | None
 ) -> FilePrediction:
     """`Segmenter.predict_file` (documented there)."""
     path = Path(path)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from inference_helpers import frame_with_square, iou
-from thyroidseg.io.files import read_image, write_image
 from thyroidseg.cli import main
 from thyroidseg.data.synthetic import synthetic_phantoms
-from thyroidseg.io.dicom import write_dicom
 from thyroidseg.inference import OnnxSegmenter, Segmenter
 from thyroidseg.inference.refine import Refiner
+from thyroidseg.io.dicom import write_dicom
+from thyroidseg.io.files import read_image, write_image
 from thyroidseg.models.export import export_cascade, export_onnx
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.crops import CropRule

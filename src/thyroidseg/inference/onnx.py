@@ -21,8 +21,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 from typing_extensions import Unpack
 
-from thyroidseg._export_format import cascade_paths, read_description
 from thyroidseg._checks import PathLike
+from thyroidseg._export_format import cascade_paths, read_description
 from thyroidseg._threads import Threads, resolve_threads
 from thyroidseg._version import __version__
 from thyroidseg.inference.base import SegmenterBase, SegmenterSettings

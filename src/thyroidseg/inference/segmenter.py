@@ -26,9 +26,9 @@ Device and autocast follow `thyroidseg.runtime`, as in training; nothing here im
 training code. `Segmenter.predict_folder` is ``thyroidseg predict`` (its folder code is
 `thyroidseg.inference.folders`): masks, and optionally
 overlay pictures, probability maps and the nodule measurements of
-`thyroidseg.inference.measurements`. DICOM files are read wherever images are (`thyroidseg.io.dicom`):
-`Segmenter.predict_folder` and `Segmenter.predict_file` segment every frame of a cine loop,
-and measure in millimetres with the pixel size each file states.
+`thyroidseg.inference.measurements`. DICOM files are read wherever images are
+(`thyroidseg.io.dicom`): `Segmenter.predict_folder` and `Segmenter.predict_file` segment
+every frame of a cine loop, and measure in millimetres with the pixel size each file states.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor, nn
 
+from thyroidseg._checks import PathLike
 from thyroidseg._export_format import cascade_paths
 from thyroidseg.io.files import atomic_write_bytes
-from thyroidseg._checks import PathLike
 from thyroidseg.models.unet import UNet
 
 __all__ = [

@@ -32,6 +32,8 @@ __all__ = [
     "add_threads_option",
     "cli_words",
     "default",
+    "exported_model",
+    "load_onnx_segmenter",
     "load_segmenter",
     "one_line_warning",
     "pixel_spacing_option",

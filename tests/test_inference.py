@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import thyroidseg
-import thyroidseg._threads
 import thyroidseg.inference.segmenter
+import thyroidseg.io.threads
 import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
 from thyroidseg.data import ThyroidDataset
@@ -412,7 +412,7 @@ def test_each_call_runs_on_the_segmenters_threads_and_restores_the_previous_coun
     Segmenter(model, PLAIN, device="cpu", threads=None).predict(image)
     assert model.threads == [wanted, before[0]]
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before
-    monkeypatch.setattr(thyroidseg._threads, "free_cores", lambda: 3)  # auto: the free cores
+    monkeypatch.setattr(thyroidseg.io.threads, "free_cores", lambda: 3)  # auto: the free cores
     assert Segmenter(model, PLAIN, device="cpu").threads == 3
     for bad in (0, -1, 1.5, "two", True):
         with pytest.raises(ValueError, match="threads must be a positive integer or auto"):

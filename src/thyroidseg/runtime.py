@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import PathLike
-from thyroidseg._threads import free_cores
+from thyroidseg.io.threads import free_cores
 
 __all__ = [
     "AMP_MODES",

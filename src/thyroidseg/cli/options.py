@@ -18,9 +18,9 @@ from typing import Any
 import cv2
 import torch
 
-from thyroidseg._threads import resolve_threads
 from thyroidseg.inference.onnx import ONNX_DEVICES, OnnxSegmenter
 from thyroidseg.inference.segmenter import Segmenter
+from thyroidseg.io.threads import resolve_threads
 from thyroidseg.runtime import AMP_MODES
 
 __all__ = [

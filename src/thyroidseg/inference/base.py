@@ -24,8 +24,6 @@ import cv2
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_int, check_probability
-from thyroidseg._export_format import FORMAT, VERSION
-from thyroidseg._threads import Threads, opencv_threads, resolve_threads
 from thyroidseg.inference.folders import (
     FilePrediction,
     FolderPrediction,
@@ -36,8 +34,10 @@ from thyroidseg.inference.measurements import PixelSpacing
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine_base import RefinerBase
 from thyroidseg.io.dicom import FrameRange
+from thyroidseg.io.export_format import FORMAT, VERSION
 from thyroidseg.io.files import Inputs
 from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.threads import Threads, opencv_threads, resolve_threads
 from thyroidseg.preprocessing.pipeline import (
     Preprocessed,
     preprocess,

@@ -22,12 +22,12 @@ import numpy as np
 from typing_extensions import Unpack
 
 from thyroidseg._checks import PathLike
-from thyroidseg._export_format import cascade_paths, read_description
-from thyroidseg._threads import Threads, resolve_threads
 from thyroidseg._version import __version__
 from thyroidseg.inference.base import SegmenterBase, SegmenterSettings
 from thyroidseg.inference.refine_base import RefinerBase
+from thyroidseg.io.export_format import cascade_paths, read_description
 from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.threads import Threads, resolve_threads
 from thyroidseg.preprocessing.crops import CropRule
 
 try:  # the optional extra thyroidseg[onnx]; from_export says how to install it

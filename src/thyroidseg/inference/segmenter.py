@@ -44,11 +44,11 @@ from torch import nn
 from typing_extensions import Unpack
 
 from thyroidseg._checks import PathLike
-from thyroidseg._threads import Threads
 from thyroidseg.inference.base import Frame, Prediction, SegmenterBase, SegmenterSettings
 from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.refine import Refiner
 from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.threads import Threads
 from thyroidseg.models.ensemble import numpy_probabilities
 from thyroidseg.models.loading import load_network, shipped_weights
 from thyroidseg.runtime import AmpMode, for_inference

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from thyroidseg._checks import PathLike
-from thyroidseg._export_format import cascade_paths
+from thyroidseg.io.export_format import cascade_paths
 from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.unet import UNet
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from thyroidseg._checks import PathLike
 
+__all__ = ["FORMAT", "VERSION", "cascade_paths", "read_description"]
+
 FORMAT = "thyroidseg-segmenter"
 """``"format"`` of the JSON description."""
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 import cv2
 
+__all__ = ["Threads", "cpu_cores", "free_cores", "opencv_threads", "resolve_threads"]
+
 Threads = int | Literal["auto"] | None
 """A thread count, ``"auto"`` (`free_cores`) or ``None`` (leave the process's setting alone)."""
 

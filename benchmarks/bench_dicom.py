@@ -52,7 +52,7 @@ def main() -> None:
             for i in range(args.frames)
         ]
     )
-    segmenter = Segmenter.pretrained(device="cpu")
+    segmenter = Segmenter.pretrained(device="cpu", threads=args.threads)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         loop = write_dicom(work / "loop.dcm", frames, region_spacing_mm=0.1)

@@ -181,7 +181,8 @@ def main() -> int:
     if not images:
         sys.exit(f"{args.data} holds no images")
 
-    options = {"device": "cpu", "amp": args.amp, "batch_size": args.batch_size}
+    # threads=None: the process's thread counts (OMP_NUM_THREADS), which the JSON records
+    options = {"device": "cpu", "amp": args.amp, "batch_size": args.batch_size, "threads": None}
     if args.model:
         segmenter = Segmenter.from_checkpoint(args.model, **options)
         model = [str(path) for path in args.model]

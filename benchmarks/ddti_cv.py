@@ -127,6 +127,7 @@ def main() -> None:
             tta=args.tta,
             fill_holes=args.fill_holes,
             min_area=args.min_area,
+            threads=None,  # the run's thread count, as in training
         )
         fold_matrix = ConfusionMatrix(2)
         for i in range(len(val)):

@@ -7,6 +7,7 @@ import copy
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 import thyroidseg
 import thyroidseg.inference.folders
 import thyroidseg.inference.segmenter
+import thyroidseg.io.threads
 import thyroidseg.models.loading
 from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
 from thyroidseg.data import ThyroidDataset
@@ -195,12 +197,13 @@ def test_the_folder_code_uses_only_the_segmenters_public_methods() -> None:
     assert [name for name in reached if name.startswith("_")] == []
 
 
-def test_segmenter_predict_folder_still_works_with_a_warning(tmp_path: Path) -> None:
+def test_the_predict_folder_method_is_the_function_under_the_segmenters_threads(
+    tmp_path: Path,
+) -> None:
     image, _ = frame_with_square()
     write_image(tmp_path / "in" / "scan.png", image)
     segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
-    with pytest.warns(FutureWarning, match=r"use thyroidseg.inference.predict_folder\(segmenter"):
-        old = segmenter.predict_folder(tmp_path / "in", tmp_path / "old", progress=False)
+    old = segmenter.predict_folder(tmp_path / "in", tmp_path / "old", progress=False)
     new = predict_folder(segmenter, tmp_path / "in", tmp_path / "new", progress=False)
     assert list(old.masks) == list(new.masks) == ["scan"]
     assert old.masks["scan"].read_bytes() == new.masks["scan"].read_bytes()
@@ -430,3 +433,30 @@ def test_stored_inference_settings_of_the_wrong_kind_are_refused_naming_the_file
         ValueError, match=rf"settings\.pt: config\['inference'\]: {next(iter(setting))}"
     ):
         Segmenter.from_checkpoint(broken)
+
+
+def test_each_call_runs_on_the_segmenters_threads_and_restores_the_previous_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Recording(Threshold):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.threads.append(torch.get_num_threads())
+            return super().forward(x)
+
+    image, _ = frame_with_square()
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    wanted = 1 if before[0] > 1 else 2  # a count other than the process's
+    model = Recording()
+    Segmenter(model, PLAIN, device="cpu", threads=wanted).predict(image)
+    Segmenter(model, PLAIN, device="cpu", threads=None).predict(image)
+    assert model.threads == [wanted, before[0]]
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    monkeypatch.setattr(thyroidseg.io.threads, "free_cores", lambda: 3)  # auto: the free cores
+    assert Segmenter(model, PLAIN, device="cpu").threads == 3
+    for bad in (0, -1, 1.5, "two", True):
+        with pytest.raises(ValueError, match="threads must be a positive integer or auto"):
+            Segmenter(model, PLAIN, device="cpu", threads=bad)  # type: ignore[arg-type]

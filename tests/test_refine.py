@@ -24,7 +24,7 @@ from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.crops import CropRule, cut_crop, cut_mask, nodule_boxes
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.training.workflows import train_folder
-from tiny_models import Threshold
+from tiny_models import Loose, Threshold
 
 CLEAN = {**PLAIN, "crop": False}  # no equalisation or smoothing: crops keep grey levels
 
@@ -153,11 +153,6 @@ def test_refiner_tightens_a_loose_outline_and_keeps_the_rest(tmp_path: Path) -> 
 def test_segmenter_runs_the_refiner_and_checks_its_cleaning() -> None:
     image, truth = frame_with_square(120, 180)
 
-    class Loose(torch.nn.Module):  # a stage 1 that marks a box around the bright part
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            grown = torch.nn.functional.max_pool2d((x > 0.5).float(), 7, 1, 3)
-            return torch.cat([torch.zeros_like(x), 2 * grown - 1], dim=1)
-
     refiner = Refiner(
         Threshold(), CropRule(size=64), CLEAN, device="cpu", amp="off", whole_weight=0.0
     )
@@ -214,6 +209,7 @@ def test_cli_trains_both_stages_predicts_with_both_and_exports_the_pair(
     assert "--refine CHECKPOINT and --no-refine contradict" in capsys.readouterr().err
 
     onnx = tmp_path / "export" / "thyroid.onnx"
+    onnx.parent.mkdir()  # export refuses a missing folder
     assert main(["export", *model, "--onnx", str(onnx)]) == 0
     refine_onnx, description = onnx.with_name("thyroid-refine.onnx"), onnx.with_suffix(".json")
     assert capsys.readouterr().out.split() == [
@@ -262,3 +258,36 @@ def test_a_run_cannot_be_resumed_as_the_other_stage(tmp_path: Path) -> None:
         train_folder(data, tmp_path / "whole", folds=2, resume=True, crops=CropRule(), **options)
     with pytest.raises(TypeError, match="crops must be a CropRule or None"):
         train_folder(data, tmp_path / "other", crops={"size": 64}, **options)
+
+
+def test_refine_many_sends_at_most_batch_size_crops_per_forward_pass() -> None:
+    image = np.full((120, 300), 40, np.uint8)
+    mask = np.zeros(image.shape, np.uint8)
+    for k in range(7):  # seven separate nodules, seven crops
+        image[50:70, 10 + 40 * k : 30 + 40 * k] = 220
+        mask[50:70, 10 + 40 * k : 30 + 40 * k] = 1
+    prepared = preprocess(image, **CLEAN)
+
+    class Counting(Threshold):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.batches.append(x.shape[0])
+            return super().forward(x)
+
+    results, batches = {}, {}
+    for batch_size in (3, 100):
+        counting = Counting()
+        refiner = Refiner(
+            counting, CropRule(size=32), CLEAN, device="cpu", amp="off", whole_weight=0.0,
+            batch_size=batch_size,
+        )  # fmt: skip
+        results[batch_size] = refiner.refine_many([prepared, prepared], [mask, mask], [None, None])
+        batches[batch_size] = counting.batches
+    assert batches == {3: [3, 3, 3, 3, 2], 100: [14]}
+    for (got, probability, covered), (want, *_) in zip(results[3], results[100], strict=True):
+        assert (got == want).all() and covered.sum() > 0 and probability.max() > 0.5
+    with pytest.raises(ValueError, match="batch_size must be"):
+        Refiner(Threshold(), CropRule(), CLEAN, batch_size=0)

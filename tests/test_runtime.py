@@ -114,6 +114,11 @@ def test_a_cuda_index_beyond_the_gpus_is_an_error(monkeypatch) -> None:
 ALLOCATIONS = textwrap.dedent(
     """
     import resource, torch
+    # The top-level API loaded, as in a program that trains: whether glibc can keep the freed
+    # block in its heap depends on the heap's layout, which the imports shape (with only
+    # thyroidseg.runtime loaded, the block was mapped anew every time).
+    from thyroidseg import ConfusionMatrix, Segmenter, ThyroidDataset, UNet, export_onnx
+    from thyroidseg import evaluate_folders, group_kfold, load_checkpoint, measure, preprocess
     from thyroidseg.runtime import tune_cpu_allocator
 
     def page_faults():

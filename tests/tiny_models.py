@@ -21,6 +21,14 @@ class Threshold(nn.Module):
         return self.scale * torch.cat([0.5 - x, x - 0.5], dim=1)
 
 
+class Loose(nn.Module):
+    """A stage 1 that marks a box 3 pixels wider than the bright (> 0.5) part of the image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grown = nn.functional.max_pool2d((x > 0.5).float(), 7, 1, 3)
+        return torch.cat([torch.zeros_like(x), 2 * grown - 1], dim=1)
+
+
 def squares(
     n: int,
     seed: int = 0,

@@ -19,7 +19,8 @@ draws it; ``tests/test_api.py`` checks it):
 - `thyroidseg.metrics`: ``counting``, ``confusion`` (`ConfusionMatrix`), ``boundary``
   (HD95 / NSD), ``statistics`` and ``evaluation`` (`evaluate_folders`).
 - `thyroidseg.inference`: `Segmenter`, frames in, masks (and probabilities) at the frames'
-  own size out (``segmenter``, ``folders``), the second stage ``refine``, and
+  own size out (``segmenter``, ``folders``; ``base``, the part without a network), the
+  second stage ``refine``, `OnnxSegmenter` (``onnx``: the export in ONNX Runtime), and
   ``postprocess``, ``overlay``, ``measurements`` (`measure()`, the size and shape of every
   nodule of a mask).
 - `thyroidseg.training`: `Trainer` (``training.trainer``: built model, loss, optimizer;
@@ -39,9 +40,9 @@ Three tiers of names, one rule:
   pipeline's classes and functions that the README and the guides call (`UNet`,
   `ThyroidDataset`, `preprocess`, `Trainer`, `Segmenter`, `measure`, `ConfusionMatrix`,
   `evaluate_folders`, the losses users pick, `load_checkpoint` / `save_checkpoint`...), with
-  the types they return and the errors they raise. The training side (`Trainer`,
-  `train_folder`, the losses, `Augment`, the errors of a run) loads on first use (PEP 562),
-  so ``from thyroidseg import Segmenter`` imports no training code.
+  the types they return and the errors they raise. Each loads its module on first use
+  (PEP 562): ``from thyroidseg import Segmenter`` imports no training code, and
+  ``from thyroidseg.inference import OnnxSegmenter`` no PyTorch.
 - **A module's ``__all__``** (``from thyroidseg.inference.measurements import
   measure_many``): the full public API of that module, including the building blocks,
   constants, choice tuples and type aliases that only someone extending the library needs.
@@ -64,19 +65,19 @@ from typing import TYPE_CHECKING, Any
 
 from thyroidseg import _compat
 from thyroidseg._version import __version__
-from thyroidseg.data.dataset import ThyroidDataset
-from thyroidseg.data.splits import group_kfold
-from thyroidseg.inference.measurements import Nodule, measure
-from thyroidseg.inference.segmenter import Segmenter
-from thyroidseg.metrics.confusion import ConfusionMatrix
-from thyroidseg.metrics.evaluation import evaluate_folders
-from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
-from thyroidseg.models.export import export_onnx
-from thyroidseg.models.unet import UNet
-from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess
 
-if TYPE_CHECKING:  # loaded on first use, see __getattr__
+if TYPE_CHECKING:  # each loaded on first use, see __getattr__
     from thyroidseg.data.augment import Augment
+    from thyroidseg.data.dataset import ThyroidDataset
+    from thyroidseg.data.splits import group_kfold
+    from thyroidseg.inference.measurements import Nodule, measure
+    from thyroidseg.inference.segmenter import Segmenter
+    from thyroidseg.metrics.confusion import ConfusionMatrix
+    from thyroidseg.metrics.evaluation import evaluate_folders
+    from thyroidseg.models.checkpoint import load_checkpoint, save_checkpoint
+    from thyroidseg.models.export import export_onnx
+    from thyroidseg.models.unet import UNet
+    from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess
     from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError
     from thyroidseg.training.losses import (
         DiceCELoss,
@@ -115,16 +116,29 @@ __all__ = [
 
 _LAZY = {
     "Augment": "data.augment",
+    "ConfusionMatrix": "metrics.confusion",
     "DiceCELoss": "training.losses",
     "NonFiniteLossError": "training.divergence",
     "NonFiniteOutputError": "training.divergence",
+    "Nodule": "inference.measurements",
+    "Preprocessed": "preprocessing.pipeline",
+    "Segmenter": "inference.segmenter",
     "SoftDiceLoss": "training.losses",
+    "ThyroidDataset": "data.dataset",
     "Trainer": "training.trainer",
+    "UNet": "models.unet",
     "WeightedCrossEntropyLoss": "training.losses",
+    "evaluate_folders": "metrics.evaluation",
+    "export_onnx": "models.export",
+    "group_kfold": "data.splits",
+    "load_checkpoint": "models.checkpoint",
     "make_loss": "training.losses",
+    "measure": "inference.measurements",
+    "preprocess": "preprocessing.pipeline",
+    "save_checkpoint": "models.checkpoint",
     "train_folder": "training.workflows",
 }
-"""Top-level names of the training side, imported from their module on first use."""
+"""Every top-level name but ``__version__``, imported from its module on first use."""
 
 _MOVED = {
     "Box": "preprocessing.geometry",
@@ -166,7 +180,7 @@ _compat.install()  # the 0.1 module paths (thyroidseg.model, ...) until 0.3
 
 
 def __getattr__(name: str) -> Any:
-    """Load a training-side name on first use; resolve a 0.1 name with a FutureWarning."""
+    """Load a top-level name on first use; resolve a 0.1 name with a FutureWarning."""
     if name in _LAZY:
         value = getattr(importlib.import_module(f"thyroidseg.{_LAZY[name]}"), name)
         globals()[name] = value  # once loaded, a plain attribute

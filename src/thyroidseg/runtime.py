@@ -6,10 +6,12 @@ choose the device, the autocast dtype and the memory format by the same rules:
 * `resolve_device`: ``"auto"`` is CUDA when available, else the CPU; ``cuda:<LOCAL_RANK>``
   under ``torchrun``;
 * `resolve_amp`: the autocast dtype for an ``amp`` mode (bf16 on the CPU only where it is
-  native, `cpu_has_native_bf16`), used through `autocast`;
+  native, `cpu_has_native_bf16`), used through `autocast`; `for_inference`: a network
+  placed and switched to eval mode for prediction;
 * `cpu_info`: the CPU model and feature flags read from ``/proc/cpuinfo``;
 * `tune_cpu_allocator`: glibc ``mallopt`` settings that stop a CPU training step from
-  page-faulting its large activations again every step.
+  page-faulting its large activations again every step;
+* `free_cores`: the cores that other jobs leave free (``--threads auto``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import PathLike
+from thyroidseg.io.threads import free_cores
 
 __all__ = [
     "AMP_MODES",
@@ -35,6 +38,7 @@ __all__ = [
     "autocast",
     "cpu_has_native_bf16",
     "cpu_info",
+    "for_inference",
     "free_cores",
     "parse_cpuinfo",
     "resolve_amp",
@@ -206,6 +210,19 @@ def resolve_amp(amp: AmpMode, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"amp={amp!r} is supported on 'cpu' and 'cuda' devices, not {device.type!r}")
 
 
+def for_inference(
+    model: nn.Module, device: str | torch.device = "auto", amp: AmpMode = "auto"
+) -> tuple[nn.Module, torch.device, torch.dtype | None]:
+    """``model`` ready to predict: in ``eval()`` mode and channels-last on the resolved
+    ``device`` (`resolve_device`), with the autocast dtype of ``amp`` there (`resolve_amp`).
+
+    Both stages of `thyroidseg.inference.Segmenter` place their networks with it.
+    """
+    resolved = resolve_device(device)
+    dtype = resolve_amp(amp, resolved)
+    return model.to(resolved, memory_format=torch.channels_last).eval(), resolved, dtype
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """``torch.autocast`` on ``device`` in ``dtype`` (from `resolve_amp`); off for ``None``.
 
@@ -259,19 +276,3 @@ def tune_cpu_allocator(*, mmap_threshold: int = 1 << 30, trim_threshold: int = 1
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     applied = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
     return mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1 and applied
-
-
-def free_cores(cores: int | None = None, load: float | None = None) -> int:
-    """Cores that other jobs leave free: ``round(cores - load)``, between 1 and ``cores``.
-
-    ``cores`` defaults to PyTorch's thread count at start (one per core) and ``load`` to the
-    1-minute load average (0 where the system has none). ``--threads auto`` uses this, since
-    on a busy machine two threads per process run several times slower than one.
-
-    >>> free_cores(2, 0.1), free_cores(2, 1.2), free_cores(2, 3.6), free_cores(16, 4.0)
-    (2, 1, 1, 12)
-    """
-    cores = torch.get_num_threads() if cores is None else cores
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load)))

@@ -34,6 +34,8 @@ from thyroidseg.cli.options import (
     check_file_folders,
     cli_words,
     default,
+    exported_model,
+    load_onnx_segmenter,
     load_segmenter,
     one_line_warning,
     pixel_spacing_option,
@@ -42,6 +44,7 @@ from thyroidseg.cli.options import (
 )
 from thyroidseg.cli.train import add_demo, add_train
 from thyroidseg.inference.folders import predict_folder
+from thyroidseg.inference.refine import Refiner
 from thyroidseg.io.files import atomic_write_bytes, list_images, write_csv
 from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics.evaluation import evaluate_folders
@@ -418,9 +421,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         "fill_holes": args.fill_holes,
         "tta": args.tta,
         "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),  # what --threads set in main()
     }
-    result = predict_folder(
-        load_segmenter(args, **options),
+    onnx = exported_model(args)
+    segmenter = (
+        load_onnx_segmenter(args, onnx, **options)
+        if onnx is not None
+        else load_segmenter(args, **options)
+    )
+    result = segmenter.predict_folder(
         inputs,
         out_dir,
         overlays=args.overlay,
@@ -467,18 +476,16 @@ def _run_export(args: argparse.Namespace) -> int:
         (p, e) for p, e in ((args.onnx, export_onnx), (args.torchscript, export_torchscript)) if p
     ]
     outputs = [path for path, _ in jobs]
-    if refiner is not None:  # the onnx and torchscript files of one stem share STEM.json
+    if refiner is not None:
         outputs += [cascade_paths(path)[0] for path, _ in jobs]
-        outputs += sorted({str(cascade_paths(path)[1]) for path, _ in jobs})
+    # the onnx and torchscript files of one stem share STEM.json
+    outputs += sorted({str(cascade_paths(path)[1]) for path, _ in jobs})
     inputs = [*(args.model or ()), *(args.refine or ())]
     check_outputs(outputs, inputs=inputs, overwrite=args.overwrite)
+    refine_model = refiner.model if isinstance(refiner, Refiner) else None
     for path, export in jobs:
-        written = (
-            [export(segmenter.model, path)]
-            if refiner is None
-            else export_cascade(
-                segmenter.model, refiner.model, segmenter.describe(), path, exporter=export
-            )
+        written = export_cascade(
+            segmenter.model, refine_model, segmenter.describe(), path, exporter=export
         )
         print("\n".join(f"wrote {file}" for file in written))
     return 0

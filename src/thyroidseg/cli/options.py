@@ -19,8 +19,10 @@ from typing import Any
 import cv2
 import torch
 
+from thyroidseg.inference.onnx import ONNX_DEVICES, OnnxSegmenter
 from thyroidseg.inference.segmenter import Segmenter
-from thyroidseg.runtime import AMP_MODES, free_cores
+from thyroidseg.io.threads import resolve_threads
+from thyroidseg.runtime import AMP_MODES
 
 __all__ = [
     "API_SPELLING",
@@ -32,6 +34,8 @@ __all__ = [
     "check_file_folders",
     "cli_words",
     "default",
+    "exported_model",
+    "load_onnx_segmenter",
     "load_segmenter",
     "one_line_warning",
     "pixel_spacing_option",
@@ -122,14 +126,9 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def set_threads(threads: str | None) -> None:
-    if threads is None:
+    count = resolve_threads(threads, "--threads")
+    if count is None:
         return
-    if threads == "auto":
-        count = free_cores()
-    elif threads.isdigit() and int(threads) >= 1:
-        count = int(threads)
-    else:
-        raise ValueError(f"--threads must be a positive integer or auto, got {threads!r}")
     torch.set_num_threads(count)
     cv2.setNumThreads(count)
 
@@ -182,7 +181,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="CHECKPOINT",
         help="best.pt or last.pt of a whole-frame run instead of the shipped model; give it "
-        "several times for an ensemble (same preprocessing required)",
+        "several times for an ensemble (same preprocessing required); predict also takes a "
+        "FILE.onnx that `thyroidseg export --onnx` wrote (run in ONNX Runtime)",
     )
     parser.add_argument(
         "--refine",
@@ -220,3 +220,39 @@ def check_file_folders(paths: Iterable[str | None]) -> None:
                 f"{path}: its folder {Path(path).parent} does not exist; create it first or "
                 "choose another path"
             )
+
+
+def exported_model(args: argparse.Namespace) -> str | None:
+    """The ``--model`` that names an exported ``.onnx`` network, else ``None``.
+
+    Raises
+    ------
+    ValueError
+        An ``.onnx`` file beside other ``--model`` files, or with ``--refine`` (its second
+        stage is the one exported beside it).
+    """
+    onnx = [path for path in args.model or () if str(path).lower().endswith(".onnx")]
+    if not onnx:
+        return None
+    if len(args.model) > 1:
+        raise ValueError("--model FILE.onnx runs one exported segmenter: give it alone")
+    if args.refine:
+        raise ValueError(
+            "--refine CHECKPOINT cannot go with --model FILE.onnx, which runs the refine "
+            "network exported beside it (FILE-refine.onnx); --no-refine leaves it out"
+        )
+    return onnx[0]
+
+
+def load_onnx_segmenter(args: argparse.Namespace, path: str, **options: Any) -> OnnxSegmenter:
+    """`OnnxSegmenter.from_export` for ``--model FILE.onnx`` (``options``: its settings).
+
+    ``--amp`` must be ``auto`` or ``off`` (the exported graph runs in float32) and
+    ``--device`` one of `ONNX_DEVICES`.
+    """
+    amp, device = options.pop("amp"), options.pop("device")
+    if amp not in ("auto", "off"):
+        raise ValueError(f"--amp {amp}: an exported ONNX model runs in float32 (--amp off)")
+    if device not in ONNX_DEVICES:
+        raise ValueError(f"--device {device}: with an ONNX model, one of {', '.join(ONNX_DEVICES)}")
+    return OnnxSegmenter.from_export(path, refine=not args.no_refine, device=device, **options)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_flag
-from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.measurements import (
     ImageKey,
     Nodule,
@@ -29,7 +28,6 @@ from thyroidseg.inference.measurements import (
     write_loops_csv,
 )
 from thyroidseg.inference.overlay import overlay
-from thyroidseg.inference.segmenter import Segmenter
 from thyroidseg.io.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
 from thyroidseg.io.files import Inputs, csv_text, list_inputs, map_folder, read_image, write_image
@@ -38,6 +36,9 @@ from thyroidseg.io.provenance import command_line
 from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
 from thyroidseg.io.spacing import FrameSpacing, check_spacing
 from thyroidseg.preprocessing.pipeline import Preprocessed
+
+if TYPE_CHECKING:  # the segmenters call these functions; they import this module
+    from thyroidseg.inference.base import SegmenterBase
 
 __all__ = [
     "LOOPS_CSV",
@@ -186,7 +187,7 @@ class _LoadedFrame:
 
 
 def predict_folder(
-    segmenter: Segmenter,
+    segmenter: SegmenterBase,
     in_dir: Inputs,
     out_dir: PathLike,
     *,
@@ -279,7 +280,7 @@ def predict_folder(
     loops_path = out_dir / LOOPS_CSV
     sources = list_inputs(in_dir) if dicom_seg else {}
     seg_paths = segmentation_paths(out_dir, sources) if dicom_seg else {}  # refuses non-DICOM
-    identity = model_identity(segmenter) if report or dicom_seg else None
+    identity = segmenter.identity() if report or dicom_seg else None
     reporter = segmentations = None
     if report and identity is not None:
         settings = segmenter.describe() | {"tta": use_tta, "frames": str(frames)}
@@ -401,7 +402,7 @@ def _finish_report(reporter: ReportBuilder | None, started: bool, overwrite: boo
 
 
 def predict_file(
-    segmenter: Segmenter,
+    segmenter: SegmenterBase,
     path: PathLike,
     *,
     frames: str | FrameRange = "all",

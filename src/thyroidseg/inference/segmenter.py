@@ -1,4 +1,4 @@
-"""Segment scanner frames with a trained model: preprocess -> model -> original size.
+"""Segment scanner frames with a trained PyTorch model: preprocess -> model -> original size.
 
 A `Segmenter` holds one network (`Segmenter.model`, an `nn.Module`: the preprocessed batch
 ``(N, C, H, W)`` float32 in ``[0, 1]`` in, per-pixel class scores ``(N, 2, H, W)`` out) and
@@ -8,9 +8,10 @@ computes the class probabilities of every network pixel (softmax of the scores, 
 with the left-right mirror image under ``tta``), takes the most probable class, carries the
 mask back to the original frame with `Preprocessed.mask_to_original` (nearest neighbour,
 zeros outside the scan region) and applies the per-view post-processing of
-`postprocess_views`. Masks therefore always have the size of the input frame and are
-measured against the original labels, never against resized ones. On request the nodule
-probability map comes back too, bilinearly resampled to the frame.
+`postprocess_views` (all of it in `thyroidseg.inference.base.SegmenterBase`, which
+`thyroidseg.inference.OnnxSegmenter` shares). Masks therefore always have the size of the
+input frame and are measured against the original labels, never against resized ones. On
+request the nodule probability map comes back too, bilinearly resampled to the frame.
 
 Where the network comes from (`thyroidseg.models.loading`):
 
@@ -22,46 +23,40 @@ Where the network comes from (`thyroidseg.models.loading`):
   (`thyroidseg.models.loading.shipped_weights`), the same way.
 
 Device and autocast follow `thyroidseg.runtime`, as in training; nothing here imports the
-training code. `Segmenter.prepare` and `Segmenter.segment_prepared` are the two halves of
-`Segmenter.predict`, for code that reads and batches frames itself:
-`thyroidseg.inference.folders` builds ``thyroidseg predict`` on them (`predict_folder`,
-`predict_file`: folders, files, DICOM cine loops, measurements), importing this module,
-never the reverse.
+training code. `Segmenter.predict_folder` is ``thyroidseg predict`` (its folder code is
+`thyroidseg.inference.folders`): masks, and optionally
+overlay pictures, probability maps and the nodule measurements of
+`thyroidseg.inference.measurements`. DICOM files are read wherever images are
+(`thyroidseg.io.dicom`): `Segmenter.predict_folder` and `Segmenter.predict_file` segment
+every frame of a cine loop, and measure in millimetres with the pixel size each file states.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
-from thyroidseg._checks import PathLike, check_flag, check_int, check_probability
-from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg._checks import PathLike
+from thyroidseg.inference.base import Frame, Prediction, SegmenterBase, SegmenterSettings
+from thyroidseg.inference.identity import model_identity
 from thyroidseg.inference.refine import Refiner
-from thyroidseg.models.ensemble import class_probabilities
+from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.threads import Threads
+from thyroidseg.models.ensemble import numpy_probabilities
 from thyroidseg.models.loading import load_network, shipped_weights
-from thyroidseg.preprocessing.pipeline import Preprocessed, preprocess, to_unit_range
-from thyroidseg.runtime import AmpMode, resolve_amp, resolve_device
-
-if TYPE_CHECKING:  # the deprecated predict_folder returns it
-    from thyroidseg.inference.folders import FolderPrediction
+from thyroidseg.runtime import AmpMode, for_inference
 
 __all__ = ["Frame", "Prediction", "Segmenter"]
 
-Frame = np.ndarray | PathLike
-Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
 
-
-class Segmenter:
+class Segmenter(SegmenterBase):
     """Segment whole scanner frames with a model, at the frames' own size.
 
     Parameters
@@ -71,27 +66,18 @@ class Segmenter:
         class scores ``(N, K, H, W)`` (logits, or log-probabilities as an
         `thyroidseg.models.ensemble.Ensemble` returns; only their softmax is used). Class 1 is
         nodule. Kept as `model`, the one module that `thyroidseg.models.export` exports.
-    preprocess_options
-        Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
-        exactly as in training. Default: ``preprocess``'s defaults.
     device, amp
         As for `thyroidseg.training.Trainer` (``"auto"`` for both by default): see
         `thyroidseg.runtime.resolve_device` and `thyroidseg.runtime.resolve_amp`.
-    keep_largest, min_area, fill_holes, min_probability
-        Per-view post-processing, see `postprocess_views` (default: off). A component
-        whose mean nodule probability is under ``min_probability`` is no reported nodule.
-    tta
-        Test-time augmentation by default: average the class probabilities of the frame
-        and of its left-right mirror image (mirrored back) before taking the most probable
-        class. Twice the network cost (default ``False``). Each ``predict*`` call may
-        override it.
-    batch_size
-        Frames per forward pass in `predict_many` and `predict_folder` (default 8).
-    refiner
-        A second stage (`thyroidseg.inference.refine.Refiner`) that segments each nodule found by
-        ``model`` again from a full-resolution crop; the mask is post-processed before it
-        (the components it refines) and again after it (default: none). Its cleaning
-        options (``crop``, ``margin``, ``inpaint_annotations``) must be ``model``'s.
+    preprocess_options, **settings
+        As for `thyroidseg.inference.base.SegmenterBase` (``keep_largest``, ``min_area``,
+        ``fill_holes``, ``min_probability``, ``tta``, ``batch_size``, ``refiner``; the
+        second stage is usually a `thyroidseg.inference.refine.Refiner`), and ``threads``:
+        CPU threads of each ``predict*`` call, for PyTorch and OpenCV, a count, ``"auto"``
+        (default: `thyroidseg.runtime.free_cores` when the segmenter is built, as
+        ``--threads auto``) or ``None`` (PyTorch's and OpenCV's settings untouched); set at
+        the start of each call and restored at its end (``torch.set_num_threads`` is
+        process-wide: do not call two segmenters from two Python threads at once).
 
     Examples
     --------
@@ -113,35 +99,12 @@ class Segmenter:
         *,
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
-        keep_largest: bool = False,
-        min_area: int = 0,
-        fill_holes: bool = False,
-        tta: bool = False,
-        batch_size: int = 8,
-        refiner: Refiner | None = None,
-        min_probability: float = 0.0,
+        **settings: Unpack[SegmenterSettings],
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        check_int("batch_size", batch_size, 1)
-        check_int("min_area", min_area, 0)
-        for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
-            check_flag(name, value)
-        self.device = resolve_device(device)
-        self.amp_dtype = resolve_amp(amp, self.device)
-        # (torch's stubs lack the memory_format that Module.to takes)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-        self.preprocess_options = dict(preprocess_options or {})
-        self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
-        self.fill_holes, self.tta = fill_holes, check_flag("tta", tta)
-        if refiner is not None and not isinstance(refiner, Refiner):
-            raise ValueError(
-                f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}"
-            )
-        if refiner is not None:
-            refiner.check_cleaning(self.preprocess_options)
-        self.refiner = refiner
-        self.min_probability = check_probability("min_probability", min_probability)
+        super().__init__(preprocess_options, **settings)
+        self.model, self.device, self.amp_dtype = for_inference(model, device, amp)
 
     @classmethod
     def from_checkpoint(
@@ -158,6 +121,7 @@ class Segmenter:
         min_probability: float | None = None,
         batch_size: int = 8,
         refine: PathLike | Sequence[PathLike] | Refiner | None = None,
+        threads: Threads = "auto",
     ) -> Segmenter:
         """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
@@ -174,8 +138,9 @@ class Segmenter:
             One checkpoint file, or a sequence of them for an ensemble.
         model
             The network to load one checkpoint of another architecture into.
-        device, amp, batch_size
-            As for `Segmenter`.
+        device, amp, batch_size, threads
+            As for `Segmenter`; ``batch_size`` also bounds the crops per forward pass of the
+            refine stage it loads.
         keep_largest, min_area, fill_holes, tta, min_probability
             As for `Segmenter`. ``None`` (default): the checkpoint's recommendation,
             ``config["inference"]`` (stored with a shipped model), else off
@@ -212,7 +177,7 @@ class Segmenter:
                 "by a whole-frame model: give it as refine=... (--refine) beside one"
             )
         refiner = (
-            Refiner.from_checkpoint(refine, device=device, amp=amp)
+            Refiner.from_checkpoint(refine, device=device, amp=amp, batch_size=batch_size)
             if refine is not None and not isinstance(refine, Refiner)
             else refine
         )
@@ -223,6 +188,7 @@ class Segmenter:
             amp=amp,
             batch_size=batch_size,
             refiner=refiner,
+            threads=threads,
             **stored.inference,
         )
 
@@ -247,7 +213,7 @@ class Segmenter:
         **options
             Keyword arguments of `from_checkpoint` (``device``, ``amp``, ``tta``,
             ``fill_holes``, ``min_area``, ``min_probability``, ``keep_largest``,
-            ``batch_size``); given ones override the shipped recommendation.
+            ``batch_size``, ``threads``); given ones override the shipped recommendation.
 
         Raises
         ------
@@ -273,275 +239,23 @@ class Segmenter:
                 )
             return cls.from_checkpoint(path, refine=refine or None, **options)
 
-    def describe(self) -> dict[str, Any]:
-        """How frames are segmented, JSON-ready: what `thyroidseg.models.export` writes beside a
-        cascade's networks.
+    def identity(self) -> ModelIdentity:
+        """`thyroidseg.inference.identity.model_identity` of the networks."""
+        return model_identity(self)
 
-        ``{"preprocess_options", "tta", "keep_largest", "min_area", "fill_holes",
-        "min_probability", "refine"}``; ``"refine"`` is
-        `thyroidseg.inference.refine.Refiner.describe` or ``None``.
-        """
-        return {
-            "preprocess_options": dict(self.preprocess_options),
-            "tta": self.tta,
-            "keep_largest": self.keep_largest,
-            "min_area": self.min_area,
-            "fill_holes": self.fill_holes,
-            "min_probability": self.min_probability,
-            "refine": self.refiner.describe() if self.refiner is not None else None,
-        }
-
-    @overload
-    def predict(
-        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[False] = ...
-    ) -> np.ndarray: ...
-    @overload
-    def predict(
-        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[True]
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-    @overload
-    def predict(
-        self, image: Frame, *, tta: bool | None = ..., return_probabilities: bool
-    ) -> Prediction: ...
-    def predict(
-        self, image: Frame, *, tta: bool | None = None, return_probabilities: bool = False
-    ) -> Prediction:
-        """Segment one frame (array or path) at its own size.
-
-        Parameters
-        ----------
-        image
-            ``(H, W)`` grey or ``(H, W, 3)`` BGR array (8- or 16-bit), or an image file.
-        tta
-            Flip test-time augmentation for this call; ``None`` (default): the segmenter's
-            ``tta``.
-        return_probabilities
-            Also return the nodule probability map (default ``False``).
-
-        Returns
-        -------
-        numpy.ndarray or (numpy.ndarray, numpy.ndarray)
-            The ``uint8`` ``{0, 1}`` ``(H, W)`` nodule mask, after post-processing. With
-            ``return_probabilities``, also the ``float32`` ``(H, W)`` nodule probability
-            (the softmax of class 1, TTA-averaged when on) in ``[0, 1]``: the network's map
-            resampled bilinearly (pixel centres aligned) from the network frame onto the
-            frame's crop box, and 0 outside every view of the scan region. The mask is
-            the argmax on the network frame carried back by nearest neighbour, so
-            ``probability > 0.5`` can differ from it within a pixel of its outline, and
-            where post-processing removed or filled something.
-
-        Raises
-        ------
-        ValueError
-            ``image`` is a list or tuple (use `predict_many`), or cannot be preprocessed
-            (the message names the file).
-        """
-        if isinstance(image, list | tuple):
-            raise ValueError(
-                f"predict takes one frame, got a {type(image).__name__}; "
-                "use predict_many for several"
-            )
-        return self.predict_many([image], tta=tta, return_probabilities=return_probabilities)[0]
-
-    @overload
-    def predict_many(
-        self,
-        images: Sequence[Frame] | np.ndarray,
-        *,
-        tta: bool | None = ...,
-        return_probabilities: Literal[False] = ...,
-    ) -> list[np.ndarray]: ...
-    @overload
-    def predict_many(
-        self,
-        images: Sequence[Frame] | np.ndarray,
-        *,
-        tta: bool | None = ...,
-        return_probabilities: Literal[True],
-    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
-    @overload
-    def predict_many(
-        self,
-        images: Sequence[Frame] | np.ndarray,
-        *,
-        tta: bool | None = ...,
-        return_probabilities: bool,
-    ) -> list[Prediction]: ...
-    def predict_many(
-        self,
-        images: Sequence[Frame] | np.ndarray,
-        *,
-        tta: bool | None = None,
-        return_probabilities: bool = False,
-    ) -> list[Any]:
-        """Segment a batch of frames (any sizes), ``batch_size`` frames per forward pass.
-
-        ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
-        ``tta`` and ``return_probabilities``; a separate method so that the return type
-        never depends on the input's shape (as `thyroidseg.inference.measurements.measure_many`).
-
-        Parameters
-        ----------
-        images
-            A sequence of frames (arrays or paths), or an ``(N, H, W)`` array.
-        tta, return_probabilities
-            As for `predict`.
-
-        Raises
-        ------
-        ValueError
-            ``images`` is one path or one 2-D array (use `predict`), or a frame cannot be
-            preprocessed.
-        """
-        frames = _frame_sequence(images)
-        use_tta = self._tta(tta)
-        results: list[Any] = []
-        for start in range(0, len(frames), self.batch_size):
-            prepared = [self.prepare(frame) for frame in frames[start : start + self.batch_size]]
-            for mask, probability in self._segment(prepared, use_tta, return_probabilities):
-                results.append((mask, probability) if return_probabilities else mask)
-        return results
-
-    def prepare(self, image: Frame) -> Preprocessed:
-        """Preprocess one frame (array or path) as this segmenter's network expects.
-
-        `thyroidseg.preprocessing.preprocess` with `preprocess_options`; the first half of
-        `predict`, for code that reads frames and segments them later in batches
-        (`segment_prepared`), as `thyroidseg.inference.folders.predict_folder` does.
-
-        Raises
-        ------
-        ValueError
-            The frame cannot be preprocessed (the message names the file).
-        """
-        return preprocess(image, **self.preprocess_options)
-
-    def segment_prepared(
-        self,
-        prepared: Sequence[Preprocessed],
-        *,
-        tta: bool | None = None,
-        return_probabilities: bool = False,
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Segment frames `prepare` made, in one forward pass (the second half of `predict`).
-
-        As nnU-Net's ``predict_logits_from_preprocessed_data``: the caller decides how
-        frames are read and batched. ``segment_prepared([prepare(f) for f in frames])[i]``
-        holds what ``predict(frames[i], return_probabilities=True)`` returns.
-
-        Parameters
-        ----------
-        prepared
-            Frames from `prepare`, at most a batch that fits in memory (they are stacked).
-        tta, return_probabilities
-            As for `predict`.
-
-        Returns
-        -------
-        list of (numpy.ndarray, numpy.ndarray or None)
-            Per frame, its ``uint8`` mask at the frame's size and its nodule probability map
-            (``None`` unless ``return_probabilities``).
-        """
-        return self._segment(prepared, self._tta(tta), return_probabilities)
-
-    def predict_folder(self, in_dir: Any, out_dir: PathLike, **options: Any) -> FolderPrediction:
-        """Deprecated (goes in 0.3): ``thyroidseg.inference.predict_folder(segmenter, ...)``.
-
-        The folder code imports this module, so it is imported here, when called.
-        """
-        warnings.warn(
-            "Segmenter.predict_folder(...) is deprecated and goes in 0.3: use "
-            "thyroidseg.inference.predict_folder(segmenter, ...)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        folders = importlib.import_module("thyroidseg.inference.folders")
-        return folders.predict_folder(self, in_dir, out_dir, **options)
-
-    # -- steps --------------------------------------------------------------------------
-
-    def _tta(self, tta: bool | None) -> bool:
-        return self.tta if tta is None else check_flag("tta", tta)
-
-    def _segment(
-        self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
-        batch = to_unit_range(np.stack([p.image for p in prepared]))
-        labels, nodule = self._forward(torch.from_numpy(batch[:, None]), tta)
-        need_map = with_probabilities or self.refiner is not None or self.min_probability > 0
-        masks = [
-            p.mask_to_original((label == 1).astype(np.uint8))
-            for p, label in zip(prepared, labels, strict=True)
-        ]
-        maps = [
-            _probability_to_original(p, probability) if need_map else None
-            for p, probability in zip(prepared, nodule, strict=True)
-        ]
-        if self.refiner is not None:  # refine the components post-processing keeps
-            masks = [self._postprocess(m, p, None) for m, p in zip(masks, prepared, strict=True)]
-            refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
-            for k, (mask, second, covered) in enumerate(refined):
-                masks[k] = mask
-                if (probability := maps[k]) is not None:  # always, with a refiner
-                    probability[covered] = second[covered]
-        return [
-            (self._postprocess(mask, p, probability), probability if with_probabilities else None)
-            for mask, p, probability in zip(masks, prepared, maps, strict=True)
-        ]
-
-    def _postprocess(
-        self, mask: np.ndarray, prepared: Preprocessed, probability: np.ndarray | None
-    ) -> np.ndarray:
-        return postprocess_views(
-            mask,
-            prepared.views,
-            keep_largest=self.keep_largest,
-            min_area=self.min_area,
-            fill_holes=self.fill_holes,
-            probability=probability,
-            min_probability=self.min_probability if probability is not None else 0.0,
+    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
+        return numpy_probabilities(
+            self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
         )
 
-    def _forward(self, images: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Most probable class ``(N, H, W)`` and nodule probability ``(N, H, W)`` per pixel."""
-        probabilities = class_probabilities(
-            self.model, images, device=self.device, amp_dtype=self.amp_dtype, tta=tta
-        )
-        labels = probabilities.argmax(dim=1).to(torch.uint8)
-        return labels.cpu().numpy(), probabilities[:, 1].contiguous().cpu().numpy()
-
-
-def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame] | np.ndarray:
-    """``images`` as a sequence of frames, refusing one frame given where many are expected."""
-    if isinstance(images, str | os.PathLike):
-        raise ValueError(
-            f"predict_many takes a sequence of frames, got one path {images!r}; use predict"
-        )
-    if isinstance(images, np.ndarray) and images.ndim != 3:
-        raise ValueError(
-            f"predict_many takes an (N, H, W) array or a sequence of frames, got "
-            f"an array of shape {images.shape}; use predict for one frame"
-        )
-    return images
-
-
-def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:
-    """The network-frame probability map on the original frame: bilinear, 0 outside the views.
-
-    The ``content`` part of the map is resized onto ``box`` (``cv2.INTER_LINEAR``, which
-    aligns pixel centres as `Preprocessed.mask_to_original` does); letterbox padding never
-    enters the interpolation.
-    """
-    box, content = prepared.box, prepared.content
-    resized = cv2.resize(
-        np.ascontiguousarray(probability[content.slices]),
-        (box.width, box.height),
-        interpolation=cv2.INTER_LINEAR,
-    )
-    on_box = np.zeros(prepared.original_shape, np.float32)
-    on_box[box.slices] = np.clip(resized, 0.0, 1.0)
-    out = np.zeros_like(on_box)
-    for view in prepared.views:
-        out[view.slices] = on_box[view.slices]
-    return out
+    @contextlib.contextmanager
+    def _limit_threads(self) -> Iterator[None]:
+        """PyTorch and OpenCV at `threads` threads during a call, as they were after it."""
+        previous = torch.get_num_threads()
+        with super()._limit_threads():
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(previous)

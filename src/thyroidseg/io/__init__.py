@@ -19,6 +19,7 @@ from thyroidseg.io.files import (
     JPEG_MASK_THRESHOLD,
     LOSSY_EXTENSIONS,
     Inputs,
+    NotBinaryMaskError,
     atomic_write_bytes,
     check_mask_threshold,
     csv_text,
@@ -48,4 +49,5 @@ __all__ = [
     "read_image",
     "write_csv",
     "write_image",
+    "NotBinaryMaskError",
 ]

@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from thyroidseg.runtime import autocast
 
-__all__ = ["Ensemble", "class_probabilities"]
+__all__ = ["Ensemble", "class_probabilities", "numpy_probabilities"]
 
 
 class Ensemble(nn.Module):
@@ -98,3 +99,19 @@ def class_probabilities(
             mirrored = model(images.flip(-1)).float().softmax(dim=1).flip(-1)
             probabilities = (probabilities + mirrored) / 2
     return probabilities
+
+
+def numpy_probabilities(
+    model: nn.Module,
+    batch: np.ndarray,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    tta: bool = False,
+) -> np.ndarray:
+    """`class_probabilities` of a numpy batch ``(N, C, H, W)``, as a numpy array: what
+    `thyroidseg.inference.Segmenter` and `thyroidseg.inference.refine.Refiner` run."""
+    probabilities = class_probabilities(
+        model, torch.from_numpy(batch), device=device, amp_dtype=amp_dtype, tta=tta
+    )
+    return probabilities.cpu().numpy()

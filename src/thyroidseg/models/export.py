@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from thyroidseg._checks import PathLike
+from thyroidseg.io.export_format import cascade_paths
 from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.unet import UNet
 
@@ -155,39 +156,32 @@ def export_onnx(
     return _export(model, path, write)
 
 
-def cascade_paths(path: PathLike) -> tuple[Path, Path]:
-    """Where `export_cascade` puts the refine network and the description beside ``path``.
-
-    >>> tuple(p.as_posix() for p in cascade_paths("out/thyroid.onnx"))
-    ('out/thyroid-refine.onnx', 'out/thyroid.json')
-    """
-    path = Path(path)
-    return path.with_name(f"{path.stem}-refine{path.suffix}"), path.with_suffix(".json")
-
-
 def export_cascade(
     model: nn.Module,
-    refine_model: nn.Module,
+    refine_model: nn.Module | None,
     description: Mapping[str, Any],
     path: PathLike,
     *,
     exporter: Callable[[nn.Module, PathLike], Path] = export_onnx,
 ) -> list[Path]:
-    """Export both stages of a segmenter with a second stage, and how to run them.
+    """A segmenter's networks and how to run them, as `thyroidseg.inference.OnnxSegmenter` reads.
 
-    Writes ``model`` (the whole-frame network) to ``path``, ``refine_model`` beside it as
-    ``STEM-refine.SUFFIX`` and ``description`` as ``STEM.json`` (`cascade_paths`): the
-    preprocessing, inference settings and crop rule that
-    `thyroidseg.inference.Segmenter.describe` gives, which a runtime without thyroidseg
-    needs to cut the crops and paste the refined probabilities back.
+    Writes ``model`` (the whole-frame network) to ``path``, ``refine_model`` (the second
+    stage, if any) beside it as ``STEM-refine.SUFFIX`` and ``description`` as ``STEM.json``
+    (`cascade_paths`): the preprocessing, inference settings and crop rule as data, as
+    `thyroidseg.inference.Segmenter.describe` gives them (docs/deployment.md), from which
+    `thyroidseg.inference.OnnxSegmenter.from_export` (or a runtime without thyroidseg)
+    rebuilds the masks.
 
     Returns
     -------
     list of pathlib.Path
-        The three files.
+        The files written.
     """
     refine_path, json_path = cascade_paths(path)
-    written = [exporter(model, path), exporter(refine_model, refine_path)]
+    written = [exporter(model, path)]
+    if refine_model is not None:
+        written.append(exporter(refine_model, refine_path))
     text = json.dumps(description, indent=2) + "\n"
     atomic_write_bytes(json_path, text.encode())
     return [*written, json_path]

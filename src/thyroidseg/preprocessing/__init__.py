@@ -16,6 +16,7 @@ from thyroidseg.preprocessing.pipeline import (
     Preprocessed,
     preprocess,
     preprocess_folder,
+    preprocess_settings,
     to_unit_range,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "Preprocessed",
     "preprocess",
     "preprocess_folder",
+    "preprocess_settings",
     "to_unit_range",
 ]

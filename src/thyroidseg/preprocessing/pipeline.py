@@ -92,6 +92,7 @@ __all__ = [
     "Preprocessed",
     "preprocess",
     "preprocess_folder",
+    "preprocess_settings",
     "to_unit_range",
 ]
 
@@ -321,7 +322,7 @@ def preprocess(
         Bad image (see `to_gray_uint8`), no field of view found (use
         ``crop=False``), or a bad setting.
     """
-    settings = _checked_settings(
+    settings = preprocess_settings(
         size=size,
         crop=crop,
         margin=margin,
@@ -361,11 +362,16 @@ def preprocess(
     return Preprocessed(out, box, views, content, gray.shape, settings, cleaned)
 
 
-def _checked_settings(**settings: object) -> dict[str, object]:
-    """The keyword arguments of `preprocess`, checked, as JSON-ready ``settings``.
+def preprocess_settings(**settings: object) -> dict[str, object]:
+    """The keyword arguments of `preprocess`, checked, as JSON-ready settings: all of them.
 
     Unknown names are a ``TypeError`` and missing ones take `preprocess`'s defaults, so a
-    folder run can check its options before it reads the first image.
+    folder run can check its options before it reads the first image, and an exported
+    segmenter's description (`thyroidseg.inference.base.SegmenterBase.describe`) states
+    every one.
+
+    >>> preprocess_settings(size=(96, 128))["size"], preprocess_settings()["equalization"]
+    ([96, 128], 'clahe')
     """
     bound = inspect.signature(preprocess).bind_partial(**settings)
     bound.apply_defaults()
@@ -433,7 +439,7 @@ def preprocess_folder(
     FileExistsError
         Outputs exist and ``overwrite`` is False; nothing was written.
     """
-    _checked_settings(**options)
+    preprocess_settings(**options)
     json_path = Path(out_dir) / "preprocess.json" if json_path is None else Path(json_path)
     records: dict[str, object] = {}
     summary: dict[str, object] = {"settings": {}, "images": records, "errors": {}}

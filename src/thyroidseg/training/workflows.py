@@ -473,8 +473,11 @@ def run_demo(
     start = time.perf_counter()
     history = trainer.fit()
     training_seconds = time.perf_counter() - start
-    segmenter = Segmenter.from_checkpoint(
-        run_dir / BEST_CHECKPOINT, device=trainer.device, amp=trainer_options.get("amp", "auto")
+    segmenter = Segmenter.from_checkpoint(  # threads=None: the run's, as in training
+        run_dir / BEST_CHECKPOINT,
+        device=trainer.device,
+        amp=trainer_options.get("amp", "auto"),
+        threads=None,
     )
     metrics, overlays = _score_test_frames(segmenter, dataset.subset(test_idx), out_dir)
     report = json.dumps(metrics.to_dict(), indent=2)

@@ -1,0 +1,515 @@
+"""What a segmenter does around its network, in numpy and OpenCV: `SegmenterBase`.
+
+Both segmenters share it: `thyroidseg.inference.Segmenter` (the network in PyTorch) and
+`thyroidseg.inference.OnnxSegmenter` (the exported networks in ONNX Runtime, no PyTorch).
+A subclass supplies one method, the class probabilities of a batch of preprocessed frames
+(``(N, 1, H, W)`` float32 in ``[0, 1]`` in, ``(N, K, H, W)`` softmax out, flip TTA
+included); everything else is here: preprocessing (`thyroidseg.preprocessing.preprocess`),
+the mapping back to the frame, the second stage
+(`thyroidseg.inference.refine_base.RefinerBase`), post-processing
+(`thyroidseg.inference.postprocess.postprocess_views`), the folder and file loops
+(`thyroidseg.inference.folders`), the thread count and `SegmenterBase.describe`, the
+settings as data. This module imports no PyTorch.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict, overload
+
+import cv2
+import numpy as np
+
+from thyroidseg._checks import PathLike, check_int, check_probability
+from thyroidseg.inference.folders import (
+    FilePrediction,
+    FolderPrediction,
+    predict_file,
+    predict_folder,
+)
+from thyroidseg.inference.measurements import PixelSpacing
+from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg.inference.refine_base import RefinerBase
+from thyroidseg.io.dicom import FrameRange
+from thyroidseg.io.export_format import FORMAT, VERSION
+from thyroidseg.io.files import Inputs
+from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.threads import Threads, opencv_threads, resolve_threads
+from thyroidseg.preprocessing.pipeline import (
+    Preprocessed,
+    preprocess,
+    preprocess_settings,
+    to_unit_range,
+)
+
+__all__ = ["Frame", "Prediction", "SegmenterBase", "SegmenterSettings"]
+
+Frame = np.ndarray | PathLike
+Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+class SegmenterSettings(TypedDict, total=False):
+    """The keyword settings of `SegmenterBase`, which its subclasses pass through."""
+
+    keep_largest: bool
+    min_area: int
+    fill_holes: bool
+    tta: bool
+    batch_size: int
+    refiner: RefinerBase | None
+    min_probability: float
+    threads: Threads
+
+
+class SegmenterBase(abc.ABC):
+    """Segment whole scanner frames at their own size, around a network a subclass runs.
+
+    Parameters
+    ----------
+    preprocess_options
+        Keyword arguments of `thyroidseg.preprocessing.preprocess` (including ``size``),
+        exactly as in training. Default: ``preprocess``'s defaults.
+    keep_largest, min_area, fill_holes, min_probability
+        Per-view post-processing, see `postprocess_views` (default: off). A component
+        whose mean nodule probability is under ``min_probability`` is no reported nodule.
+    tta
+        Test-time augmentation by default: average the class probabilities of the frame
+        and of its left-right mirror image (mirrored back) before taking the most probable
+        class. Twice the network cost (default ``False``). Each ``predict*`` call may
+        override it.
+    batch_size
+        Frames per forward pass in `predict_many` and `predict_folder` (default 8).
+    refiner
+        A second stage (`thyroidseg.inference.refine_base.RefinerBase`) that segments each
+        nodule found by the network again from a full-resolution crop; the mask is
+        post-processed before it (the components it refines) and again after it (default:
+        none). Its cleaning options (``crop``, ``margin``, ``inpaint_annotations``) must be
+        the network's.
+    threads
+        CPU threads of each ``predict*`` call: a count, ``"auto"`` (default: the cores
+        that other jobs leave free when the segmenter is built,
+        `thyroidseg.runtime.free_cores`) or ``None`` (the process's settings, untouched).
+        Applied to OpenCV (and, by a subclass, to its network) during each call only; the
+        previous counts are restored after it (docs/deployment.md).
+    """
+
+    def __init__(
+        self,
+        preprocess_options: Mapping[str, Any] | None = None,
+        *,
+        keep_largest: bool = False,
+        min_area: int = 0,
+        fill_holes: bool = False,
+        tta: bool = False,
+        batch_size: int = 8,
+        refiner: RefinerBase | None = None,
+        min_probability: float = 0.0,
+        threads: Threads = "auto",
+    ) -> None:
+        check_int("batch_size", batch_size, 1)
+        check_int("min_area", min_area, 0)
+        for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
+            _check_flag(name, value)
+        self.preprocess_options = dict(preprocess_options or {})
+        self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
+        self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
+        if refiner is not None and not isinstance(refiner, RefinerBase):
+            raise ValueError(
+                f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}"
+            )
+        if refiner is not None:
+            refiner.check_cleaning(self.preprocess_options)
+        self.refiner = refiner
+        self.min_probability = check_probability("min_probability", min_probability)
+        self.threads = resolve_threads(threads)
+
+    def describe(self) -> dict[str, Any]:
+        """How frames are segmented, as data: the JSON that `thyroidseg.models.export` writes
+        beside a segmenter's networks and `thyroidseg.inference.OnnxSegmenter` reads.
+
+        ``{"format": "thyroidseg-segmenter", "version": 2, "preprocess_options", "tta",
+        "keep_largest", "min_area", "fill_holes", "min_probability", "refine"}``;
+        ``"refine"`` is `thyroidseg.inference.refine_base.RefinerBase.describe` or ``None``.
+        docs/deployment.md defines each key.
+        """
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "preprocess_options": preprocess_settings(**self.preprocess_options),
+            "tta": self.tta,
+            "keep_largest": self.keep_largest,
+            "min_area": self.min_area,
+            "fill_holes": self.fill_holes,
+            "min_probability": self.min_probability,
+            "refine": self.refiner.describe() if self.refiner is not None else None,
+        }
+
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[False] = ...
+    ) -> np.ndarray: ...
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[True]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict(
+        self, image: Frame, *, tta: bool | None = None, return_probabilities: bool = False
+    ) -> Prediction:
+        """Segment one frame (array or path) at its own size.
+
+        Parameters
+        ----------
+        image
+            ``(H, W)`` grey or ``(H, W, 3)`` BGR array (8- or 16-bit), or an image file.
+        tta
+            Flip test-time augmentation for this call; ``None`` (default): the segmenter's
+            ``tta``.
+        return_probabilities
+            Also return the nodule probability map (default ``False``).
+
+        Returns
+        -------
+        numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+            The ``uint8`` ``{0, 1}`` ``(H, W)`` nodule mask, after post-processing. With
+            ``return_probabilities``, also the ``float32`` ``(H, W)`` nodule probability
+            (the softmax of class 1, TTA-averaged when on) in ``[0, 1]``: the network's map
+            resampled bilinearly (pixel centres aligned) from the network frame onto the
+            frame's crop box, and 0 outside every view of the scan region. The mask is
+            the argmax on the network frame carried back by nearest neighbour, so
+            ``probability > 0.5`` can differ from it within a pixel of its outline, and
+            where post-processing removed or filled something.
+
+        Raises
+        ------
+        ValueError
+            ``image`` is a list or tuple (use `predict_many`), or cannot be preprocessed
+            (the message names the file).
+        """
+        if isinstance(image, list | tuple):
+            raise ValueError(
+                f"predict takes one frame, got a {type(image).__name__}; "
+                "use predict_many for several"
+            )
+        return self.predict_many([image], tta=tta, return_probabilities=return_probabilities)[0]
+
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: Literal[False] = ...,
+    ) -> list[np.ndarray]: ...
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: Literal[True],
+    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = None,
+        return_probabilities: bool = False,
+    ) -> list[Prediction]:
+        """Segment a batch of frames (any sizes), ``batch_size`` frames per forward pass.
+
+        ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
+        ``tta`` and ``return_probabilities``; a separate method so that the return type
+        never depends on the input's shape (as `thyroidseg.inference.measurements.measure_many`).
+
+        Parameters
+        ----------
+        images
+            A sequence of frames (arrays or paths), or an ``(N, H, W)`` array.
+        tta, return_probabilities
+            As for `predict`.
+
+        Raises
+        ------
+        ValueError
+            ``images`` is one path or one 2-D array (use `predict`), or a frame cannot be
+            preprocessed.
+        """
+        frames = _frame_sequence(images)
+        use_tta = self._tta(tta)
+        results: list[Prediction] = []
+        with self._limit_threads():
+            for start in range(0, len(frames), self.batch_size):
+                batch = frames[start : start + self.batch_size]
+                prepared = [self.prepare(frame) for frame in batch]
+                for mask, probability in self._segment(prepared, use_tta, return_probabilities):
+                    results.append((mask, probability) if return_probabilities else mask)
+        return results
+
+    def predict_folder(
+        self,
+        in_dir: Inputs,
+        out_dir: PathLike,
+        *,
+        tta: bool | None = None,
+        overlays: bool = False,
+        probabilities: bool = False,
+        measurements: bool = False,
+        pixel_spacing: PixelSpacing | Literal["auto"] | None = None,
+        frames: str | FrameRange = "all",
+        overwrite: bool = False,
+        progress: bool | None = None,
+        report: bool = False,
+        dicom_seg: bool = False,
+    ) -> FolderPrediction:
+        """Segment every image ``in_dir`` names and write the results into ``out_dir``.
+
+        ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
+        (`thyroidseg.io.files.list_inputs`; DICOM files count as images); outputs are named by
+        the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
+        ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
+        file (the loop is never held in memory).
+
+        Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
+        request:
+
+        - ``overlays``: ``out_dir/overlays/<stem>.png``, the frame with the predicted
+          outline (`overlay`);
+        - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
+          `predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
+        - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
+          written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
+          probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
+          ``image`` the frame's file name, ``frame`` its number in a cine loop), with
+          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given;
+        - ``report``: ``out_dir/report.html``, one offline page with every frame's outline
+          and measurements, nodules flagged for review first (`thyroidseg.io.report`);
+        - ``dicom_seg``: ``out_dir/<stem>.seg.dcm`` per DICOM input, a binary DICOM
+          Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
+          checked before anything is read).
+
+        The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
+        existing outputs (masks, overlays, probability maps, the CSV) are an error unless
+        ``overwrite``, all checked before anything is written; a frame that cannot be read or
+        preprocessed does not stop the others: once every other frame and the CSV (with the
+        rows of the frames done) are written, a ``ValueError`` lists each failed file.
+
+        Parameters
+        ----------
+        in_dir, out_dir
+            Folder of frames (not recursive) and output folder (created).
+        tta
+            As for `predict`.
+        overlays, probabilities, measurements
+            Write these outputs too (default: masks only).
+        pixel_spacing
+            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
+            one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
+            the size each DICOM file states (`thyroidseg.io.dicom.read_spacing`: its ultrasound
+            region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
+            Spacings outside 0.0001-10 mm are refused (`thyroidseg.io.spacing.check_spacing`),
+            a file's as that file's failure.
+        frames
+            Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
+            from 1, `thyroidseg.io.dicom.FrameRange`).
+        overwrite
+            Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
+            run cannot make (no frame of it segmented) is removed.
+        progress
+            Progress bar: ``None`` on a terminal only, ``False`` never.
+        report, dicom_seg
+            Write the report, the DICOM Segmentations (default: neither). The report's
+            sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
+            file states), else in pixels.
+
+        Returns
+        -------
+        FolderPrediction
+            The files written, the nodule count and the wall time (`FolderPrediction.summary`
+            is the one line ``thyroidseg predict`` prints).
+        """
+        with self._limit_threads():
+            return predict_folder(
+                self,
+                in_dir,
+                out_dir,
+                tta=tta,
+                overlays=overlays,
+                probabilities=probabilities,
+                measurements=measurements,
+                pixel_spacing=pixel_spacing,
+                frames=frames,
+                overwrite=overwrite,
+                progress=progress,
+                report=report,
+                dicom_seg=dicom_seg,
+            )
+
+    def predict_file(
+        self, path: PathLike, *, frames: str | FrameRange = "all", tta: bool | None = None
+    ) -> FilePrediction:
+        """Segment one file: an image, or the ``frames`` of a DICOM cine loop.
+
+        Frames are read from the file ``batch_size`` at a time and segmented as they come,
+        so a loop is never held in memory, only its masks.
+
+        Parameters
+        ----------
+        path
+            An image or DICOM file.
+        frames
+            As for `predict_folder` (``"all"``, ``"first"``, ``"N-M"``).
+        tta
+            As for `predict`.
+
+        Returns
+        -------
+        FilePrediction
+            The masks, their frame numbers and the pixel size the file states.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError, ImportError
+            As `thyroidseg.io.dicom.read_frame` and `thyroidseg.io.dicom.read_spacing` (an
+            implausible pixel size included); a frame that cannot be preprocessed.
+        """
+        with self._limit_threads():
+            return predict_file(self, path, frames=frames, tta=tta)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _tta(self, tta: bool | None) -> bool:
+        return self.tta if tta is None else _check_flag("tta", tta)
+
+    def prepare(self, image: Frame) -> Preprocessed:
+        """Preprocess one frame (array or path) as this segmenter's network expects.
+
+        `thyroidseg.preprocessing.preprocess` with `preprocess_options`: the first half of
+        `predict`, for code that reads frames and segments them later in batches with
+        `segment_prepared`, as `thyroidseg.inference.folders.predict_folder` does.
+
+        Raises
+        ------
+        ValueError
+            The frame cannot be preprocessed (the message names the file).
+        """
+        return preprocess(image, **self.preprocess_options)
+
+    def segment_prepared(
+        self,
+        prepared: Sequence[Preprocessed],
+        *,
+        tta: bool | None = None,
+        return_probabilities: bool = False,
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Segment frames `prepare` made, in one forward pass (the second half of `predict`).
+
+        As nnU-Net's ``predict_logits_from_preprocessed_data``: the caller decides how
+        frames are read and batched. ``segment_prepared([prepare(f) for f in frames])[i]``
+        holds what ``predict(frames[i], return_probabilities=True)`` returns.
+
+        Returns
+        -------
+        list of (numpy.ndarray, numpy.ndarray or None)
+            Per frame, its ``uint8`` mask at the frame's size and its nodule probability map
+            (``None`` unless ``return_probabilities``).
+        """
+        return self._segment(prepared, self._tta(tta), return_probabilities)
+
+    def _segment(
+        self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
+        batch = to_unit_range(np.stack([p.image for p in prepared]))[:, None]
+        probabilities = self._class_probabilities(batch, tta)
+        labels, nodule = probabilities.argmax(axis=1), probabilities[:, 1]
+        need_map = with_probabilities or self.refiner is not None or self.min_probability > 0
+        masks = [
+            p.mask_to_original((label == 1).astype(np.uint8))
+            for p, label in zip(prepared, labels, strict=True)
+        ]
+        maps = [
+            _probability_to_original(p, probability) if need_map else None
+            for p, probability in zip(prepared, nodule, strict=True)
+        ]
+        if self.refiner is not None:  # refine the components post-processing keeps
+            masks = [self._postprocess(m, p, None) for m, p in zip(masks, prepared, strict=True)]
+            refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
+            for k, (mask, second, covered) in enumerate(refined):
+                masks[k] = mask
+                maps[k][covered] = second[covered]
+        return [
+            (self._postprocess(mask, p, probability), probability if with_probabilities else None)
+            for mask, p, probability in zip(masks, prepared, maps, strict=True)
+        ]
+
+    def _postprocess(
+        self, mask: np.ndarray, prepared: Preprocessed, probability: np.ndarray | None
+    ) -> np.ndarray:
+        return postprocess_views(
+            mask,
+            prepared.views,
+            keep_largest=self.keep_largest,
+            min_area=self.min_area,
+            fill_holes=self.fill_holes,
+            probability=probability,
+            min_probability=self.min_probability if probability is not None else 0.0,
+        )
+
+    @abc.abstractmethod
+    def identity(self) -> ModelIdentity:
+        """Which model this is (name, thyroidseg version, SHA-256 of its weights): what the
+        report and the DICOM Segmentations of `predict_folder` record."""
+
+    @abc.abstractmethod
+    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
+        """Softmax class probabilities ``(N, K, H', W')`` float32 of a ``(N, 1, H, W)`` batch
+        in ``[0, 1]``; with ``tta``, averaged with those of the mirrored batch, mirrored back."""
+
+    def _limit_threads(self) -> contextlib.AbstractContextManager[None]:
+        """OpenCV at `threads` threads during a call (a subclass adds its network's)."""
+        return opencv_threads(self.threads)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (a checkpoint's ``"false"`` string must not count as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:
+    """``images`` as a sequence of frames, refusing one frame given where many are expected."""
+    if isinstance(images, str | os.PathLike):
+        raise ValueError(
+            f"predict_many takes a sequence of frames, got one path {images!r}; use predict"
+        )
+    if isinstance(images, np.ndarray) and images.ndim != 3:
+        raise ValueError(
+            f"predict_many takes an (N, H, W) array or a sequence of frames, got "
+            f"an array of shape {images.shape}; use predict for one frame"
+        )
+    return images
+
+
+def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:
+    """The network-frame probability map on the original frame: bilinear, 0 outside the views.
+
+    The ``content`` part of the map is resized onto ``box`` (``cv2.INTER_LINEAR``, which
+    aligns pixel centres as `Preprocessed.mask_to_original` does); letterbox padding never
+    enters the interpolation.
+    """
+    box, content = prepared.box, prepared.content
+    resized = cv2.resize(
+        np.ascontiguousarray(probability[content.slices]),
+        (box.width, box.height),
+        interpolation=cv2.INTER_LINEAR,
+    )
+    on_box = np.zeros(prepared.original_shape, np.float32)
+    on_box[box.slices] = np.clip(resized, 0.0, 1.0)
+    out = np.zeros_like(on_box)
+    for view in prepared.views:
+        out[view.slices] = on_box[view.slices]
+    return out

@@ -34,8 +34,9 @@ and measure in millimetres with the pixel size each file states.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, overload
 
@@ -56,6 +57,7 @@ from thyroidseg.inference.measurements import (
 )
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine import Refiner
+from thyroidseg.inference.shards import Shard, predict_shard
 from thyroidseg.io.dicom import FrameRange
 from thyroidseg.io.files import Inputs
 from thyroidseg.models.ensemble import class_probabilities
@@ -412,6 +414,7 @@ class Segmenter:
         progress: bool | None = None,
         report: bool = False,
         dicom_seg: bool = False,
+        shard: str | Shard | None = None,
     ) -> FolderPrediction:
         """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
@@ -472,6 +475,11 @@ class Segmenter:
             Write the report, the DICOM Segmentations (default: neither). The report's
             sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
             file states), else in pixels.
+        shard
+            ``"K/N"`` (or a `thyroidseg.inference.shards.Shard`): segment only the Kth of N
+            parts of the inputs, for an array job whose N shards share ``out_dir``; the
+            tables are the shard's until `thyroidseg.inference.shards.merge_shards` joins
+            them (`thyroidseg.inference.shards.predict_shard`). Default: everything.
 
         Returns
         -------
@@ -479,7 +487,10 @@ class Segmenter:
             The files written, the nodule count and the wall time (`FolderPrediction.summary`
             is the one line ``thyroidseg predict`` prints).
         """
-        return _predict_folder(
+        run: Callable[..., FolderPrediction] = _predict_folder
+        if shard is not None:
+            run = functools.partial(predict_shard, shard=shard)
+        return run(
             self,
             in_dir,
             out_dir,

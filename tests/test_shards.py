@@ -18,6 +18,7 @@ from thyroidseg.inference import Segmenter
 from thyroidseg.inference.shards import IncompleteShardsError, Shard, merge_shards
 from thyroidseg.io.dicom import write_dicom
 from thyroidseg.io.files import FilesFailedError, write_image
+from thyroidseg.io.outputs import reserve_folder
 from thyroidseg.models.unet import UNet
 
 RNG = np.random.default_rng(0)
@@ -214,3 +215,11 @@ def test_a_shard_refuses_existing_outputs_and_an_existing_merge(tmp_path: Path) 
         merge_shards(out)
     assert merge_shards(out, overwrite=True).frames == 1
     assert sorted(os.listdir(out)) == ["a.png", "measurements.csv"]
+
+
+@pytest.mark.parametrize("name", ["lock", "../.lock", ".a/b.lock", ""])
+def test_a_lock_is_a_hidden_file_of_the_folder(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="a lock is a hidden file name"):
+        with reserve_folder(tmp_path / "out", name=name):
+            pass
+    assert not (tmp_path / "out").exists()

@@ -205,7 +205,11 @@ class _ShardRun:
     def record(self, settings: Mapping[str, Any], masks: int, failures: Mapping[str, str]) -> bytes:
         """The shard's record, JSON: what `merge_shards` needs to write one run's tables."""
         frames = [
-            [self.positions[key[0] if isinstance(key, tuple) else key], key, nodules]
+            [
+                self.positions[key[0] if isinstance(key, tuple) else key],
+                key,
+                [dataclasses.asdict(nodule) for nodule in nodules],
+            ]
             for key, nodules in self.found.items()
         ]
         record = {
@@ -215,10 +219,7 @@ class _ShardRun:
             "settings": settings,
             "masks": masks,
             "failures": dict(failures),
-            "frames": [
-                [position, key, [dataclasses.asdict(n) for n in nodules]]
-                for position, key, nodules in frames
-            ],
+            "frames": frames,
         }
         return (json.dumps(record, indent=1) + "\n").encode()
 

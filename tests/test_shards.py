@@ -126,7 +126,7 @@ def test_the_merge_command_refuses_missing_and_running_shards_naming_them(
     out = tmp_path / "out"
     predict = ["predict", str(tmp_path / "scans"), str(out), "--quiet", "--measure", "--shard"]
     assert main([*predict, "1/3"]) == 0
-    assert "segmented 1 frames" in capsys.readouterr().out
+    assert "segmented 1 frame, " in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
         "a.png", "measurements.shard-1-of-3.csv", "shard-1-of-3.json"
     ]  # fmt: skip
@@ -223,3 +223,27 @@ def test_a_lock_is_a_hidden_file_of_the_folder(tmp_path: Path, name: str) -> Non
         with reserve_folder(tmp_path / "out", name=name):
             pass
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_writes_its_own_report_and_the_segmentations_of_its_own_files(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("highdicom")
+    pydicom = pytest.importorskip("pydicom")
+    for name in ("a", "b", "c"):
+        path = write_dicom(tmp_path / "scans" / f"{name}.dcm", frame_with_square()[0])
+        dataset = pydicom.dcmread(path)  # with the UIDs a SEG copies
+        dataset.StudyInstanceUID = pydicom.uid.generate_uid()
+        dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(path)
+    out = tmp_path / "out"
+    run = {"measurements": True, "report": True, "dicom_seg": True, "progress": False}
+    for k in (1, 2):  # the second does not refuse the first's SEG files: they are not its own
+        segmenter().predict_folder(tmp_path / "scans", out, shard=f"{k}/2", **run)
+    assert sorted(p.name for p in out.glob("*.seg.dcm")) == ["a.seg.dcm", "b.seg.dcm", "c.seg.dcm"]
+    reports = ["report.shard-1-of-2.html", "report.shard-2-of-2.html"]
+    assert sorted(p.name for p in out.glob("report*.html")) == reports
+    merge_shards(out)
+    assert (out / "measurements.csv").is_file() and sorted(p.name for p in out.glob("*.html")) == (
+        reports  # a page per shard, kept: pictures cannot be merged from the tables
+    )

@@ -104,14 +104,14 @@ def reserve_folder(folder: PathLike, *, name: str = LOCK_FILE) -> Iterator[Path]
 
     Holds an exclusive lock (``flock``; ``msvcrt.locking`` on Windows) on the lock file
     ``folder/<name>`` (default `LOCK_FILE`), which names this process (host, PID, command
-    line, start time, as JSON), and removes it on leaving the block (and the folder too, if this call
-    created it and it is still empty). The system releases the lock when its process ends,
-    however it ends, so a killed run's file is taken over by the next run, atomically: of
-    several runs that find it, exactly one gets the folder. A lock that this process holds
-    already is re-entered. A file that names a live process, or a process on another host,
-    without being locked (a run of thyroidseg 0.1) is respected too. Runs that write
-    disjoint parts of one folder (the shards of `thyroidseg.inference.shards`) each hold a
-    lock ``name`` of their own.
+    line, start time, as JSON), and removes it on leaving the block (and the folder too, if
+    this call created it and it is still empty). The system releases the lock when its
+    process ends, however it ends, so a killed run's file is taken over by the next run,
+    atomically: of several runs that find it, exactly one gets the folder. A lock that this
+    process holds already is re-entered. A file that names a live process, or a process on
+    another host, without being locked (a run of thyroidseg 0.1) is respected too. Runs that
+    write disjoint parts of one folder (the shards of `thyroidseg.inference.shards`) each
+    hold a lock ``name`` of their own.
 
     Raises
     ------

@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "JPEG_MASK_THRESHOLD",
     "LOSSY_EXTENSIONS",
+    "FilesFailedError",
     "Inputs",
     "atomic_write_bytes",
     "check_mask_threshold",

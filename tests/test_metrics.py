@@ -435,13 +435,19 @@ def _sync_worker(rank: int, world_size: int, init_file: str, results) -> None:
         rng = np.random.default_rng(rank)
         n_images = rank + 1  # ranks hold different numbers of images
         cm = ConfusionMatrix(3).update(*rng.integers(0, 3, (2, n_images, 5, 5)))
+        own = cm.per_image_matrices.copy()
+        skipped = cm.sync(should_sync=False).n_images  # every process counted every image
         cm.sync()
         try:
             cm.sync()
             second = "no error"
         except RuntimeError as error:
             second = str(error)
-        results.put((rank, cm.per_image_matrices.copy(), second))
+        gathered = cm.per_image_matrices.copy()
+        unsynced = cm.unsync().per_image_matrices.copy()
+        alone = [dist.new_group([r]) for r in range(world_size)][rank]  # every rank makes both
+        in_group = cm.sync(alone).n_images  # a group of this process only
+        results.put((rank, gathered, second, skipped, unsynced, own, in_group))
     finally:
         dist.destroy_process_group()
 
@@ -464,9 +470,17 @@ def test_sync_gathers_per_image_matrices_across_processes(tmp_path):
         ]
     )
     for _ in range(world_size):
-        rank, matrices, second = results.get(timeout=60)
+        rank, matrices, second, skipped, unsynced, own, in_group = results.get(timeout=60)
         np.testing.assert_array_equal(matrices, expected, err_msg=f"rank {rank}")
         assert "already called" in second
+        assert skipped == in_group == rank + 1  # should_sync=False, and a one-process group
+        np.testing.assert_array_equal(unsynced, own)  # unsync: this process's images again
+
+
+def test_unsync_without_sync_is_refused() -> None:
+    cm = ConfusionMatrix().update(np.ones((2, 2), int), np.ones((2, 2), int))
+    with pytest.raises(RuntimeError, match="sync\\(\\) was not called"):
+        cm.unsync()
 
 
 def test_a_confusion_matrix_too_large_to_hold_is_refused() -> None:

@@ -45,6 +45,7 @@ from thyroidseg.cli.options import (
 from thyroidseg.cli.train import add_demo, add_train
 from thyroidseg.inference.folders import predict_folder
 from thyroidseg.inference.refine import Refiner
+from thyroidseg.inference.shards import merge_shards
 from thyroidseg.io.files import atomic_write_bytes, list_images, write_csv
 from thyroidseg.io.outputs import check_outputs
 from thyroidseg.metrics.evaluation import evaluate_folders
@@ -396,6 +397,13 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         "the model's recommendation, else 0)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default: 8)")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="segment only the Kth of N parts of the inputs (K from 1; whole files, every Nth "
+        "by sorted stem), for an array job whose N shards share OUT_DIR; then `thyroidseg "
+        "merge OUT_DIR` writes the tables of one run",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_speed_options(parser)
     add_quiet_option(parser)
@@ -441,8 +449,29 @@ def _run_predict(args: argparse.Namespace) -> int:
         progress=progress(args),
         report=args.report,
         dicom_seg=args.dicom_seg,
+        shard=args.shard,
     )
     print(cli_words(result.summary()))
+    return 0
+
+
+def _add_merge(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge",
+        help="join the shards of `predict --shard K/N` into the tables of one run",
+        description="Join the tables that the N shards of `thyroidseg predict ... --shard K/N` "
+        "wrote into OUT_DIR (measurements.shard-K-of-N.csv, loops.shard-K-of-N.csv, "
+        "shard-K-of-N.json) into OUT_DIR/measurements.csv and OUT_DIR/loops.csv, byte for "
+        "byte those of one run, then remove the shards' files. Refused while a shard is "
+        "still running or missing, each named (exit status 2).",
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the folder the shards wrote into")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing tables")
+    parser.set_defaults(run=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    print(merge_shards(args.out_dir, overwrite=args.overwrite).summary())
     return 0
 
 
@@ -530,6 +559,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
     add_train,
     _add_predict,
+    _add_merge,
     _add_evaluate,
     _add_preprocess,
     _add_export,

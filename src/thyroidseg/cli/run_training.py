@@ -44,6 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         progress=progress(args),
+        sync_batchnorm=args.sync_batchnorm,
         **_stage_recipe(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them

@@ -127,6 +127,12 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under torchrun on GPUs, BatchNorm statistics over the whole batch of every "
+        "process (SyncBatchNorm; default: each process's share)",
+    )
     add_speed_options(parser)
     add_quiet_option(parser)
     add_threads_option(parser)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, overload
 
 import cv2
@@ -33,6 +34,7 @@ from thyroidseg.inference.folders import (
 from thyroidseg.inference.measurements import PixelSpacing
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.inference.refine_base import RefinerBase
+from thyroidseg.inference.shards import Shard, predict_shard
 from thyroidseg.io.dicom import FrameRange
 from thyroidseg.io.export_format import FORMAT, VERSION
 from thyroidseg.io.files import Inputs
@@ -263,6 +265,7 @@ class SegmenterBase(abc.ABC):
         progress: bool | None = None,
         report: bool = False,
         dicom_seg: bool = False,
+        shard: str | Shard | None = None,
     ) -> FolderPrediction:
         """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
@@ -323,6 +326,11 @@ class SegmenterBase(abc.ABC):
             Write the report, the DICOM Segmentations (default: neither). The report's
             sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
             file states), else in pixels.
+        shard
+            ``"K/N"`` (or a `thyroidseg.inference.shards.Shard`): segment only the Kth of N
+            parts of the inputs, for an array job whose N shards share ``out_dir``; the
+            tables are the shard's until `thyroidseg.inference.shards.merge_shards` joins
+            them (`thyroidseg.inference.shards.predict_shard`). Default: everything.
 
         Returns
         -------
@@ -330,8 +338,11 @@ class SegmenterBase(abc.ABC):
             The files written, the nodule count and the wall time (`FolderPrediction.summary`
             is the one line ``thyroidseg predict`` prints).
         """
+        run: Callable[..., FolderPrediction] = predict_folder
+        if shard is not None:
+            run = functools.partial(predict_shard, shard=shard)
         with self._limit_threads():
-            return predict_folder(
+            return run(
                 self,
                 in_dir,
                 out_dir,

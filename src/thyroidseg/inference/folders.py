@@ -31,14 +31,15 @@ from thyroidseg.inference.overlay import overlay
 from thyroidseg.io.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
 from thyroidseg.io.files import Inputs, csv_text, list_inputs, map_folder, read_image, write_image
-from thyroidseg.io.outputs import reserve_folder
+from thyroidseg.io.outputs import LOCK_FILE, reserve_folder
 from thyroidseg.io.provenance import command_line
 from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
 from thyroidseg.io.spacing import FrameSpacing, check_spacing
 from thyroidseg.preprocessing.pipeline import Preprocessed
 
-if TYPE_CHECKING:  # the segmenters call these functions; they import this module
+if TYPE_CHECKING:  # the segmenters and the shards call these functions; they import this module
     from thyroidseg.inference.base import SegmenterBase
+    from thyroidseg.inference.shards import _ShardRun
 
 __all__ = [
     "LOOPS_CSV",
@@ -201,6 +202,7 @@ def predict_folder(
     progress: bool | None = None,
     report: bool = False,
     dicom_seg: bool = False,
+    shard: _ShardRun | None = None,
 ) -> FolderPrediction:
     """Segment every image ``in_dir`` names and write the results into ``out_dir``.
 
@@ -263,6 +265,9 @@ def predict_folder(
         Write the report, the DICOM Segmentations (default: neither). The report's
         sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
         file states), else in pixels.
+    shard
+        Set by `thyroidseg.inference.shards.predict_shard` (``predict --shard K/N``): that
+        shard's part of the work (its inputs, its lock, its tables' and report's names).
 
     Returns
     -------
@@ -276,22 +281,26 @@ def predict_folder(
     out_dir = Path(out_dir)
     wanted = ((OVERLAYS_DIR, overlays), (PROBABILITIES_DIR, probabilities))
     extras = {name: out_dir / name for name, on in wanted if on}
-    csv_path = out_dir / MEASUREMENTS_CSV if measurements else None
-    loops_path = out_dir / LOOPS_CSV
+    named = (lambda name: name) if shard is None else shard.table
+    csv_path = out_dir / named(MEASUREMENTS_CSV) if measurements else None
+    loops_path = out_dir / named(LOOPS_CSV)
     sources = list_inputs(in_dir) if dicom_seg else {}
+    if shard is not None:  # the SEG files of this shard's inputs only
+        sources = shard.select(sources)
     seg_paths = segmentation_paths(out_dir, sources) if dicom_seg else {}  # refuses non-DICOM
     identity = segmenter.identity() if report or dicom_seg else None
     reporter = segmentations = None
     if report and identity is not None:
         settings = segmenter.describe() | {"tta": use_tta, "frames": str(frames)}
         settings["pixel_spacing"] = spacing if spacing in (None, "auto") else str(spacing)
-        reporter = ReportBuilder(out_dir / REPORT_HTML, identity, settings, command_line())
+        reporter = ReportBuilder(out_dir / named(REPORT_HTML), identity, settings, command_line())
     if dicom_seg and identity is not None:
         segmentations = SegmentationCollector(seg_paths, sources, identity)
     loops = None
     started = False  # the outputs passed their checks and the first frame was read
-    with reserve_folder(out_dir):  # held until the CSV is written too
-        found: dict[ImageKey, list[Nodule]] = {}
+    lock = LOCK_FILE if shard is None else shard.lock
+    with reserve_folder(out_dir, name=lock):  # held until the CSV is written too
+        found: dict[ImageKey, list[Nodule]] = {} if shard is None else shard.found
         pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
         need_probabilities = probabilities or measurements or report
 
@@ -365,6 +374,8 @@ def predict_folder(
                     *seg_paths.values(),
                 ],
                 progress=progress,
+                select=None if shard is None else shard.select,
+                lock=lock,
             )
         except ValueError as error:  # failed frames: the report says so
             if reporter is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "JPEG_MASK_THRESHOLD",
     "LOSSY_EXTENSIONS",
+    "FilesFailedError",
     "Inputs",
     "atomic_write_bytes",
     "check_mask_threshold",
@@ -44,7 +45,7 @@ __all__ = [
     "write_image",
     "NotBinaryMaskError",
 ]
-from thyroidseg.io.outputs import check_outputs, reserve_folder
+from thyroidseg.io.outputs import LOCK_FILE, check_outputs, reserve_folder
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS
@@ -434,6 +435,19 @@ def _current_umask() -> int:
 _Loaded = TypeVar("_Loaded")
 
 
+class FilesFailedError(ValueError):
+    """Some files of a folder could not be processed; the others were written (`map_folder`).
+
+    ``failures`` maps each failed output stem to its message (naming the file); ``written``
+    counts the images written.
+    """
+
+    def __init__(self, message: str, failures: Mapping[str, str], written: int) -> None:
+        super().__init__(message)
+        self.failures = dict(failures)
+        self.written = written
+
+
 def map_folder(
     in_dir: Inputs,
     out_dir: PathLike,
@@ -448,6 +462,8 @@ def map_folder(
     companions: Sequence[Path] = (),
     also_writes: Sequence[Path] = (),
     progress: bool | None = None,
+    select: Callable[[dict[str, Path]], Mapping[str, Path]] | None = None,
+    lock: str = LOCK_FILE,
 ) -> dict[str, Path]:
     """Run ``load`` on every image ``in_dir`` names and ``save`` them as ``out_dir/<stem>.png``.
 
@@ -456,7 +472,7 @@ def map_folder(
     1. list the inputs (`list_inputs`: a folder, image files, glob patterns); ``out_dir``
        must be another folder than an input folder; with ``split``, each input becomes
        the items it names (the frames of a cine loop), each written as its own
-       ``<stem>.png``;
+       ``<stem>.png``; with ``select``, only the inputs it keeps;
     2. `check_outputs`: unless ``overwrite``, refuse when any target ``out_dir/<stem>.png``,
        companion ``<folder>/<stem>.png``, ``also_writes`` file or the summary file exists
        already, and never write over an input: all are checked before anything is written;
@@ -499,6 +515,11 @@ def map_folder(
         Other files the caller writes into the run (checked like the targets).
     progress
         Progress bar (`thyroidseg._progress.Progress`): None on a terminal, False never.
+    select
+        ``{stem: path} -> {stem: path}``: the inputs this run takes of all those listed (a
+        shard's, `thyroidseg.inference.shards.Shard.select`); default all.
+    lock
+        The lock file that holds ``out_dir`` (`thyroidseg.io.outputs.reserve_folder`).
 
     Returns
     -------
@@ -508,8 +529,9 @@ def map_folder(
     Raises
     ------
     FileNotFoundError, ValueError
-        ``in_dir`` missing, empty or equal to ``out_dir``; failed images (after writing
-        the others and the summary).
+        ``in_dir`` missing, empty or equal to ``out_dir``.
+    FilesFailedError
+        Failed images (after writing the others and the summary); a ``ValueError``.
     OutputExistsError
         Targets exist and ``overwrite`` is False (nothing was written).
     """
@@ -525,7 +547,7 @@ def map_folder(
     failures: dict[str, str] = {}
     sources: dict[str, Path] = {}  # output stem -> its input
     items: dict[str, Any] = {}
-    for stem, source in inputs.items():
+    for stem, source in (inputs if select is None else select(inputs)).items():
         try:
             parts = {stem: source} if split is None else split(stem, source)
         except (OSError, ValueError) as error:  # this file is bad: record it, go on
@@ -542,7 +564,7 @@ def map_folder(
     outputs += [Path(summary[0])] if summary is not None else []
     outputs += [folder / f"{stem}.png" for folder in companions for stem in sources]
     outputs += list(also_writes)
-    with reserve_folder(out_dir):
+    with reserve_folder(out_dir, name=lock):
         check_outputs(outputs, inputs=inputs.values(), overwrite=overwrite)
         written: dict[str, Path] = {}
         batch: dict[str, _Loaded] = {}
@@ -567,9 +589,12 @@ def map_folder(
             also = f", and {summary[0]}"
     if failures:
         total = len(written) + len(failures)
-        raise ValueError(
+        raise FilesFailedError(
             f"{len(failures)} of {total} images could not be {verb} (the other "
-            f"{len(written)} were written to {out_dir}{also}):\n  " + "\n  ".join(failures.values())
+            f"{len(written)} were written to {out_dir}{also}):\n  "
+            + "\n  ".join(failures.values()),
+            failures,
+            len(written),
         )
     return written
 

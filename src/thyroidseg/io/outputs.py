@@ -99,17 +99,19 @@ class FolderInUseError(RuntimeError):
 
 
 @contextlib.contextmanager
-def reserve_folder(folder: PathLike) -> Iterator[Path]:
+def reserve_folder(folder: PathLike, *, name: str = LOCK_FILE) -> Iterator[Path]:
     """Hold ``folder`` for this process while the block runs, so two runs cannot mix.
 
-    Holds an exclusive lock (``flock``; ``msvcrt.locking`` on Windows) on
-    ``folder/.thyroidseg.lock``, which names this process (host, PID, command line, start
-    time, as JSON), and removes it on leaving the block (and the folder too, if this call
-    created it and it is still empty). The system releases the lock when its process ends,
-    however it ends, so a killed run's file is taken over by the next run, atomically: of
-    several runs that find it, exactly one gets the folder. A lock that this process holds
-    already is re-entered. A file that names a live process, or a process on another host,
-    without being locked (a run of thyroidseg 0.1) is respected too.
+    Holds an exclusive lock (``flock``; ``msvcrt.locking`` on Windows) on the lock file
+    ``folder/<name>`` (default `LOCK_FILE`), which names this process (host, PID, command
+    line, start time, as JSON), and removes it on leaving the block (and the folder too, if
+    this call created it and it is still empty). The system releases the lock when its
+    process ends, however it ends, so a killed run's file is taken over by the next run,
+    atomically: of several runs that find it, exactly one gets the folder. A lock that this
+    process holds already is re-entered. A file that names a live process, or a process on
+    another host, without being locked (a run of thyroidseg 0.1) is respected too. Runs that
+    write disjoint parts of one folder (the shards of `thyroidseg.inference.shards`) each
+    hold a lock ``name`` of their own.
 
     Raises
     ------
@@ -117,11 +119,13 @@ def reserve_folder(folder: PathLike) -> Iterator[Path]:
         Another live process (or another host) holds the folder.
     """
     folder = Path(folder)
+    if Path(name).name != name or not name.startswith("."):
+        raise ValueError(f"a lock is a hidden file name such as {LOCK_FILE}, got {name!r}")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, not a folder (the output folder); choose another")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_FILE
+    lock = folder / name
     me = {
         "host": socket.gethostname(),
         "pid": os.getpid(),

@@ -297,7 +297,7 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self._blocks: list[np.ndarray] = []
         self._pooled = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-        self._synced = False
+        self._local: np.ndarray | None = None  # this process's images while synced
 
     @classmethod
     def from_matrices(
@@ -340,7 +340,7 @@ class ConfusionMatrix:
         """Forget every counted image."""
         self._blocks = []
         self._pooled[...] = 0
-        self._synced = False
+        self._local = None
 
     def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """A new matrix holding the images of both (``self``'s first)."""
@@ -357,35 +357,51 @@ class ConfusionMatrix:
         merged._append(other.per_image_matrices)
         return merged
 
-    def sync(self) -> ConfusionMatrix:
-        """Gather the per-image matrices of every ``torch.distributed`` process.
+    def sync(
+        self, process_group: Any | None = None, *, should_sync: bool = True
+    ) -> ConfusionMatrix:
+        """Gather the per-image matrices of every process of a ``torch.distributed`` group.
 
-        After the call every process holds the images of all processes (in rank order), so
-        pooled and per-image metrics are global. A no-op when no process group is
-        initialised. Call it once, after the last `update`; a second call raises
-        (it would count every image twice) until `reset`.
+        After the call every process holds the images of all processes of ``process_group``
+        (the default group when ``None``), in rank order, so pooled and per-image metrics
+        are global; `unsync` gives back this process's own. As torchmetrics'
+        ``Metric.sync``: nothing happens with ``should_sync=False`` (e.g. when every process
+        counted every image already) or when no process group is initialised. Call it once,
+        after the last `update`; a second call raises (it would count every image twice)
+        until `unsync` or `reset`.
         """
-        if not (dist.is_available() and dist.is_initialized()):
+        if not (should_sync and dist.is_available() and dist.is_initialized()):
             return self
-        if self._synced:
-            raise RuntimeError("ConfusionMatrix.sync() was already called; reset() first")
+        if self._local is not None:
+            raise RuntimeError("ConfusionMatrix.sync() was already called; unsync() or reset()")
         device = torch.device("cpu")
-        if dist.get_backend() == "nccl":
+        if dist.get_backend(process_group) == "nccl":
             device = torch.device("cuda", torch.cuda.current_device())
-        local = torch.tensor(self.per_image_matrices, dtype=torch.int64, device=device)
+        own = self.per_image_matrices
+        local = torch.tensor(own, dtype=torch.int64, device=device)
         sizes = [
-            torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())
+            torch.zeros(1, dtype=torch.int64, device=device)
+            for _ in range(dist.get_world_size(process_group))
         ]
-        dist.all_gather(sizes, torch.tensor([local.shape[0]], device=device))
+        dist.all_gather(sizes, torch.tensor([local.shape[0]], device=device), group=process_group)
         longest = int(max(size.item() for size in sizes))
         padded = torch.zeros((longest, *local.shape[1:]), dtype=torch.int64, device=device)
         padded[: local.shape[0]] = local
         gathered = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(gathered, padded)
+        dist.all_gather(gathered, padded, group=process_group)
         self.reset()
         for block, size in zip(gathered, sizes, strict=True):
             self._append(block[: int(size.item())].cpu().numpy())
-        self._synced = True
+        self._local = own
+        return self
+
+    def unsync(self) -> ConfusionMatrix:
+        """Undo `sync`: this process's own images again (``RuntimeError`` if not synced)."""
+        if self._local is None:
+            raise RuntimeError("ConfusionMatrix.unsync(): sync() was not called (or reset())")
+        own = self._local
+        self.reset()
+        self._append(own)
         return self
 
     # -- state --------------------------------------------------------------------------

@@ -239,6 +239,7 @@ def check_settings(
     validation: bool = True,
     device: str | torch.device = "auto",
     amp: AmpMode = "auto",
+    sync_batchnorm: bool = False,
 ) -> None:
     """Raise ``ValueError`` for settings the trainer refuses, before any data is read.
 
@@ -258,7 +259,16 @@ def check_settings(
         if not validation:
             raise ValueError("early_stopping needs val_data (it watches a validation metric)")
         check_int("early_stopping", early_stopping, 1)
-    resolve_amp(amp, resolve_device(device))
+    resolved = resolve_device(device)
+    resolve_amp(amp, resolved)
+    if not isinstance(sync_batchnorm, bool):
+        raise TypeError(f"sync_batchnorm must be True or False, got {sync_batchnorm!r}")
+    if sync_batchnorm and resolved.type != "cuda":
+        raise ValueError(
+            f"sync_batchnorm (--sync-batchnorm) needs CUDA devices, not {resolved}: PyTorch's "
+            "SyncBatchNorm has no CPU kernels (on the CPU each process normalises its share "
+            "of the batch, and rank 0's statistics are kept)"
+        )
 
 
 def check_monitor(

@@ -3,8 +3,9 @@
 `thyroidseg.training.Trainer.fit` runs inside `join_process_group`, which joins the
 ``torchrun`` process group when ``WORLD_SIZE > 1`` (NCCL on CUDA, gloo on the CPU) and yields
 a `DistContext`: the rank and world size, and the few collective operations the trainer
-needs (sums of the loss, the first failing validation item, BatchNorm statistics from rank 0).
-Outside ``torchrun`` it yields rank 0 of 1, and every operation is the identity.
+needs (sums of the loss, the first failing validation item, BatchNorm statistics from rank 0,
+a barrier). Outside ``torchrun`` it yields rank 0 of 1, and every operation is the identity.
+`synced_batchnorm` lends a model ``SyncBatchNorm`` layers for a distributed fit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistContext", "join_process_group", "launched_as_main"]
+__all__ = ["DistContext", "join_process_group", "launched_as_main", "synced_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,37 @@ class DistContext:
         if self.world_size > 1:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
+
+    def barrier(self) -> None:
+        """Wait until every process gets here (nothing when not distributed)."""
+        if self.world_size > 1:
+            dist.barrier()
+
+
+@contextlib.contextmanager
+def synced_batchnorm(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """``module`` with its BatchNorm layers as ``torch.nn.SyncBatchNorm`` inside the block.
+
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` replaces each layer by one that shares its
+    parameters and running statistics (so an optimizer over ``module`` still trains them);
+    on leaving the block the original layers are put back, holding the trained values. The
+    statistics of a training step are then those of the whole batch, over every process,
+    instead of each process's share. With ``enabled=False``, ``module`` as it is.
+    """
+    if not enabled:
+        yield module
+        return
+    originals = {
+        name: child
+        for name, child in module.named_modules()
+        if name and isinstance(child, nn.modules.batchnorm._BatchNorm)
+    }
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    try:
+        yield converted
+    finally:
+        for name, child in originals.items():
+            module.set_submodule(name, child)
 
 
 def launched_as_main() -> bool:

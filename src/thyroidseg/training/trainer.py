@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -70,7 +71,7 @@ from thyroidseg.training.checks import (
     ignore_index_of,
     resume_conflicts,
 )
-from thyroidseg.training.distributed import DistContext, join_process_group
+from thyroidseg.training.distributed import DistContext, join_process_group, synced_batchnorm
 from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError, item_name
 from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
 
@@ -186,6 +187,12 @@ class Trainer:
         Extra JSON-ready entries stored in the checkpoints' ``config["data"]`` on top of
         ``train_data.config`` (from which `thyroidseg.inference.Segmenter.from_checkpoint`
         prepares new frames as in training).
+    sync_batchnorm
+        Under ``torchrun``, train with ``torch.nn.SyncBatchNorm`` (BatchNorm statistics of
+        the whole batch over every process, `thyroidseg.training.distributed.synced_batchnorm`)
+        instead of each process's share, with rank 0's running statistics given to all after
+        every epoch. CUDA only (PyTorch's SyncBatchNorm has no CPU kernels). Default ``False``.
+
     """
 
     def __init__(
@@ -213,6 +220,7 @@ class Trainer:
         seed: int = 0,
         progress: bool | None = None,
         data_config: Mapping[str, Any] | None = None,
+        sync_batchnorm: bool = False,
     ) -> None:
         check_components(model, train_data, val_data, loss, optimizer, scheduler, prepare_batch)
         check_settings(
@@ -224,9 +232,11 @@ class Trainer:
             validation=val_data is not None,
             device=device,
             amp=amp,
+            sync_batchnorm=sync_batchnorm,
         )
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
+        self.sync_batchnorm = sync_batchnorm
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = trainer_callbacks(callbacks, self.out_dir, early_stopping)
         """The trainer's own callbacks, then the caller's (`thyroidseg.training.callbacks`)."""
@@ -269,6 +279,7 @@ class Trainer:
             "early_stopping": early_stopping,
             "monitor": monitor,
             "mode": mode if isinstance(mode, str) else describe(mode),
+            "sync_batchnorm": sync_batchnorm,
             "ignore_index": self.ignore_index,
             "seed": seed,
         }
@@ -334,7 +345,9 @@ class Trainer:
         Returns a `ConfusionMatrix` with as many classes as the logits have channels, one
         matrix per image, in the order of ``data``, leaving out
         target pixels equal to `ignore_index`. Within `fit` under ``torchrun`` each process
-        counts its share and the matrices are gathered.
+        counts its share and the matrices are gathered, back in the order of ``data``;
+        outside `fit` (even inside a process group of the caller's) this process counts
+        every item once and nothing is gathered.
 
         Raises
         ------
@@ -377,7 +390,13 @@ class Trainer:
             )  # fmt: skip
         if matrix is None:  # this process had no item (more processes than items)
             matrix = ConfusionMatrix(self._num_classes(), ignore_index=self.ignore_index)
-        return matrix.sync()
+        matrix.sync(should_sync=self._dist.world_size > 1)  # only the shares that fit made
+        if self._dist.world_size == 1 or isinstance(data, DataLoader):
+            return matrix  # the caller's loader: its sampler's order
+        order = _data_order(len(data), self._dist.world_size)
+        return ConfusionMatrix.from_matrices(
+            matrix.per_image_matrices[order], ignore_index=self.ignore_index
+        )
 
     def _num_classes(self) -> int:
         """The model's classes, from a forward pass of one training item's input."""
@@ -412,11 +431,15 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
 
     def _fit(self) -> None:
+        distributed = self._dist.world_size > 1
+        with synced_batchnorm(self.model, self.sync_batchnorm and distributed) as model:
+            if distributed:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self._epochs(model)
+
+    def _epochs(self, model: nn.Module) -> None:
         is_main = self._dist.is_main
-        model = self.model
-        if self._dist.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         worker_seeds = torch.Generator()
         loader, sampler = training_loader(
             self.train_data, self._dist, batch_size=self.batch_size,
@@ -596,4 +619,18 @@ class Trainer:
         path = Path(path)
         if self._dist.is_main and self.out_dir is not None and path.parent.samefile(self.out_dir):
             check_best_checkpoint(path, checkpoint)  # another folder gets best.pt on improvement
-        self._last_saved = path
+        if self._dist.is_main:  # the process that writes files; `last_checkpoint` says which
+            self._last_saved = path
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _data_order(count: int, world_size: int) -> np.ndarray:
+    """Indices that put the shares gathered from ``world_size`` processes back in data order.
+
+    Rank ``r`` counts items ``r, r + W, r + 2W, ...``; gathered in rank order, item ``i``
+    sits at ``argsort(concatenate(shares))[i]``.
+    """
+    shares = [np.arange(rank, count, world_size) for rank in range(world_size)]
+    return np.argsort(np.concatenate(shares), kind="stable")

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -48,10 +48,10 @@ from thyroidseg.models.checkpoint import (
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE
-from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
+from thyroidseg.runtime import autocast, cpu_info, resolve_device, tune_cpu_allocator
 from thyroidseg.training.batching import collate
 from thyroidseg.training.checks import check_settings, data_conflicts
-from thyroidseg.training.distributed import launched_as_main
+from thyroidseg.training.distributed import join_process_group
 from thyroidseg.training.losses import make_loss
 from thyroidseg.training.trainer import Trainer, refuse_other_run
 
@@ -238,8 +238,7 @@ def train_folder(
     built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(schedule, built, epochs)
     out_dir = Path(out_dir)
-    # One run at a time (torchrun: rank 0 holds it); the folder goes again if it stays empty.
-    with reserve_folder(out_dir) if launched_as_main() else contextlib.nullcontext():
+    with _run_folder(out_dir, trainer_options.get("device", "auto")):
         last = _check_run_folder(out_dir, resume)
         data_config = {
             "root": str(Path(data_dir).resolve()),
@@ -311,7 +310,6 @@ def _check_trainer_settings(
 
 def _check_run_folder(out_dir: Path, resume: bool) -> Path:
     """``out_dir/last.pt``, after checking that the folder can hold this run (or resume)."""
-    prepare_run_folder(out_dir, ())  # a file, or a folder that cannot be written: say so now
     last = out_dir / LAST_CHECKPOINT
     if resume and not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
@@ -340,6 +338,22 @@ def _fold_data(
         return train, val
     crops_val = CropDataset(val, crops, train=False) if val is not None else None
     return CropDataset(train.with_transform(None), crops, transform=transform, seed=seed), crops_val
+
+
+@contextlib.contextmanager
+def _run_folder(out_dir: Path, device: str | torch.device) -> Iterator[None]:
+    """Hold ``out_dir`` for one run, checked to be writable, for the ``with`` block.
+
+    Under ``torchrun`` only rank 0 (the process that writes) holds and prepares it, in the
+    process group `Trainer.fit` then reuses; the others wait at a barrier, so none removes
+    rank 0's write probe. The folder goes again if it stays empty.
+    """
+    with join_process_group(resolve_device(device)) as group:
+        with reserve_folder(out_dir) if group.is_main else contextlib.nullcontext():
+            if group.is_main:  # a file, or a folder that cannot be written: say so now
+                prepare_run_folder(out_dir, ())
+            group.barrier()
+            yield
 
 
 _TRAINER_OPTIONS = set(inspect.signature(Trainer).parameters) - {

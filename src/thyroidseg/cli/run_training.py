@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import thyroidseg.training.workflows as workflows
 from thyroidseg.cli.options import progress
@@ -52,7 +54,8 @@ def run_train(args: argparse.Namespace) -> int:
         best = out / BEST_CHECKPOINT
         if args.all:
             items = "nodule crops" if args.stage == "refine" else "frames"
-            print(f"trained on all {len(trainer.train_data)} {items} for {trainer.epoch} epochs")
+            n = len(cast(Sized, trainer.train_data))  # torch's Dataset stub has no __len__
+            print(f"trained on all {n} {items} for {trainer.epoch} epochs")
         elif trainer.best_epoch > 0:
             score, epoch = trainer.best_score, trainer.best_epoch
             print(f"best validation nodule IoU {score:.4f} (epoch {epoch})")

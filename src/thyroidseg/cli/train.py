@@ -10,6 +10,7 @@ none: the library defaults and choices they show are light copies here (`TRAIN_S
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from thyroidseg.cli.options import (
     Renamed,
@@ -144,7 +145,7 @@ def _recipe(name: str) -> str:
     return f"{whole}" if whole == refine else f"{whole}; {refine} with --stage refine"
 
 
-def _stage_recipe(args: argparse.Namespace) -> dict[str, int]:
+def _stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The epochs, width and stem stride given, else the chosen stage's defaults."""
     recipe = REFINE_RECIPE if args.stage == "refine" else WHOLE_RECIPE
     return {

@@ -307,7 +307,7 @@ def predict_folder(
         def split(stem: str, source: Path) -> dict[str, _Item]:
             outputs = frame_outputs(stem, source, selection)
             here = spacing
-            if spacing == "auto":
+            if isinstance(here, str):  # "auto"
                 here = read_spacing(source) if is_dicom(source) else FrameSpacing("none")
             return {name: _Item(source, index, here) for name, index in outputs.items()}
 
@@ -341,7 +341,7 @@ def predict_folder(
                 if OVERLAYS_DIR in extras and outlined is not None:
                     path = write_image(extras[OVERLAYS_DIR] / target.name, outlined)
                     pictures[OVERLAYS_DIR][target.stem] = path
-                if PROBABILITIES_DIR in extras:
+                if PROBABILITIES_DIR in extras and probability is not None:  # it is asked
                     grey = np.round(probability * 255).astype(np.uint8)
                     path = write_image(extras[PROBABILITIES_DIR] / target.name, grey)
                     pictures[PROBABILITIES_DIR][target.stem] = path

@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -185,11 +186,13 @@ def measure(
     [0, 1]
     """
     binary = _binary_mask(mask)
-    calibration = pixel_spacing if isinstance(pixel_spacing, FrameSpacing) else None
-    spacing = None if calibration is not None else _spacing(pixel_spacing)
+    if isinstance(pixel_spacing, FrameSpacing):
+        calibration, spacing = pixel_spacing, None
+    else:
+        calibration, spacing = None, _spacing(pixel_spacing)
     probability = _probabilities(probabilities, binary.shape)
     boxes = _views(views, binary)
-    found: list[tuple[tuple[int, int, int], dict[str, object]]] = []
+    found: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
     for index, (x0, y0, x1, y1) in enumerate(boxes):
         part = binary[y0:y1, x0:x1]
         count, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
@@ -197,7 +200,7 @@ def measure(
             left, top, width, height, area = (int(v) for v in stats[label])
             inside = labels[top : top + height, left : left + width] == label
             x, y = x0 + left, y0 + top
-            here: dict[str, object] = {}
+            here: dict[str, Any] = {}
             if calibration is not None:
                 spacing, here["spacing_source"] = calibration.at(
                     x + (width - 1) / 2, y + (height - 1) / 2
@@ -400,7 +403,7 @@ def _rounded(value: object) -> object:
 
 def _component(
     inside: np.ndarray, area: int, width: int, height: int, spacing: tuple[float, float] | None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The fields of one component that depend on its pixels, given its bounding-box crop."""
     hull = _hull_vertices(inside)
     values: dict[str, object] = {

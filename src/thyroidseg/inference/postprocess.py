@@ -84,7 +84,7 @@ def postprocess_views(
             count, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
             areas = stats[1:, cv2.CC_STAT_AREA]
             keep = areas >= min_area
-            if min_probability > 0:
+            if min_probability > 0 and probability is not None:  # checked above
                 sums = np.bincount(labels.ravel(), probability[y0:y1, x0:x1].ravel(), count)
                 keep &= sums[1:] / np.maximum(areas, 1) >= min_probability
             if keep_largest and keep.any():

@@ -38,7 +38,7 @@ try:  # the optional extra thyroidseg[dicom]; reading a DICOM file says how to i
         MediaStorageDirectoryStorage,
     )
 except ImportError:
-    pydicom = None
+    pydicom = None  # type: ignore[assignment]  # optional: the [dicom] extra
 
 INSTALL_HINT = "pip install 'thyroidseg[dicom]'"
 """How to install what reading DICOM files needs."""

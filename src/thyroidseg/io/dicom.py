@@ -80,7 +80,7 @@ try:  # the optional extra thyroidseg[dicom]; reading a DICOM file says how to i
         generate_uid,
     )
 except ImportError:
-    pydicom = None
+    pydicom = None  # type: ignore[assignment]  # optional: the [dicom] extra
 
 __all__ = [
     "DICOM_EXTENSIONS",

@@ -42,7 +42,7 @@ try:  # the optional extra thyroidseg[dicom]
     from pydicom.sr.codedict import codes
     from pydicom.uid import SecondaryCaptureImageStorage
 except ImportError:
-    highdicom = None
+    highdicom = None  # type: ignore[assignment]  # optional: the [dicom] extra
 
 __all__ = [
     "EMPTY_IF_ABSENT",

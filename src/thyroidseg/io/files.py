@@ -85,8 +85,8 @@ def read_image(path: PathLike, *, grayscale: bool = False) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     if is_dicom(path):
-        image = read_frame(path)
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if grayscale and image.ndim == 3 else image
+        frame = read_frame(path)
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if grayscale and frame.ndim == 3 else frame
     data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths on Windows
     if path.suffix.lower() in LOSSY_EXTENSIONS:
         image, complaint = _decode_jpeg(data)

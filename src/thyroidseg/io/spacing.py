@@ -133,17 +133,18 @@ def check_spacing(spacing: object, where: str) -> _PixelPair:
     """  # noqa: E501
     values = list(spacing) if isinstance(spacing, list | tuple | np.ndarray) else [spacing]
     low, high = SPACING_RANGE_MM
-    numbers = all(
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    numbers = [
+        float(v)
         for v in values
-    )
+        if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    ]
     if not (
         len(values) in (1, 2)
-        and numbers
-        and all(math.isfinite(v) and low <= v <= high for v in values)
+        and len(numbers) == len(values)
+        and all(math.isfinite(v) and low <= v <= high for v in numbers)
     ):
         raise ValueError(
             f"{where}: pixel spacing {spacing!r} mm is not plausible for ultrasound: each "
             f"value must lie between {low:g} and {high:g} mm per pixel"
         )
-    return float(values[0]), float(values[-1])
+    return numbers[0], numbers[-1]

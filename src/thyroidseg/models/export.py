@@ -142,7 +142,8 @@ def export_onnx(
         torch.onnx.export(
             module,
             (example,),
-            buffer,
+            # the stub says a path; the TorchScript exporter (dynamo=False) takes a file object
+            buffer,  # type: ignore[arg-type]
             dynamo=False,
             input_names=[ONNX_INPUT],
             output_names=[ONNX_OUTPUT],

@@ -58,6 +58,7 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -398,7 +399,7 @@ def preprocess_folder(
     overwrite: bool = False,
     progress: bool | None = None,
     **options: object,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Preprocess every image of ``in_dir`` into ``out_dir`` (``<stem>.png``) plus a JSON.
 
     The JSON (``out_dir/preprocess.json`` unless ``json_path`` is given) holds the

@@ -267,65 +267,14 @@ class SegmenterBase(abc.ABC):
         dicom_seg: bool = False,
         shard: str | Shard | None = None,
     ) -> FolderPrediction:
-        """Segment every image ``in_dir`` names and write the results into ``out_dir``.
+        """`thyroidseg.inference.folders.predict_folder` with this segmenter, at its ``threads``.
 
-        ``in_dir`` is a folder, an image file, a glob pattern or a sequence of these
-        (`thyroidseg.io.files.list_inputs`; DICOM files count as images); outputs are named by
-        the inputs' stems. Each selected frame of a DICOM cine loop is an image of its own,
-        ``<stem>_f0001``, ``<stem>_f0002``..., segmented in batches as it is read from the
-        file (the loop is never held in memory).
-
-        Writes ``out_dir/<stem>.png``, the mask (``{0, 255}``, the frame's size), and on
-        request:
-
-        - ``overlays``: ``out_dir/overlays/<stem>.png``, the frame with the predicted
-          outline (`overlay`);
-        - ``probabilities``: ``out_dir/probabilities/<stem>.png``, the nodule probability of
-          `predict` as 8-bit grey, ``round(255 p)``, at the frame's size;
-        - ``measurements``: ``out_dir/measurements.csv``, one row per nodule of each
-          written mask (`thyroidseg.inference.measurements.measure` with the frame's views and its
-          probability map; columns of `thyroidseg.inference.measurements.write_measurements_csv`,
-          ``image`` the frame's file name, ``frame`` its number in a cine loop), with
-          millimetre columns and ``spacing_source`` when ``pixel_spacing`` is given;
-        - ``report``: ``out_dir/report.html``, one offline page with every frame's outline
-          and measurements, nodules flagged for review first (`thyroidseg.io.report`);
-        - ``dicom_seg``: ``out_dir/<stem>.seg.dcm`` per DICOM input, a binary DICOM
-          Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
-          checked before anything is read).
-
-        The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
-        existing outputs (masks, overlays, probability maps, the CSV) are an error unless
-        ``overwrite``, all checked before anything is written; a frame that cannot be read or
-        preprocessed does not stop the others: once every other frame and the CSV (with the
-        rows of the frames done) are written, a ``ValueError`` lists each failed file.
+        Every argument but ``shard`` is that function's (documented there): masks, and on
+        request overlays, probability maps, ``measurements.csv``, the report and DICOM
+        Segmentations, written into ``out_dir``.
 
         Parameters
         ----------
-        in_dir, out_dir
-            Folder of frames (not recursive) and output folder (created).
-        tta
-            As for `predict`.
-        overlays, probabilities, measurements
-            Write these outputs too (default: masks only).
-        pixel_spacing
-            Millimetres per pixel for the CSV's ``_mm`` columns (needs ``measurements``):
-            one number or ``(row, col)``, for every frame (source ``user``); or ``"auto"``:
-            the size each DICOM file states (`thyroidseg.io.dicom.read_spacing`: its ultrasound
-            region, else Pixel Spacing), none for other images (empty ``_mm`` cells).
-            Spacings outside 0.0001-10 mm are refused (`thyroidseg.io.spacing.check_spacing`),
-            a file's as that file's failure.
-        frames
-            Frames of each cine loop: ``"all"`` (default), ``"first"``, ``"N-M"`` (numbers
-            from 1, `thyroidseg.io.dicom.FrameRange`).
-        overwrite
-            Replace existing outputs. With ``report``/``dicom_seg``, a report or SEG that this
-            run cannot make (no frame of it segmented) is removed.
-        progress
-            Progress bar: ``None`` on a terminal only, ``False`` never.
-        report, dicom_seg
-            Write the report, the DICOM Segmentations (default: neither). The report's
-            sizes are in mm where ``pixel_spacing`` gives them (``"auto"``: what each DICOM
-            file states), else in pixels.
         shard
             ``"K/N"`` (or a `thyroidseg.inference.shards.Shard`): segment only the Kth of N
             parts of the inputs, for an array job whose N shards share ``out_dir``; the
@@ -335,8 +284,7 @@ class SegmenterBase(abc.ABC):
         Returns
         -------
         FolderPrediction
-            The files written, the nodule count and the wall time (`FolderPrediction.summary`
-            is the one line ``thyroidseg predict`` prints).
+            The files written, the nodule count and the wall time.
         """
         run: Callable[..., FolderPrediction] = predict_folder
         if shard is not None:

@@ -62,6 +62,7 @@ SCRIPT = textwrap.dedent(
               "written": trainer.last_checkpoint is not None}
     with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as handle:
         json.dump(result, handle)
+    dist.barrier()  # both done before the group goes: gloo aborts on a peer that left early
     dist.destroy_process_group()
     """
 )

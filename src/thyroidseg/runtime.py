@@ -220,7 +220,9 @@ def for_inference(
     """
     resolved = resolve_device(device)
     dtype = resolve_amp(amp, resolved)
-    return model.to(resolved, memory_format=torch.channels_last).eval(), resolved, dtype
+    # torch's stubs lack the memory_format keyword that Module.to takes
+    placed = model.to(resolved, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return placed.eval(), resolved, dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:

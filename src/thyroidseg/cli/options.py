@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import torch
@@ -92,7 +92,9 @@ class Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def pixel_spacing_option(words: list[str] | None, measure: bool) -> object:
+def pixel_spacing_option(
+    words: list[str] | None, measure: bool
+) -> float | tuple[float, float] | Literal["auto"] | None:
     """``predict --pixel-spacing`` as the library's ``pixel_spacing``: ``"auto"``, a number,
     a ``(row, col)`` pair, or None; ``"auto"`` when absent and ``--measure`` is given.
 
@@ -111,7 +113,7 @@ def pixel_spacing_option(words: list[str] | None, measure: bool) -> object:
         raise ValueError(
             f"--pixel-spacing takes auto, one number or two (row and column), got {' '.join(words)}"
         )
-    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -203,7 +205,7 @@ def load_segmenter(args: argparse.Namespace, **options: Any) -> Segmenter:
         raise ValueError("--refine CHECKPOINT and --no-refine contradict each other")
     refine = args.refine or (False if args.no_refine else None)
     if args.model:
-        return Segmenter.from_checkpoint(args.model, refine=refine or None, **options)
+        return Segmenter.from_checkpoint(args.model, refine=args.refine or None, **options)
     return Segmenter.pretrained(refine=refine, **options)
 
 

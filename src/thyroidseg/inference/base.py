@@ -157,6 +157,10 @@ class SegmenterBase(abc.ABC):
     def predict(
         self, image: Frame, *, tta: bool | None = ..., return_probabilities: Literal[True]
     ) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def predict(
+        self, image: Frame, *, tta: bool | None = ..., return_probabilities: bool
+    ) -> Prediction: ...
     def predict(
         self, image: Frame, *, tta: bool | None = None, return_probabilities: bool = False
     ) -> Prediction:
@@ -213,13 +217,21 @@ class SegmenterBase(abc.ABC):
         tta: bool | None = ...,
         return_probabilities: Literal[True],
     ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    @overload
+    def predict_many(
+        self,
+        images: Sequence[Frame] | np.ndarray,
+        *,
+        tta: bool | None = ...,
+        return_probabilities: bool,
+    ) -> list[Prediction]: ...
     def predict_many(
         self,
         images: Sequence[Frame] | np.ndarray,
         *,
         tta: bool | None = None,
         return_probabilities: bool = False,
-    ) -> list[Prediction]:
+    ) -> list[Any]:
         """Segment a batch of frames (any sizes), ``batch_size`` frames per forward pass.
 
         ``predict_many(images)[i]`` is what ``predict(images[i])`` returns, with the same
@@ -241,7 +253,7 @@ class SegmenterBase(abc.ABC):
         """
         frames = _frame_sequence(images)
         use_tta = self._tta(tta)
-        results: list[Prediction] = []
+        results: list[Any] = []
         with self._limit_threads():
             for start in range(0, len(frames), self.batch_size):
                 batch = frames[start : start + self.batch_size]
@@ -398,7 +410,9 @@ class SegmenterBase(abc.ABC):
             refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
             for k, (mask, second, covered) in enumerate(refined):
                 masks[k] = mask
-                maps[k][covered] = second[covered]
+                frame_map = maps[k]
+                if frame_map is not None:  # always made when a refiner is set
+                    frame_map[covered] = second[covered]
         return [
             (self._postprocess(mask, p, probability), probability if with_probabilities else None)
             for mask, p, probability in zip(masks, prepared, maps, strict=True)
@@ -439,7 +453,7 @@ def _check_flag(name: str, value: object) -> bool:
     return value
 
 
-def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame]:
+def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame] | np.ndarray:
     """``images`` as a sequence of frames, refusing one frame given where many are expected."""
     if isinstance(images, str | os.PathLike):
         raise ValueError(

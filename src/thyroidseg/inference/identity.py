@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from thyroidseg._version import __version__
 from thyroidseg.io.provenance import ModelIdentity
@@ -18,6 +18,7 @@ from thyroidseg.models.checkpoint import WEIGHTS_CHECKSUM, load_checkpoint, weig
 from thyroidseg.models.loading import SHIPPED_WEIGHTS, shipped_weights
 
 if TYPE_CHECKING:  # the Segmenter's module imports the module that calls this one
+    from thyroidseg.inference.refine import Refiner
     from thyroidseg.inference.segmenter import Segmenter
 
 __all__ = ["model_identity"]
@@ -30,7 +31,7 @@ def model_identity(segmenter: Segmenter) -> ModelIdentity:
     model's, else the networks' class names (``UNet``, ``Ensemble``, ``+ refine UNet``).
     """
     sha = weights_sha256(segmenter.model.state_dict())
-    refiner = segmenter.refiner
+    refiner = cast("Refiner | None", segmenter.refiner)  # a Segmenter takes only a Refiner
     refine_sha = None if refiner is None else weights_sha256(refiner.model.state_dict())
     shipped = sha == _shipped_sha256()
     name = Path(SHIPPED_WEIGHTS).stem if shipped else type(segmenter.model).__name__

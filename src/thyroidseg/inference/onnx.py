@@ -31,7 +31,7 @@ from thyroidseg.io.threads import Threads, resolve_threads
 from thyroidseg.preprocessing.crops import CropRule
 
 try:  # the optional extra thyroidseg[onnx]; from_export says how to install it
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]  # (ONNX Runtime ships no type stubs)
 except ImportError:
     onnxruntime = None
 

@@ -170,9 +170,13 @@ class RefinerBase(abc.ABC):
         ]
         crops = []
         for p, frame_squares in zip(prepared, squares, strict=True):
-            frame = p.cleaned_frame() if frame_squares else None
-            size, options = self.rule.size, self.preprocess_options
-            crops += [prepare_crop(frame, square, size, options) for square, _ in frame_squares]
+            if not frame_squares:
+                continue
+            frame = p.cleaned_frame()
+            crop_size, options = self.rule.size, self.preprocess_options
+            crops += [
+                prepare_crop(frame, square, crop_size, options) for square, _ in frame_squares
+            ]
         probabilities = self._crop_probabilities(crops, tta)
         results = []
         for p, mask, whole, frame_squares in zip(
@@ -181,14 +185,14 @@ class RefinerBase(abc.ABC):
             total = np.zeros(p.original_shape, np.float32)
             count = np.zeros(p.original_shape, np.float32)
             for square, view in frame_squares:
-                size = (square.width, square.height)
-                back = cv2.resize(next(probabilities), size, interpolation=cv2.INTER_LINEAR)
+                dsize = (square.width, square.height)
+                back = cv2.resize(next(probabilities), dsize, interpolation=cv2.INTER_LINEAR)
                 on_frame, on_square = overlap(square, view)  # never onto another view
                 total[on_frame.slices] += back[on_square.slices]
                 count[on_frame.slices] += 1
             covered = count > 0
             total[covered] /= count[covered]
-            if self.whole_weight > 0 and covered.any():
+            if self.whole_weight > 0 and covered.any() and whole is not None:
                 blended = self.whole_weight * whole + (1 - self.whole_weight) * total
                 total[covered] = blended[covered]
             refined = (np.asarray(mask) != 0).astype(np.uint8)

@@ -113,6 +113,10 @@ def join_process_group(device: torch.device) -> Iterator[DistContext]:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         yield DistContext(rank=dist.get_rank(), world_size=dist.get_world_size())
-    finally:
-        if created:
+    except BaseException:
+        if created:  # no barrier: the other processes may never reach one
             dist.destroy_process_group()
+        raise
+    if created:
+        dist.barrier()  # every process done: gloo aborts a process whose peer left early
+        dist.destroy_process_group()

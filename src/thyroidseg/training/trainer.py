@@ -26,9 +26,9 @@ import math
 import operator
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -393,7 +393,7 @@ class Trainer:
         matrix.sync(should_sync=self._dist.world_size > 1)  # only the shares that fit made
         if self._dist.world_size == 1 or isinstance(data, DataLoader):
             return matrix  # the caller's loader: its sampler's order
-        order = _data_order(len(data), self._dist.world_size)
+        order = _data_order(len(cast(Sized, data)), self._dist.world_size)
         return ConfusionMatrix.from_matrices(
             matrix.per_image_matrices[order], ignore_index=self.ignore_index
         )

@@ -10,7 +10,7 @@ from torch import nn
 
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.synthetic import write_synthetic_dataset
-from thyroidseg.models.checkpoint import LAST_CHECKPOINT
+from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing import preprocess as preprocess_frame
 from thyroidseg.training import Trainer
@@ -53,3 +53,10 @@ def trained_checkpoint(tmp_path: Path, preprocess: object = "plain") -> Path:
     )  # fmt: skip
     trainer.fit()
     return tmp_path / "run" / LAST_CHECKPOINT
+
+
+def with_config(source: Path, target: Path, **changes: object) -> Path:
+    """A copy of checkpoint ``source`` at ``target`` with ``config`` keys replaced."""
+    checkpoint = load_checkpoint(source)
+    checkpoint["config"] = {**checkpoint["config"], **changes}
+    return save_checkpoint(target, checkpoint)

@@ -18,7 +18,7 @@ import thyroidseg.inference.folders
 import thyroidseg.inference.segmenter
 import thyroidseg.io.threads
 import thyroidseg.models.loading
-from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
+from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint, with_config
 from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.crops import CropDataset
 from thyroidseg.data.synthetic import synthetic_phantoms
@@ -193,7 +193,7 @@ def test_the_folder_code_uses_only_the_segmenters_public_methods() -> None:
         and isinstance(node.value, ast.Name)
         and node.value.id == "segmenter"
     }
-    assert {"prepare", "segment_prepared"} <= reached
+    assert {"prepare", "measure_prepared"} <= reached
     assert [name for name in reached if name.startswith("_")] == []
 
 
@@ -264,13 +264,6 @@ def test_from_checkpoint_rebuilds_the_unet_and_its_preprocessing(tmp_path: Path)
     image, _ = frame_with_square()
     direct = Segmenter(model, PLAIN, device="cpu", amp="off").predict(image)
     np.testing.assert_array_equal(segmenter.predict(image), direct)
-
-
-def with_config(source: Path, target: Path, **changes: object) -> Path:
-    """A copy of checkpoint ``source`` at ``target`` with ``config`` keys replaced."""
-    checkpoint = load_checkpoint(source)
-    checkpoint["config"] = {**checkpoint["config"], **changes}
-    return save_checkpoint(target, checkpoint)
 
 
 def test_several_checkpoints_make_one_ensemble_with_one_preprocessing(tmp_path: Path) -> None:

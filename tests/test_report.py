@@ -6,7 +6,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -130,18 +130,13 @@ def test_flagged_entries_come_first_lowest_score_first_and_loops_hold_their_fram
     assert page.lists["settings"] == {"tta": "true"}
 
 
-def test_the_review_rule_uses_the_expected_iou_when_a_nodule_has_one() -> None:
-    @dataclass(frozen=True)
-    class Scored(Nodule):
-        expected_iou: float | None = None
-
+def test_the_review_rule_follows_the_models_rating_when_a_nodule_has_one() -> None:
     confident = nodule(0.99)
     assert review_score(confident) == ("mean_probability", confident.mean_probability)
-    below = REVIEW_BELOW["expected_iou"]
-    fields = {name: getattr(confident, name) for name in confident.__dataclass_fields__}
-    assert needs_review(Scored(**fields, expected_iou=below - 0.1))
-    assert not needs_review(Scored(**fields, expected_iou=below + 0.1))
-    assert review_score(Scored(**fields, expected_iou=0.3)) == ("expected_iou", 0.3)
+    assert not needs_review(confident)
+    assert needs_review(replace(confident, expected_iou=0.7, review=True))
+    assert not needs_review(replace(nodule(0.5), expected_iou=0.3, review=False))
+    assert review_score(replace(confident, expected_iou=0.3, review=True)) == ("expected_iou", 0.3)
     assert needs_review(nodule(REVIEW_BELOW["mean_probability"] - 0.05))
 
 

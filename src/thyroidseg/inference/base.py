@@ -19,26 +19,29 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, NamedTuple, TypedDict, overload
 
 import cv2
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_int, check_probability
+from thyroidseg.inference.flips import mirrored_pair, tta_probabilities
 from thyroidseg.inference.folders import (
     FilePrediction,
     FolderPrediction,
     predict_file,
     predict_folder,
 )
-from thyroidseg.inference.measurements import PixelSpacing
+from thyroidseg.inference.measurements import Nodule, PixelSpacing, measure
 from thyroidseg.inference.postprocess import postprocess_views
+from thyroidseg.inference.quality import Evidence, ExpectedIoU, assess
 from thyroidseg.inference.refine_base import RefinerBase
 from thyroidseg.inference.shards import Shard, predict_shard
 from thyroidseg.io.dicom import FrameRange
 from thyroidseg.io.export_format import FORMAT, VERSION
 from thyroidseg.io.files import Inputs
 from thyroidseg.io.provenance import ModelIdentity
+from thyroidseg.io.spacing import FrameSpacing
 from thyroidseg.io.threads import Threads, opencv_threads, resolve_threads
 from thyroidseg.preprocessing.pipeline import (
     Preprocessed,
@@ -47,10 +50,22 @@ from thyroidseg.preprocessing.pipeline import (
     to_unit_range,
 )
 
-__all__ = ["Frame", "Prediction", "SegmenterBase", "SegmenterSettings"]
+__all__ = ["Frame", "Prediction", "Segmented", "SegmenterBase", "SegmenterSettings"]
 
 Frame = np.ndarray | PathLike
 Prediction = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+class Segmented(NamedTuple):
+    """One frame as `SegmenterBase.segment_with_evidence` segments it."""
+
+    mask: np.ndarray
+    """``uint8`` ``{0, 1}`` nodule mask at the frame's size, after post-processing."""
+    probability: np.ndarray
+    """``float32`` nodule probability at the frame's size (as `SegmenterBase.predict`)."""
+    evidence: Evidence
+    """What the expected IoU is estimated from besides them
+    (`thyroidseg.inference.quality.Evidence`)."""
 
 
 class SegmenterSettings(TypedDict, total=False):
@@ -64,6 +79,7 @@ class SegmenterSettings(TypedDict, total=False):
     refiner: RefinerBase | None
     min_probability: float
     threads: Threads
+    quality: ExpectedIoU | None
 
 
 class SegmenterBase(abc.ABC):
@@ -96,6 +112,13 @@ class SegmenterBase(abc.ABC):
         `thyroidseg.runtime.free_cores`) or ``None`` (the process's settings, untouched).
         Applied to OpenCV (and, by a subclass, to its network) during each call only; the
         previous counts are restored after it (docs/deployment.md).
+    quality
+        The estimator of each nodule's expected IoU with an expert outline
+        (`thyroidseg.inference.quality.ExpectedIoU`), fitted for as many stages as segment
+        here (``quality.stages``: 2 with a ``refiner``, else 1). It fills in
+        `thyroidseg.inference.measurements.Nodule.expected_iou` and ``review`` in `measure`,
+        `measure_prepared` and `predict_folder`; without ``tta`` it costs them the
+        mirror-image pass of the whole-frame network. Default: none.
     """
 
     def __init__(
@@ -110,6 +133,7 @@ class SegmenterBase(abc.ABC):
         refiner: RefinerBase | None = None,
         min_probability: float = 0.0,
         threads: Threads = "auto",
+        quality: ExpectedIoU | None = None,
     ) -> None:
         check_int("batch_size", batch_size, 1)
         check_int("min_area", min_area, 0)
@@ -127,14 +151,24 @@ class SegmenterBase(abc.ABC):
         self.refiner = refiner
         self.min_probability = check_probability("min_probability", min_probability)
         self.threads = resolve_threads(threads)
+        stages = 1 if refiner is None else 2
+        if quality is not None and (
+            not isinstance(quality, ExpectedIoU) or quality.stages != stages
+        ):
+            raise ValueError(
+                f"quality must be an ExpectedIoU fitted for {stages} stage(s) (the refine "
+                f"stage is {'on' if refiner else 'off'}), got {quality!r}"
+            )
+        self.quality = quality
 
     def describe(self) -> dict[str, Any]:
         """How frames are segmented, as data: the JSON that `thyroidseg.models.export` writes
         beside a segmenter's networks and `thyroidseg.inference.OnnxSegmenter` reads.
 
         ``{"format": "thyroidseg-segmenter", "version": 2, "preprocess_options", "tta",
-        "keep_largest", "min_area", "fill_holes", "min_probability", "refine"}``;
-        ``"refine"`` is `thyroidseg.inference.refine_base.RefinerBase.describe` or ``None``.
+        "keep_largest", "min_area", "fill_holes", "min_probability", "refine", "quality"}``;
+        ``"refine"`` is `thyroidseg.inference.refine_base.RefinerBase.describe` or ``None``,
+        ``"quality"`` `thyroidseg.inference.quality.ExpectedIoU.to_dict` or ``None``.
         docs/deployment.md defines each key.
         """
         return {
@@ -147,6 +181,7 @@ class SegmenterBase(abc.ABC):
             "fill_holes": self.fill_holes,
             "min_probability": self.min_probability,
             "refine": self.refiner.describe() if self.refiner is not None else None,
+            "quality": self.quality.to_dict() if self.quality is not None else None,
         }
 
     @overload
@@ -258,7 +293,7 @@ class SegmenterBase(abc.ABC):
             for start in range(0, len(frames), self.batch_size):
                 batch = frames[start : start + self.batch_size]
                 prepared = [self.prepare(frame) for frame in batch]
-                for mask, probability in self._segment(prepared, use_tta, return_probabilities):
+                for mask, probability, _ in self._segment(prepared, use_tta, return_probabilities):
                     results.append((mask, probability) if return_probabilities else mask)
         return results
 
@@ -387,14 +422,90 @@ class SegmenterBase(abc.ABC):
             Per frame, its ``uint8`` mask at the frame's size and its nodule probability map
             (``None`` unless ``return_probabilities``).
         """
-        return self._segment(prepared, self._tta(tta), return_probabilities)
+        segmented = self._segment(prepared, self._tta(tta), return_probabilities)
+        return [(mask, probability) for mask, probability, _ in segmented]
+
+    def segment_with_evidence(
+        self, prepared: Sequence[Preprocessed], *, tta: bool | None = None
+    ) -> list[Segmented]:
+        """`segment_prepared` with probabilities and each frame's quality evidence.
+
+        What `thyroidseg.inference.quality` rates an outline from: the whole-frame network's
+        mask before the refine stage and its probabilities of the frame and of the mirror
+        image (the mirror-image pass costs a second forward pass when ``tta`` is off). It is
+        how an estimator's training rows are made (``benchmarks/expected_iou.py``).
+        """
+        return [
+            Segmented(mask, probability, evidence)
+            for mask, probability, evidence in self._segment(prepared, self._tta(tta), True, True)
+            if probability is not None and evidence is not None  # always, as asked for
+        ]
+
+    def measure_prepared(
+        self,
+        prepared: Sequence[Preprocessed],
+        spacings: Sequence[PixelSpacing | FrameSpacing | None],
+        *,
+        tta: bool | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray, list[Nodule]]]:
+        """`segment_prepared` with probabilities, and each frame's nodules measured.
+
+        Per frame: its mask, its nodule probability map and its nodules as
+        `thyroidseg.inference.measurements.measure` gives them with that frame's spacing,
+        probabilities and views, rated (``expected_iou``, ``review``) when the segmenter has
+        a ``quality`` estimator. `thyroidseg.inference.folders.predict_folder` calls it.
+        """
+        use_tta, rated = self._tta(tta), self.quality is not None
+        results = []
+        for (mask, probability, evidence), p, spacing in zip(
+            self._segment(prepared, use_tta, True, rated), prepared, spacings, strict=True
+        ):
+            assert probability is not None  # asked for
+            nodules = measure(mask, spacing, probability, p.views)
+            if self.quality is not None and evidence is not None:
+                nodules = assess(self.quality, nodules, mask, probability, evidence, p.views)
+            results.append((mask, probability, nodules))
+        return results
+
+    def measure(
+        self,
+        image: Frame,
+        pixel_spacing: PixelSpacing | FrameSpacing | None = None,
+        *,
+        tta: bool | None = None,
+    ) -> list[Nodule]:
+        """Segment one frame and measure its nodules, rated when there is an estimator.
+
+        One row of ``measurements.csv`` per nodule, as `predict_folder` writes it:
+        `measure_prepared` of one frame.
+
+        Parameters
+        ----------
+        image
+            As for `predict`.
+        pixel_spacing
+            As for `thyroidseg.inference.measurements.measure`.
+        tta
+            As for `predict`.
+        """
+        with self._limit_threads():
+            [(_, _, nodules)] = self.measure_prepared(
+                [self.prepare(image)], [pixel_spacing], tta=tta
+            )
+        return nodules
 
     def _segment(
-        self, prepared: Sequence[Preprocessed], tta: bool, with_probabilities: bool
-    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """One forward pass over preprocessed frames; masks (and maps) at each frame's size."""
+        self,
+        prepared: Sequence[Preprocessed],
+        tta: bool,
+        with_probabilities: bool,
+        with_evidence: bool = False,
+    ) -> list[tuple[np.ndarray, np.ndarray | None, Evidence | None]]:
+        """One forward pass over preprocessed frames: masks (and maps, and each frame's
+        `thyroidseg.inference.quality.Evidence`) at each frame's size."""
         batch = to_unit_range(np.stack([p.image for p in prepared]))[:, None]
-        probabilities = self._class_probabilities(batch, tta)
+        pair = mirrored_pair(self._softmax, batch) if with_evidence else None
+        probabilities = tta_probabilities(self._softmax, batch, tta, pair)
         labels, nodule = probabilities.argmax(axis=1), probabilities[:, 1]
         need_map = with_probabilities or self.refiner is not None or self.min_probability > 0
         masks = [
@@ -405,17 +516,35 @@ class SegmenterBase(abc.ABC):
             _probability_to_original(p, probability) if need_map else None
             for p, probability in zip(prepared, nodule, strict=True)
         ]
+        first: list[np.ndarray | None] = [None] * len(prepared)
         if self.refiner is not None:  # refine the components post-processing keeps
             masks = [self._postprocess(m, p, None) for m, p in zip(masks, prepared, strict=True)]
             refined = self.refiner.refine_many(prepared, masks, maps, tta=tta)
             for k, (mask, second, covered) in enumerate(refined):
-                masks[k] = mask
+                first[k], masks[k] = masks[k], mask
                 frame_map = maps[k]
                 if frame_map is not None:  # always made when a refiner is set
                     frame_map[covered] = second[covered]
+        evidence: list[Evidence | None] = [None] * len(prepared)
+        if pair is not None:
+            plain, mirrored = pair
+            evidence = [
+                Evidence(
+                    stage1,
+                    (
+                        _probability_to_original(p, plain[k, 1]),
+                        _probability_to_original(p, mirrored[k, 1]),
+                    ),
+                )
+                for k, (p, stage1) in enumerate(zip(prepared, first, strict=True))
+            ]
         return [
-            (self._postprocess(mask, p, probability), probability if with_probabilities else None)
-            for mask, p, probability in zip(masks, prepared, maps, strict=True)
+            (
+                self._postprocess(mask, p, probability),
+                probability if with_probabilities else None,
+                e,
+            )
+            for mask, p, probability, e in zip(masks, prepared, maps, evidence, strict=True)
         ]
 
     def _postprocess(
@@ -437,9 +566,9 @@ class SegmenterBase(abc.ABC):
         report and the DICOM Segmentations of `predict_folder` record."""
 
     @abc.abstractmethod
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
         """Softmax class probabilities ``(N, K, H', W')`` float32 of a ``(N, 1, H, W)`` batch
-        in ``[0, 1]``; with ``tta``, averaged with those of the mirrored batch, mirrored back."""
+        in ``[0, 1]``: one forward pass (`thyroidseg.inference.flips` adds the TTA)."""
 
     def _limit_threads(self) -> contextlib.AbstractContextManager[None]:
         """OpenCV at `threads` threads during a call (a subclass adds its network's)."""

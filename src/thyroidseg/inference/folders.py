@@ -1,7 +1,7 @@
 """Folders and files of frames through a `Segmenter`: what ``thyroidseg predict`` writes.
 
 `predict_folder` (``thyroidseg predict``) and `predict_file` do this work, through the
-Segmenter's public `Segmenter.prepare` and `Segmenter.segment_prepared`: the inputs listed and
+Segmenter's public `Segmenter.prepare` and `Segmenter.measure_prepared`: the inputs listed and
 split into frames (each frame of a DICOM cine loop is an image of its own, read as it is
 segmented), the masks, overlays and probability maps written by the folder loop of
 ``thyroidseg.io.files`` (atomic writes, existing outputs refused, failed files listed), and the
@@ -24,7 +24,6 @@ from thyroidseg.inference.measurements import (
     Nodule,
     PixelSpacing,
     _measurement_cells,
-    measure,
     write_loops_csv,
 )
 from thyroidseg.inference.overlay import overlay
@@ -93,6 +92,9 @@ class FolderPrediction:
     segmentations
         ``stem -> out_dir/<stem>.seg.dcm`` (`thyroidseg.io.dicom_seg`); empty when not
         asked for.
+    review
+        Nodules flagged for review (expected IoU under the estimator's threshold,
+        `thyroidseg.inference.quality`); ``None`` when the segmenter has no estimator.
     """
 
     out_dir: Path
@@ -107,6 +109,7 @@ class FolderPrediction:
     nodules_in_pixels: int = 0
     report: Path | None = None
     segmentations: dict[str, Path] = field(default_factory=dict)
+    review: int | None = None
 
     @property
     def frames(self) -> int:
@@ -130,8 +133,10 @@ class FolderPrediction:
             places.append(f"report in {self.report}")
         if self.segmentations:
             places.append(f"{counted(len(self.segmentations), 'DICOM Segmentation')} in *.seg.dcm")
+        flagged = f" ({self.review} to review)" if self.review is not None else ""
         line = (
-            f"segmented {counted(self.frames, 'frame')}, {counted(self.nodules, 'nodule')} in "
+            f"segmented {counted(self.frames, 'frame')}, {counted(self.nodules, 'nodule')}"
+            f"{flagged} in "
             f"{self.seconds:.1f} s ({rate:.1f} frames/s; "
             f"{counted(self.empty_frames, 'frame')} without a nodule): " + ", ".join(places)
         )
@@ -302,7 +307,6 @@ def predict_folder(
     with reserve_folder(out_dir, name=lock):  # held until the CSV is written too
         found: dict[ImageKey, list[Nodule]] = {} if shard is None else shard.found
         pictures: dict[str, dict[str, Path]] = {name: {} for name in extras}
-        need_probabilities = probabilities or measurements or report
 
         def split(stem: str, source: Path) -> dict[str, _Item]:
             outputs = frame_outputs(stem, source, selection)
@@ -327,13 +331,17 @@ def predict_folder(
 
         def save(batch: dict[Path, _LoadedFrame]) -> None:
             frames = list(batch.values())
-            segmented = segmenter.segment_prepared(
-                [f.prepared for f in frames], tta=use_tta, return_probabilities=need_probabilities
+            segmented = segmenter.measure_prepared(
+                [f.prepared for f in frames], [f.spacing for f in frames], tta=use_tta
             )
-            for target, frame, (mask, probability) in zip(batch, frames, segmented, strict=True):
+            for target, frame, (mask, probability, nodules) in zip(
+                batch, frames, segmented, strict=True
+            ):
                 write_image(target, mask * np.uint8(255))
-                found[frame.key] = measure(mask, frame.spacing, probability, frame.prepared.views)
-                outlined = overlay(frame.image, mask) if overlays or report else None
+                found[frame.key] = nodules
+                outlined = (
+                    overlay(frame.image, mask, nodules=nodules) if overlays or report else None
+                )
                 if reporter is not None and outlined is not None:
                     reporter.add(frame.key, outlined, found[frame.key])
                 if segmentations is not None:
@@ -398,6 +406,7 @@ def predict_folder(
             nodules_in_pixels=sum(1 for n in nodules if n.area_mm2 is None) if measurements else 0,
             report=written_report,
             segmentations=written_segs,
+            review=None if segmenter.quality is None else sum(bool(n.review) for n in nodules),
         )
 
 

@@ -41,6 +41,7 @@ from thyroidseg.io.spacing import FrameSpacing, SpacingSource
 __all__ = [
     "MEASUREMENT_COLUMNS",
     "MM_COLUMNS",
+    "QUALITY_COLUMNS",
     "ImageKey",
     "Nodule",
     "PixelSpacing",
@@ -96,6 +97,13 @@ class Nodule:
         ``depth_px > transverse_px`` (the TI-RADS feature, here on bounding-box extents).
     mean_probability
         Mean nodule probability over the nodule's pixels; ``None`` without probabilities.
+    expected_iou
+        The model's estimate of the IoU of this outline with an expert's
+        (`thyroidseg.inference.quality.ExpectedIoU`); ``None`` when the model has no
+        estimator.
+    review
+        ``expected_iou`` is under the estimator's review threshold: check this outline;
+        ``None`` without an estimator.
     area_mm2, max_diameter_mm, depth_mm, transverse_mm
         The same in millimetres (formulas above); ``None`` without a pixel spacing.
     spacing_source
@@ -121,13 +129,20 @@ class Nodule:
     depth_mm: float | None = None
     transverse_mm: float | None = None
     spacing_source: SpacingSource | None = None
+    expected_iou: float | None = None
+    review: bool | None = None
 
 
 MM_COLUMNS: tuple[str, ...] = ("area_mm2", "max_diameter_mm", "depth_mm", "transverse_mm")
 """The CSV columns written only when some nodule was measured with a pixel spacing."""
 
+QUALITY_COLUMNS: tuple[str, ...] = ("expected_iou", "review")
+"""The CSV columns written only when some nodule has an expected IoU."""
+
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("image",) + tuple(
-    f.name for f in fields(Nodule) if f.name not in (*MM_COLUMNS, "spacing_source")
+    f.name
+    for f in fields(Nodule)
+    if f.name not in (*MM_COLUMNS, *QUALITY_COLUMNS, "spacing_source")
 )
 """The CSV columns always written, in order: ``image`` then the `Nodule` fields."""
 
@@ -272,10 +287,12 @@ def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodu
 
     Columns: `MEASUREMENT_COLUMNS` (``image, nodule, view, area_px, x, y, width, height,
     max_diameter_px, depth_px, transverse_px, taller_than_wide, mean_probability``), then
+    `QUALITY_COLUMNS` (``expected_iou, review``) when any nodule has an expected IoU, then
     `MM_COLUMNS` (``area_mm2, max_diameter_mm, depth_mm, transverse_mm``) when any nodule
     has them or a spacing source, then ``spacing_source`` when any nodule has one. With
     frames of cine loops among the keys, ``frame`` (numbered from 1; empty for a
-    single-frame image) follows ``image``. ``taller_than_wide`` is ``true``/``false``; a
+    single-frame image) follows ``image``. ``taller_than_wide`` and ``review`` are
+    ``true``/``false``; a
     missing value (no probability, or no spacing for that frame) is an empty cell; lengths
     and probabilities have 6 significant digits. A frame without nodules has no row.
 
@@ -319,10 +336,12 @@ def _measurement_cells(
     sourced = any(nodule.spacing_source is not None for _, nodule in table)
     with_mm = sourced or any(getattr(nodule, MM_COLUMNS[0]) is not None for _, nodule in table)
     framed = any(isinstance(key, tuple) for key in rows)
+    rated = any(nodule.expected_iou is not None for _, nodule in table)
     columns = (
         ("image",)
         + (("frame",) if framed else ())
         + MEASUREMENT_COLUMNS[1:]
+        + (QUALITY_COLUMNS if rated else ())
         + (MM_COLUMNS if with_mm else ())
         + (("spacing_source",) if sourced else ())
     )

@@ -24,6 +24,7 @@ from typing_extensions import Unpack
 from thyroidseg._checks import PathLike
 from thyroidseg._version import __version__
 from thyroidseg.inference.base import SegmenterBase, SegmenterSettings
+from thyroidseg.inference.quality import stored_estimator
 from thyroidseg.inference.refine_base import RefinerBase
 from thyroidseg.io.export_format import cascade_paths, read_description
 from thyroidseg.io.provenance import ModelIdentity
@@ -91,6 +92,7 @@ class OnnxSegmenter(SegmenterBase):
         min_area: int | None = None,
         fill_holes: bool | None = None,
         min_probability: float | None = None,
+        quality: bool = True,
     ) -> OnnxSegmenter:
         """The segmenter that ``thyroidseg export --onnx PATH`` wrote.
 
@@ -110,6 +112,9 @@ class OnnxSegmenter(SegmenterBase):
             Frames (and crops) per forward pass (default 8).
         tta, keep_largest, min_area, fill_holes, min_probability
             ``None`` (default): the exported settings; a value overrides them.
+        quality
+            Rate each nodule with the exported expected-IoU estimator (``"quality"``) when it
+            was fitted for the stages that run (default ``True``).
 
         Raises
         ------
@@ -138,6 +143,8 @@ class OnnxSegmenter(SegmenterBase):
                 if stage2 is not None
                 else None
             )
+            stages = 1 if refiner is None else 2
+            estimator = stored_estimator(description.get("quality"), stages, "quality")
             return cls(
                 session,
                 description.get("preprocess_options"),
@@ -145,6 +152,7 @@ class OnnxSegmenter(SegmenterBase):
                 batch_size=batch_size,
                 refiner=refiner,
                 threads=count,
+                quality=estimator if quality else None,
                 **settings,
             )
         except (TypeError, ValueError) as error:
@@ -165,8 +173,8 @@ class OnnxSegmenter(SegmenterBase):
             )
         return self._identity
 
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
-        return _run_softmax(self.session, batch, tta)
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
+        return _softmax(_run(self.session, batch))
 
 
 class OnnxRefiner(RefinerBase):
@@ -214,8 +222,8 @@ class OnnxRefiner(RefinerBase):
             batch_size=batch_size,
         )
 
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
-        return _run_softmax(self.session, batch, tta)
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
+        return _softmax(_run(self.session, batch))
 
 
 def onnx_session(path: PathLike, *, device: OnnxDevice = "auto", threads: Threads = "auto") -> Any:
@@ -281,16 +289,6 @@ def _providers(device: str, available: Sequence[str]) -> list[str]:
         )
     use_cuda = device == "cuda" or (device == "auto" and cuda in available)
     return [cuda, "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-
-
-def _run_softmax(session: Any, batch: np.ndarray, tta: bool) -> np.ndarray:
-    """Class probabilities ``(N, K, H, W)`` of ``batch`` through ``session``; with ``tta``,
-    averaged with those of the left-right mirror image, mirrored back."""
-    probabilities = _softmax(_run(session, batch))
-    if tta:
-        mirrored = _softmax(_run(session, np.ascontiguousarray(batch[..., ::-1])))
-        probabilities = (probabilities + mirrored[..., ::-1]) / np.float32(2)
-    return probabilities
 
 
 def _run(session: Any, batch: np.ndarray) -> np.ndarray:

@@ -110,7 +110,5 @@ class Refiner(RefinerBase):
             batch_size=batch_size,
         )
 
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
-        return numpy_probabilities(
-            self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
-        )
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
+        return numpy_probabilities(self.model, batch, device=self.device, amp_dtype=self.amp_dtype)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._checks import check_int, check_probability
+from thyroidseg.inference.flips import tta_probabilities
 from thyroidseg.preprocessing.crops import (
     CropRule,
     cleaning_options,
@@ -205,9 +206,9 @@ class RefinerBase(abc.ABC):
         forward passes of at most `batch_size` crops."""
         for start in range(0, len(crops), self.batch_size):
             batch = to_unit_range(np.stack(crops[start : start + self.batch_size]))[:, None]
-            yield from self._class_probabilities(batch, tta)[:, 1]
+            yield from tta_probabilities(self._softmax, batch, tta)[:, 1]
 
     @abc.abstractmethod
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
         """Softmax class probabilities ``(N, K, S, S)`` float32 of a ``(N, 1, S, S)`` batch
-        of crops in ``[0, 1]``; with ``tta``, averaged with those of the mirrored batch."""
+        of crops in ``[0, 1]``: one forward pass (`thyroidseg.inference.flips` adds the TTA)."""

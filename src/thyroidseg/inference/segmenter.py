@@ -46,6 +46,7 @@ from typing_extensions import Unpack
 from thyroidseg._checks import PathLike
 from thyroidseg.inference.base import Frame, Prediction, SegmenterBase, SegmenterSettings
 from thyroidseg.inference.identity import model_identity
+from thyroidseg.inference.quality import ExpectedIoU, stored_estimator
 from thyroidseg.inference.refine import Refiner
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.threads import Threads
@@ -122,6 +123,7 @@ class Segmenter(SegmenterBase):
         batch_size: int = 8,
         refine: PathLike | Sequence[PathLike] | Refiner | None = None,
         threads: Threads = "auto",
+        quality: ExpectedIoU | bool = True,
     ) -> Segmenter:
         """Rebuild the network and preprocessing stored in `Trainer` checkpoint(s).
 
@@ -150,6 +152,11 @@ class Segmenter(SegmenterBase):
             as the second stage (`thyroidseg.inference.refine.Refiner.from_checkpoint`;
             several are averaged), or a `thyroidseg.inference.refine.Refiner` built with other
             settings. Default: none.
+        quality
+            ``True`` (default): the expected-IoU estimator stored in the checkpoint
+            (``config["quality"]``, `thyroidseg.inference.quality.ExpectedIoU.to_dict`) when
+            it was fitted for the stages used here (with or without ``refine``), else none;
+            ``False``: none; or an `thyroidseg.inference.quality.ExpectedIoU`.
 
         Raises
         ------
@@ -181,6 +188,11 @@ class Segmenter(SegmenterBase):
             if refine is not None and not isinstance(refine, Refiner)
             else refine
         )
+        estimator = quality if isinstance(quality, ExpectedIoU) else None
+        if quality is True:
+            stages = 1 if refiner is None else 2
+            where = f"{path}: config['quality']"
+            estimator = stored_estimator(stored.quality, stages, where)
         return cls(
             stored.network,
             stored.preprocess_options,
@@ -189,6 +201,7 @@ class Segmenter(SegmenterBase):
             batch_size=batch_size,
             refiner=refiner,
             threads=threads,
+            quality=estimator,
             **stored.inference,
         )
 
@@ -243,10 +256,8 @@ class Segmenter(SegmenterBase):
         """`thyroidseg.inference.identity.model_identity` of the networks."""
         return model_identity(self)
 
-    def _class_probabilities(self, batch: np.ndarray, tta: bool) -> np.ndarray:
-        return numpy_probabilities(
-            self.model, batch, device=self.device, amp_dtype=self.amp_dtype, tta=tta
-        )
+    def _softmax(self, batch: np.ndarray) -> np.ndarray:
+        return numpy_probabilities(self.model, batch, device=self.device, amp_dtype=self.amp_dtype)
 
     @contextlib.contextmanager
     def _limit_threads(self) -> Iterator[None]:

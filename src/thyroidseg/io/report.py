@@ -49,8 +49,9 @@ REPORT_HTML = "report.html"
 THUMBNAIL_SIDE = 320
 """Longest side, in pixels, of the pictures embedded in the report."""
 
-REVIEW_BELOW: dict[str, float] = {"expected_iou": 0.5, "mean_probability": 0.9}
-"""A nodule is flagged for review when its `review_score` is under the threshold of its kind."""
+REVIEW_BELOW: dict[str, float] = {"mean_probability": 0.9}
+"""A nodule the model does not rate is flagged for review when its `review_score` is under
+the threshold of its kind (a rated one: `Nodule.review`, the estimator's threshold)."""
 
 _JPEG_QUALITY = 75
 
@@ -62,16 +63,18 @@ def review_score(nodule: Nodule) -> tuple[str, float | None]:
     else ``("mean_probability", p)``: the mean nodule probability over its pixels
     (``None`` when it was not computed).
     """
-    expected = getattr(nodule, "expected_iou", None)
-    if expected is not None:
-        return "expected_iou", float(expected)
+    if nodule.expected_iou is not None:
+        return "expected_iou", float(nodule.expected_iou)
     return "mean_probability", nodule.mean_probability
 
 
 def needs_review(nodule: Nodule) -> bool:
-    """Whether a reader should check this nodule: ``score < REVIEW_BELOW[kind]``.
+    """Whether a reader should check this nodule.
 
-    With `review_score` ``(kind, score)``; a nodule without any score is flagged too.
+    A nodule the model rated (``nodule.review`` set: its expected IoU is under the
+    estimator's threshold, `thyroidseg.inference.quality.ExpectedIoU`) follows that rating;
+    any other follows ``score < REVIEW_BELOW[kind]`` with `review_score` ``(kind, score)``,
+    and a nodule without any score is flagged too.
 
     >>> from thyroidseg.inference.measurements import measure
     >>> mask = np.ones((2, 2), np.uint8)
@@ -79,6 +82,8 @@ def needs_review(nodule: Nodule) -> bool:
     >>> needs_review(nodule), review_score(nodule)
     (True, ('mean_probability', 0.6000000238418579))
     """
+    if nodule.review is not None:
+        return nodule.review
     kind, score = review_score(nodule)
     return score is None or score < REVIEW_BELOW[kind]
 
@@ -293,8 +298,8 @@ def _length(mm: float | None, px: float) -> str:
 
 def _rule_text() -> str:
     return (
-        f"flagged when its expected IoU < {REVIEW_BELOW['expected_iou']} (when known), else "
-        f"when its mean probability < {REVIEW_BELOW['mean_probability']}"
+        "flagged when its expected IoU is under the model's review threshold (when the model "
+        f"rates its outlines), else when its mean probability < {REVIEW_BELOW['mean_probability']}"
     )
 
 

@@ -79,26 +79,16 @@ class Ensemble(nn.Module):
 
 
 def class_probabilities(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    tta: bool = False,
+    model: nn.Module, images: torch.Tensor, *, device: torch.device, amp_dtype: torch.dtype | None
 ) -> torch.Tensor:
     """``softmax(model(images))`` over classes, float32 ``(N, K, H, W)``, in inference mode.
 
-    With ``tta``, the mean of the probabilities of the images and of their left-right
-    mirror images (mirrored back): flip test-time augmentation, twice the network cost.
-    Runs on ``device`` under `thyroidseg.runtime.autocast` with ``amp_dtype``.
+    One forward pass, on ``device`` under `thyroidseg.runtime.autocast` with ``amp_dtype``
+    (flip test-time augmentation: `thyroidseg.inference.flips`).
     """
     images = images.to(device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, amp_dtype):
-        probabilities = model(images).float().softmax(dim=1)
-        if tta:
-            mirrored = model(images.flip(-1)).float().softmax(dim=1).flip(-1)
-            probabilities = (probabilities + mirrored) / 2
-    return probabilities
+        return model(images).float().softmax(dim=1)
 
 
 def numpy_probabilities(
@@ -107,11 +97,11 @@ def numpy_probabilities(
     *,
     device: torch.device,
     amp_dtype: torch.dtype | None,
-    tta: bool = False,
 ) -> np.ndarray:
-    """`class_probabilities` of a numpy batch ``(N, C, H, W)``, as a numpy array: what
-    `thyroidseg.inference.Segmenter` and `thyroidseg.inference.refine.Refiner` run."""
+    """`class_probabilities` of a numpy batch ``(N, C, H, W)`` (one forward pass, no TTA),
+    as a numpy array: what `thyroidseg.inference.Segmenter` and
+    `thyroidseg.inference.refine.Refiner` run (`thyroidseg.inference.flips` adds the TTA)."""
     probabilities = class_probabilities(
-        model, torch.from_numpy(batch), device=device, amp_dtype=amp_dtype, tta=tta
+        model, torch.from_numpy(batch), device=device, amp_dtype=amp_dtype
     )
     return probabilities.cpu().numpy()

@@ -71,6 +71,10 @@ class StoredModel(NamedTuple):
     crops: dict[str, Any] | None = None
     """A refine network's crop rule (``config["data"]["crops"]``,
     `thyroidseg.preprocessing.crops.CropRule` settings); ``None`` for a whole-frame network."""
+    quality: dict[str, Any] | None = None
+    """The expected-IoU estimator of a single checkpoint (``config["quality"]``,
+    `thyroidseg.inference.quality.ExpectedIoU.to_dict`); ``None`` without one or for an
+    ensemble."""
 
 
 def shipped_weights(stage: Literal["whole", "refine"] = "whole") -> Traversable:
@@ -141,7 +145,7 @@ def load_network(
     _check_setting_names("settings", given)
     members = [_load_member(p, model) for p in paths]
     options, crops = members[0][1], members[0][3]
-    for other, (_, other_options, _, other_crops) in zip(paths[1:], members[1:], strict=True):
+    for other, (_, other_options, _, other_crops, _) in zip(paths[1:], members[1:], strict=True):
         if other_options != options:
             raise ValueError(
                 f"{other}: prepares frames with {other_options}, but {paths[0]} with "
@@ -164,14 +168,15 @@ def load_network(
             )
         inference[name] = given.get(name, next(iter(stored.values())))
     network = members[0][0] if len(members) == 1 else Ensemble([m[0] for m in members])
-    return StoredModel(network, options, inference, crops)
+    quality = members[0][4] if len(members) == 1 else None
+    return StoredModel(network, options, inference, crops, quality)
 
 
 def _load_member(
     path: PathLike, model: nn.Module | None
-) -> tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    """The network, preprocessing options, stored inference settings and crop rule of one
-    checkpoint."""
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any] | None, Any]:
+    """The network, preprocessing options, stored inference settings, crop rule and
+    expected-IoU estimator (``config["quality"]``) of one checkpoint."""
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     if model is None:
@@ -199,7 +204,7 @@ def _load_member(
             CropRule.from_dict(crops)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: config['data']['crops']: {error}") from None
-    return model, options, stored, crops
+    return model, options, stored, crops, config.get("quality")
 
 
 def _check_finite_weights(path: PathLike, weights: Mapping[str, torch.Tensor]) -> None:

@@ -58,6 +58,12 @@ def test_the_shipped_weights_are_package_data_within_budget() -> None:
     UNet(**config["model"]).load_state_dict(checkpoint["model"])
 
 
+def test_the_shipped_model_rates_its_outlines_with_both_stages_only() -> None:
+    two, one = Segmenter.pretrained(device="cpu"), Segmenter.pretrained(refine=False, device="cpu")
+    assert two.quality is not None and two.quality.stages == 2 and one.quality is None
+    assert 0 < two.quality.threshold < 1 and "auroc" in two.quality.scores["expected_iou"]
+
+
 def test_the_wheel_carries_the_weights(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", minversion="70.1")  # bdist_wheel built in
     subprocess.run(

@@ -80,6 +80,11 @@ def main() -> None:
         "--crops", type=json.loads, default={}, metavar="JSON", help="CropRule keyword arguments"
     )
     parser.add_argument(
+        "--crop-boxes",
+        default=None,
+        help="refine: also crop the training frames around these boxes (oof_boxes.py's file)",
+    )
+    parser.add_argument(
         "--whole-weight",
         type=float,
         default=WHOLE_WEIGHT,
@@ -179,6 +184,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
         augment=Augment(**args.augment, seed=args.seed) if args.augment is not None else True,
         crops=CropRule(**args.crops) if args.stage == "refine" else None,
+        crop_boxes=args.crop_boxes,
         epochs=args.epochs,
         loss=args.loss,
         lr=args.lr,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from inference_helpers import PLAIN, frame_with_square, iou
 from thyroidseg.cli import main
 from thyroidseg.data import ThyroidDataset
-from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.crops import CropDataset, read_crop_boxes, write_crop_boxes
 from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.refine import Refiner
@@ -122,6 +122,43 @@ def test_crop_dataset_has_one_item_per_nodule_and_reproducible_draws(tmp_path: P
     assert crops.config["preprocess_options"] == dataset.config["preprocess_options"]
 
 
+def test_crop_boxes_add_crops_whose_target_is_the_annotation_inside(tmp_path: Path) -> None:
+    dataset = _dataset(tmp_path)
+    rule = CropRule(size=48)
+    plain = CropDataset(dataset, rule, train=False)
+    image, mask = dataset.load_original(0)
+    empty = np.argwhere(mask == 0)[0]  # a corner far from the nodule: a "wrong object"
+    wrong = Box(int(empty[1]), int(empty[0]), int(empty[1]) + 4, int(empty[0]) + 4)
+    boxes = {dataset.names[0]: [wrong], "not-in-this-fold": [Box(0, 0, 5, 5)]}
+    path = write_crop_boxes(tmp_path / "boxes.json", boxes, "a test")
+    assert read_crop_boxes(path) == boxes
+    more = CropDataset(dataset, rule, train=False, extra_boxes=read_crop_boxes(path))
+    assert len(more) == len(plain) + 1
+    added = [k for k in range(len(more)) if more.items[k] == (0, wrong)]
+    assert len(added) == 1 and more.names[added[0]] == dataset.names[0]
+    square = rule.square(wrong)
+    expected = cut_mask(mask, square, 48)
+    assert torch.equal(more[added[0]]["mask"], torch.as_tensor(expected).to(torch.int64))
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[1, 2]", "not a crop-box file"),
+        ('{"format": "thyroidseg-crop-boxes", "boxes": {"a": [[0, 0, 5]]}}', "frame a: .*four"),
+        ('{"format": "thyroidseg-crop-boxes", "boxes": {"a": [[5, 0, 5, 4]]}}', "frame a: .*empty"),
+        ("{", "not a JSON file"),
+    ],
+)
+def test_a_bad_crop_box_file_is_named(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "boxes.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"boxes.json: {error}"):
+        read_crop_boxes(path)
+    with pytest.raises(FileNotFoundError, match="no such crop-box file"):
+        read_crop_boxes(tmp_path / "missing.json")
+
+
 def test_refiner_tightens_a_loose_outline_and_keeps_the_rest(tmp_path: Path) -> None:
     image, truth = frame_with_square(120, 180)
     prepared = preprocess(image, **CLEAN)
@@ -191,6 +228,22 @@ def test_train_folder_with_crops_trains_a_refiner_that_loads_as_stage_2(tmp_path
                      crops=CropRule(size=48), **options)  # fmt: skip
 
 
+def test_train_folder_crops_around_the_boxes_of_a_crop_box_file(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", 6, size=(96, 128), seed=0)
+    options = dict(size=(64, 64), base_channels=4, epochs=1, batch_size=4, amp="off")
+    names = ThyroidDataset(data).names
+    boxes = write_crop_boxes(tmp_path / "b.json", {n: [Box(0, 0, 9, 9)] for n in names}, "test")
+    rule = CropRule(size=32)
+    plain = train_folder(data, tmp_path / "a", folds=2, crops=rule, progress=False, **options)
+    more = train_folder(
+        data, tmp_path / "b", folds=2, crops=rule, crop_boxes=boxes, progress=False, **options
+    )
+    assert len(more.train_data) == len(plain.train_data) + 3  # one box on each training frame
+    assert len(more.val_data) == len(plain.val_data)  # validation: the annotations only
+    stored = load_checkpoint(tmp_path / "b" / LAST_CHECKPOINT)["config"]["data"]
+    assert stored["crop_boxes"] == str(boxes.resolve())
+
+
 def test_cli_trains_both_stages_predicts_with_both_and_exports_the_pair(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -258,6 +311,8 @@ def test_a_run_cannot_be_resumed_as_the_other_stage(tmp_path: Path) -> None:
         train_folder(data, tmp_path / "whole", folds=2, resume=True, crops=CropRule(), **options)
     with pytest.raises(TypeError, match="crops must be a CropRule or None"):
         train_folder(data, tmp_path / "other", crops={"size": 64}, **options)
+    with pytest.raises(ValueError, match="crop_boxes .* needs a refine run"):
+        train_folder(data, tmp_path / "other", crop_boxes=tmp_path / "b.json", **options)
 
 
 def test_refine_many_sends_at_most_batch_size_crops_per_forward_pass() -> None:

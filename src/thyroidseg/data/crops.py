@@ -3,23 +3,35 @@
 The second stage of crop-and-refine (docs/refine.md) trains on square crops of the
 full-resolution frames around every annotated nodule, placed by a
 `thyroidseg.preprocessing.crops.CropRule` (a random margin and centre jitter in training)
-and prepared as `thyroidseg.preprocessing.crops.prepare_crop` prepares them at inference.
+and prepared as `thyroidseg.preprocessing.crops.prepare_crop` prepares them at inference;
+optionally also around boxes a whole-frame model found (`read_crop_boxes`), so that the
+refine network trains on what it is shown at inference, wrong objects included.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from thyroidseg._checks import PathLike
 from thyroidseg.data.dataset import ThyroidDataset, Transform, describe_transform
 from thyroidseg.preprocessing.crops import CropRule, cut_mask, nodule_boxes, prepare_crop
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import preprocess, to_unit_range
 
-__all__ = ["CropDataset"]
+__all__ = ["CROP_BOXES_FORMAT", "CropDataset", "read_crop_boxes", "write_crop_boxes"]
+
+CROP_BOXES_FORMAT = "thyroidseg-crop-boxes"
+"""``"format"`` of a crop-box file (`write_crop_boxes`)."""
+
+CropBoxes = Mapping[str, Sequence[Box]]
+"""Frame name (stem) -> boxes ``(x0, y0, x1, y1)`` in that frame's full-resolution pixels."""
 
 
 class CropDataset(Dataset):
@@ -49,6 +61,12 @@ class CropDataset(Dataset):
         ``transform(image=..., mask=...)`` (a `thyroidseg.data.augment.Augment`; default none).
     seed
         Seed of the margins and jitter (default 0).
+    extra_boxes
+        More boxes to crop around, per frame name, in the frame's pixels: the components a
+        whole-frame model found on frames it never saw (`read_crop_boxes`). Each is one more
+        item placed by the same rule, its target the annotation inside its square (empty
+        around a wrong object). Names of frames outside ``dataset`` are unused, so one file
+        serves every fold. Default: none.
     """
 
     def __init__(
@@ -59,6 +77,7 @@ class CropDataset(Dataset):
         train: bool = True,
         transform: Transform | None = None,
         seed: int = 0,
+        extra_boxes: CropBoxes | None = None,
     ) -> None:
         config = dataset.config
         if config.get("preprocess") != "default":
@@ -81,7 +100,8 @@ class CropDataset(Dataset):
             prepared = preprocess(image, **self.options)
             self.frames.append(prepared.cleaned_frame())
             self.masks.append(mask)
-            for box in nodule_boxes(mask, prepared.views):
+            found = (extra_boxes or {}).get(dataset.names[index], ())
+            for box in [*nodule_boxes(mask, prepared.views), *found]:
                 self.items.append((index, box))
                 self.names.append(dataset.names[index])
 
@@ -123,3 +143,51 @@ class CropDataset(Dataset):
             "mask": torch.as_tensor(np.ascontiguousarray(mask)).to(torch.int64),
             "name": self.names[index],
         }
+
+
+def write_crop_boxes(path: PathLike, boxes: CropBoxes, source: str) -> Path:
+    """Write ``boxes`` as the JSON `read_crop_boxes` reads; ``source`` says what found them.
+
+    ``{"format": "thyroidseg-crop-boxes", "source": ..., "boxes": {name: [[x0, y0, x1, y1],
+    ...]}}``.
+    """
+    path = Path(path)
+    data = {
+        "format": CROP_BOXES_FORMAT,
+        "source": source,
+        "boxes": {name: [list(map(int, box)) for box in found] for name, found in boxes.items()},
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_crop_boxes(path: PathLike) -> dict[str, list[Box]]:
+    """The boxes of a crop-box file (`write_crop_boxes`), for ``CropDataset(extra_boxes=...)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not such a file, or a box that is not four integers with ``x0 < x1`` and
+        ``y0 < y1`` (the message names the file and the frame).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such crop-box file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from error
+    if not isinstance(data, dict) or data.get("format") != CROP_BOXES_FORMAT:
+        raise ValueError(f"{path}: not a crop-box file (format {CROP_BOXES_FORMAT!r})")
+    boxes: dict[str, list[Box]] = {}
+    for name, found in dict(data.get("boxes", {})).items():
+        boxes[name] = []
+        for box in found:
+            if not (len(box) == 4 and all(isinstance(v, int) for v in box)):
+                raise ValueError(f"{path}: frame {name}: {box!r} is not four integers")
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise ValueError(f"{path}: frame {name}: {box!r} is empty (x0 < x1, y0 < y1)")
+            boxes[name].append(Box(*box))
+    return boxes

@@ -81,6 +81,18 @@ class Box(NamedTuple):
             max(self.y1, other.y1),
         )
 
+    def iou(self, other: Box) -> float:
+        """Intersection over union of the two boxes' areas (0 for two empty boxes).
+
+        >>> Box(0, 0, 4, 4).iou(Box(2, 0, 6, 4))
+        0.3333333333333333
+        """
+        width = min(self.x1, other.x1) - max(self.x0, other.x0)
+        height = min(self.y1, other.y1) - max(self.y0, other.y0)
+        inter = max(width, 0) * max(height, 0)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
     def grow(self, margin: int, shape: tuple[int, int]) -> Box:
         """The box grown by ``margin`` pixels on every side, clipped to a frame of ``shape``.
 

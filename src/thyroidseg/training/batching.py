@@ -127,17 +127,20 @@ def training_loader(
     A `DataLoader` given by the caller is used as it is (its own sampler, or ``None``);
     a dataset gets a `DistributedSampler` (also with one process: shuffled with ``seed``
     and the epoch, so a resumed run draws the same order), `collate`, and ``generator``
-    for the workers' seeds.
+    for the workers' seeds. A last batch of one item is dropped (a different item each
+    epoch): batch normalisation cannot train on a single sample.
     """
     if isinstance(data, DataLoader):
         return data, getattr(data, "sampler", None)
     sampler: DistributedSampler[Any] = DistributedSampler(
         data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed
     )
+    share = len(sampler)  # items per process
     loader = DataLoader(
         data,
         batch_size=batch_size,
         sampler=sampler,
+        drop_last=share > 1 and share % batch_size == 1,
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -30,7 +30,7 @@ from torch import nn
 
 from thyroidseg._checks import PathLike, check_int
 from thyroidseg.data.augment import Augment
-from thyroidseg.data.crops import CropDataset
+from thyroidseg.data.crops import CropDataset, read_crop_boxes
 from thyroidseg.data.dataset import ThyroidDataset
 from thyroidseg.data.splits import group_kfold, train_val_test_split
 from thyroidseg.data.synthetic import write_synthetic_dataset
@@ -47,6 +47,7 @@ from thyroidseg.models.checkpoint import (
 )
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, resolve_device, tune_cpu_allocator
 from thyroidseg.training.batching import collate
@@ -157,6 +158,7 @@ def train_folder(
     model: nn.Module | None = None,
     augment: bool | Augment = True,
     crops: CropRule | None = None,
+    crop_boxes: PathLike | None = None,
     loss: str | Callable[..., torch.Tensor] = "dice_ce",
     optimizer: OptimizerName = "adamw",
     lr: float = 2e-3,
@@ -201,6 +203,10 @@ def train_folder(
         `CropRule` (validated on centred crops of the validation frames). Its checkpoints
         load with `thyroidseg.inference.refine.Refiner.from_checkpoint`. Default: ``None``, the
         whole frame.
+    crop_boxes
+        With ``crops``: a crop-box file (`thyroidseg.data.crops.read_crop_boxes`) of boxes a
+        whole-frame model found on frames it never saw; the training frames are also cropped
+        around them (``CropDataset(extra_boxes=...)``). Default: none.
     loss
         A name for `thyroidseg.training.losses.make_loss` (default ``"dice_ce"``) or a loss object.
     optimizer, lr, weight_decay
@@ -231,6 +237,9 @@ def train_folder(
         ``out_dir/last.pt`` exists without ``resume``, or is missing with it.
     """
     _check_run_settings(fold, folds, crops, augment, epochs, trainer_options)
+    if crop_boxes is not None and crops is None:
+        raise ValueError("crop_boxes (--crop-boxes) needs a refine run (crops, --stage refine)")
+    extra_boxes = read_crop_boxes(crop_boxes) if crop_boxes is not None else None
     size = (int(size[0]), int(size[1]))
     loss_fn = make_loss(loss) if isinstance(loss, str) else loss
     if model is None:
@@ -246,11 +255,12 @@ def train_folder(
             "folds": folds if fold is not None else None,
             "augment": augment is not False,
             "crops": crops.to_dict() if crops is not None else None,
+            "crop_boxes": str(Path(crop_boxes).resolve()) if crop_boxes is not None else None,
         }
         if resume:
             data_config = _resumed_data_config(last, data_config, size)
         dataset = ThyroidDataset(data_dir, size=size, progress=trainer_options.get("progress"))
-        train, val = _fold_data(dataset, fold, folds, seed, augment, crops)
+        train, val = _fold_data(dataset, fold, folds, seed, augment, crops, extra_boxes)
         trainer = Trainer(
             model,
             train,
@@ -325,6 +335,7 @@ def _fold_data(
     seed: int,
     augment: bool | Augment,
     crops: CropRule | None,
+    extra_boxes: Mapping[str, Sequence[Box]] | None = None,
 ) -> tuple[Any, Any]:
     """Training and validation data of ``fold`` (no validation for ``None``), crops if asked."""
     if fold is None:
@@ -337,7 +348,10 @@ def _fold_data(
     if crops is None:
         return train, val
     crops_val = CropDataset(val, crops, train=False) if val is not None else None
-    return CropDataset(train.with_transform(None), crops, transform=transform, seed=seed), crops_val
+    crops_train = CropDataset(
+        train.with_transform(None), crops, transform=transform, seed=seed, extra_boxes=extra_boxes
+    )
+    return crops_train, crops_val
 
 
 @contextlib.contextmanager
@@ -375,7 +389,8 @@ def _resumed_data_config(
     """
     stored = load_checkpoint(last)["config"].get("data") or {}
     here = {**data_config, "size": list(size)}
-    labels = {"root": "data_dir", **{k: k for k in ("fold", "folds", "size", "augment", "crops")}}
+    names = ("fold", "folds", "size", "augment", "crops", "crop_boxes")
+    labels = {"root": "data_dir", **{k: k for k in names}}
     changed = data_conflicts(stored, here, labels)
     there, now = ("refine" if config.get("crops") else "whole" for config in (stored, here))
     if there != now:

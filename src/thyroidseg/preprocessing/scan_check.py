@@ -98,10 +98,11 @@ def check_scan(frame: np.ndarray, preprocessed: Preprocessed, *, name: str = "im
     counts):
 
     1. *Colour*: the share of pixels of $V$ whose channels differ by at least 40 grey
-       levels, $c = |\\{p \\in V : \\max_k I_k(p) - \\min_k I_k(p) \\ge 40\\}| / |V|$ (the
-       colour marks that preprocessing inpaints). Thyroid B-mode is grey with a few coloured
-       caliper marks; colour Doppler and palette-colour images are not. Fails when
-       $c >$ `COLOUR_LIMIT`. Colour outside the views (logos, scanner text) never counts.
+       levels (40 x 257 on 16 bits), $c = |\\{p \\in V : \\max_k I_k(p) - \\min_k I_k(p)
+       \\ge 40\\}| / |V|$ (the colour marks that preprocessing inpaints). Thyroid B-mode
+       is grey with a few coloured caliper marks; colour Doppler and palette-colour images
+       are not. Fails when $c >$ `COLOUR_LIMIT`. Colour outside the views (logos, scanner
+       text) never counts.
     2. *Top edge*: echo blocks $E$ are the 4x4-pixel blocks (as `find_views` cuts them)
        with more than half of their pixels over the background level $b + 2$ ($b$ the 5%
        quantile of the frame's grey levels), opened by 5x5 blocks. For each block column
@@ -130,9 +131,12 @@ def check_scan(frame: np.ndarray, preprocessed: Preprocessed, *, name: str = "im
 
     Raises
     ------
+    TypeError
+        ``preprocessed`` is not a `Preprocessed`.
     ValueError
         A frame of a wrong shape or dtype (a float frame, NaN included), empty or constant,
-        or one whose size is not ``preprocessed.original_shape``.
+        one whose size is not ``preprocessed.original_shape``, or a `Preprocessed` without
+        views.
 
     Examples
     --------

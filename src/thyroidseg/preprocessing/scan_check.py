@@ -6,7 +6,7 @@ per frame and with the reason, when a frame does not look like what the model wa
 on, so that its nodules can be flagged for review. It reads the frame as it was read and the
 views that `thyroidseg.preprocessing.preprocess` found (`Preprocessed.views`): nothing of
 the scan region is searched again. The cues and their limits, measured on DDTI and on
-vendor files of other organs, are in docs/scan-check.md.
+vendor files of other organs, are in docs/quality.md.
 """
 
 from __future__ import annotations

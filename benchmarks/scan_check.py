@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from non_thyroid import FILES
 from pydicom.data import get_testdata_file
 
 from thyroidseg.io.dicom import iter_frames
@@ -37,15 +38,6 @@ from thyroidseg.preprocessing.scan_check import (
 )
 from thyroidseg.runtime import cpu_info
 
-FILES = {
-    "OBXXXX1A.dcm": "obstetric, convex probe (Philips), palette colour",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm": "adult echocardiogram, phased array (Philips), grey",
-    "US1_UNCR.dcm": "lymph node, linear probe, colour Doppler (GE)",
-    "gdcm-US-ALOKA-16.dcm": "split-screen pelvis, convex probe (Aloka)",
-    "color3d_jpeg_baseline.dcm": "3-D fetal/cardiac loop, 120 frames (SonoSite)",
-    "color-pl.dcm": "echocardiogram, colour Doppler",
-}
-"""The ultrasound files of pydicom-data, one per scan (other copies differ in encoding only)."""
 CUES = ("colour_share", "top_edge_spread", "echo_share")
 
 

@@ -27,14 +27,15 @@ from thyroidseg.inference.quality import ExpectedIoU
 from thyroidseg.io.dicom import iter_frames
 
 FILES = {
-    "OBXXXX1A.dcm": "obstetric (Philips), palette colour",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm": "B-mode (Philips), grey",
-    "US1_UNCR.dcm": "lymph node, colour Doppler (GE)",
-    "gdcm-US-ALOKA-16.dcm": "split-screen pelvis (Aloka)",
-    "color3d_jpeg_baseline.dcm": "3-D fetal loop, 120 frames (SonoSite)",
+    "OBXXXX1A.dcm": "obstetric, convex probe (Philips), palette colour",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm": "adult echocardiogram, phased array (Philips), grey",
+    "US1_UNCR.dcm": "lymph node, linear probe, colour Doppler (GE)",
+    "gdcm-US-ALOKA-16.dcm": "split-screen pelvis, convex probe (Aloka)",
+    "color3d_jpeg_baseline.dcm": "cardiac loop, parasternal long axis, 120 frames (SonoSite)",
     "color-pl.dcm": "echocardiogram, colour Doppler",
 }
-"""The ultrasound files of pydicom-data, one per scan (other copies differ in encoding only)."""
+"""The ultrasound files of pydicom-data, one per scan (other copies differ in encoding only), as
+their burned-in text shows them ("Adult Echo", "S5-1"; "PLA", "Crd"; "C5-1", "OB")."""
 
 
 def main() -> None:

@@ -131,7 +131,9 @@ def _find_views(gray: np.ndarray, name: str) -> list[Box]:
     ]
 
 
-def _coarse_box(nonzero: np.ndarray) -> Box | None:
+def _image_blocks(nonzero: np.ndarray) -> np.ndarray:
+    """Step 1 of `find_views` on a 0/1 ``uint8`` image: its 4x4-pixel blocks (block ``(i, j)``
+    covers rows ``4i..4i+3``, columns ``4j..4j+3``) that are image, opened by 5x5 blocks."""
     rows, cols = nonzero.shape[0] // _COARSE, nonzero.shape[1] // _COARSE
     # Block means of the 0/255 image (an exact integer factor of the cut frame).
     blocks = cv2.resize(
@@ -141,7 +143,11 @@ def _coarse_box(nonzero: np.ndarray) -> Box | None:
     )
     blocks = (blocks > 255 * _MIN_BLOCK_FILL).view(np.uint8)
     kernel = np.ones((_OPEN_BLOCKS, _OPEN_BLOCKS), np.uint8)
-    blocks = cv2.morphologyEx(blocks, cv2.MORPH_OPEN, kernel)
+    return cv2.morphologyEx(blocks, cv2.MORPH_OPEN, kernel)
+
+
+def _coarse_box(nonzero: np.ndarray) -> Box | None:
+    blocks = _image_blocks(nonzero)
     contours, _ = cv2.findContours(blocks, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None

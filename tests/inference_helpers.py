@@ -34,6 +34,14 @@ def frame_with_square(height: int = 90, width: int = 140) -> tuple[np.ndarray, n
     return image, mask
 
 
+def scan_frame(height: int = 90, width: int = 140) -> tuple[np.ndarray, np.ndarray]:
+    """`frame_with_square` on speckle-like tissue (60-119), which passes the scan check
+    (`thyroidseg.preprocessing.scan_check`: a flat dark frame "shows no echo")."""
+    image, mask = frame_with_square(height, width)
+    tissue = np.random.default_rng(0).integers(60, 120, image.shape)
+    return np.where(mask == 1, 220, tissue).astype(np.uint8), mask
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a > 0) & (b > 0)).sum() / ((a > 0) | (b > 0)).sum())
 

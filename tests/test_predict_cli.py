@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import thyroidseg.models.loading
-from inference_helpers import PLAIN, frame_with_square, iou, trained_checkpoint
+from inference_helpers import PLAIN, frame_with_square, iou, scan_frame, trained_checkpoint
 from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.measurements import MEASUREMENT_COLUMNS, MM_COLUMNS
@@ -21,9 +21,10 @@ from tiny_models import Threshold
 
 
 def two_frames(folder: Path) -> dict[str, tuple[int, int]]:
-    """``a.png`` (90 x 140) and ``b.jpg`` (70 x 100), each with one bright rectangle."""
-    write_image(folder / "a.png", frame_with_square(90, 140)[0])
-    write_image(folder / "b.jpg", frame_with_square(70, 100)[0])
+    """``a.png`` (90 x 140) and ``b.jpg`` (70 x 100), each with one bright rectangle on
+    tissue."""
+    write_image(folder / "a.png", scan_frame(90, 140)[0])
+    write_image(folder / "b.jpg", scan_frame(70, 100)[0])
     return {"a": (90, 140), "b": (70, 100)}
 
 

@@ -7,10 +7,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from inference_helpers import PLAIN, frame_with_square, trained_checkpoint, with_config
+from inference_helpers import PLAIN, frame_with_square, scan_frame, trained_checkpoint, with_config
 from thyroidseg.inference import Segmenter, predict_folder
 from thyroidseg.inference.flips import mirrored_pair, tta_probabilities
 from thyroidseg.inference.measurements import measure, write_measurements_csv
@@ -124,7 +125,7 @@ def constant(value: float, threshold: float, stages: int = 1) -> ExpectedIoU:
 
 @pytest.mark.parametrize(("threshold", "review"), [(0.5, True), (0.2, False)])
 def test_nodules_get_an_expected_iou_and_a_review_flag(threshold: float, review: bool) -> None:
-    image, _ = frame_with_square()
+    image, _ = scan_frame()
     segmenter = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.3, threshold))
     [nodule] = segmenter.measure(image)
     assert nodule.expected_iou == pytest.approx(0.3) and nodule.review is review
@@ -147,7 +148,7 @@ def test_an_estimator_must_fit_the_stages(tmp_path: Path) -> None:
 
 
 def test_the_csv_has_the_quality_columns_only_with_an_estimator(tmp_path: Path) -> None:
-    image, _ = frame_with_square()
+    image, _ = scan_frame()
     write_image(tmp_path / "in" / "a.png", image)
     rated = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.3, 0.5))
     result = predict_folder(rated, tmp_path / "in", tmp_path / "out", measurements=True)
@@ -163,7 +164,7 @@ def test_the_csv_has_the_quality_columns_only_with_an_estimator(tmp_path: Path) 
 
 
 def test_write_measurements_csv_puts_the_quality_after_the_probability(tmp_path: Path) -> None:
-    image, mask = frame_with_square()
+    image, mask = scan_frame()
     [nodule] = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.7, 0.5)).measure(
         image
     )
@@ -178,7 +179,7 @@ def amber(picture: np.ndarray) -> int:
 
 
 def test_overlays_mark_the_nodules_to_review(tmp_path: Path) -> None:
-    image, mask = frame_with_square()
+    image, mask = scan_frame()
     flagged = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.3, 0.5))
     fine = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.3, 0.2))
     marked = overlay(image, mask, nodules=flagged.measure(image))
@@ -243,3 +244,27 @@ def test_the_description_carries_the_estimator() -> None:
     rated = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.3, 0.5))
     assert ExpectedIoU.from_dict(rated.describe()["quality"]) == constant(0.3, 0.5)
     assert Segmenter(Threshold(), PLAIN, device="cpu").describe()["quality"] is None
+
+
+def test_nodules_of_a_frame_that_fails_the_scan_check_are_flagged(tmp_path: Path) -> None:
+    image, _ = scan_frame()
+    colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    colour[65:85, 10:130] = (40, 40, 230)  # a colour-Doppler box inside the scan
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu", quality=constant(0.9, 0.5))
+    [fine] = segmenter.measure(image)
+    assert fine.review is False and fine.scan_warning is None
+    [flagged] = segmenter.measure(colour)
+    assert flagged.review is True and "in colour" in flagged.scan_warning
+    assert flagged.expected_iou == pytest.approx(0.9)  # the estimate stays; the flag is added
+    [plain] = Segmenter(Threshold(), PLAIN, device="cpu").measure(colour)
+    assert plain.review is True and plain.expected_iou is None  # no estimator: still flagged
+    write_image(tmp_path / "in" / "a.png", image)
+    write_image(tmp_path / "in" / "b.png", colour)
+    result = predict_folder(segmenter, tmp_path / "in", tmp_path / "out", measurements=True)
+    with result.measurements.open() as file:
+        rows = {row["image"]: row for row in csv.DictReader(file)}
+    assert rows["a.png"]["scan_warning"] == "" and rows["a.png"]["review"] == "false"
+    assert "in colour" in rows["b.png"]["scan_warning"] and rows["b.png"]["review"] == "true"
+    assert result.not_thyroid_frames == 1 and result.review == 1
+    assert "1 frame with nodules failed the scan check" in result.summary()
+    assert segmenter.predict(colour).any()  # masks alone are not checked

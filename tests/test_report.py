@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference_helpers import PLAIN, frame_with_square
+from inference_helpers import PLAIN, frame_with_square, scan_frame
 from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.measurements import Nodule, measure
@@ -74,7 +74,7 @@ def read_page(path: Path) -> _Page:
 
 def frames_folder(folder: Path) -> Path:
     """``a.png`` with a bright rectangle (one nodule) and ``b.png`` dark noise (none)."""
-    write_image(folder / "a.png", frame_with_square(90, 140)[0])
+    write_image(folder / "a.png", scan_frame(90, 140)[0])
     dark = np.random.default_rng(0).integers(30, 60, (70, 100), dtype=np.uint8)
     write_image(folder / "b.png", dark)
     return folder
@@ -182,7 +182,7 @@ def test_measuring_without_a_spacing_says_so_and_how_to_give_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     frames = tmp_path / "in"
-    write_image(frames / "a.png", frame_with_square(90, 140)[0])
+    write_image(frames / "a.png", scan_frame(90, 140)[0])
     assert main(["predict", str(frames), str(tmp_path / "out"), "--quiet", "--measure"]) == 0
     summary = capsys.readouterr().out
     assert summary.startswith("segmented 1 frame, 1 nodule in ")

@@ -25,7 +25,7 @@ from thyroidseg.preprocessing.crops import CropRule, cut_mask, nodule_boxes, pre
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import preprocess, to_unit_range
 
-__all__ = ["CROP_BOXES_FORMAT", "CropDataset", "read_crop_boxes", "write_crop_boxes"]
+__all__ = ["CROP_BOXES_FORMAT", "CropBoxes", "CropDataset", "read_crop_boxes", "write_crop_boxes"]
 
 CROP_BOXES_FORMAT = "thyroidseg-crop-boxes"
 """``"format"`` of a crop-box file (`write_crop_boxes`)."""

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, NamedTuple, TypedDict, overload
 
 import cv2
@@ -39,7 +40,7 @@ from thyroidseg.inference.refine_base import RefinerBase
 from thyroidseg.inference.shards import Shard, predict_shard
 from thyroidseg.io.dicom import FrameRange
 from thyroidseg.io.export_format import FORMAT, VERSION
-from thyroidseg.io.files import Inputs
+from thyroidseg.io.files import Inputs, read_image
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.spacing import FrameSpacing
 from thyroidseg.io.threads import Threads, opencv_threads, resolve_threads
@@ -49,6 +50,7 @@ from thyroidseg.preprocessing.pipeline import (
     preprocess_settings,
     to_unit_range,
 )
+from thyroidseg.preprocessing.scan_check import check_scan
 
 __all__ = ["Frame", "Prediction", "Segmented", "SegmenterBase", "SegmenterSettings"]
 
@@ -447,6 +449,7 @@ class SegmenterBase(abc.ABC):
         spacings: Sequence[PixelSpacing | FrameSpacing | None],
         *,
         tta: bool | None = None,
+        frames: Sequence[np.ndarray] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, list[Nodule]]]:
         """`segment_prepared` with probabilities, and each frame's nodules measured.
 
@@ -454,16 +457,36 @@ class SegmenterBase(abc.ABC):
         `thyroidseg.inference.measurements.measure` gives them with that frame's spacing,
         probabilities and views, rated (``expected_iou``, ``review``) when the segmenter has
         a ``quality`` estimator. `thyroidseg.inference.folders.predict_folder` calls it.
+
+        Parameters
+        ----------
+        prepared, spacings
+            The frames `prepare` made, and the pixel spacing of each.
+        tta
+            As for `predict`.
+        frames
+            The arrays ``prepared`` were made from. With them each frame is checked to look
+            like a thyroid B-mode scan (`thyroidseg.preprocessing.scan_check.check_scan`);
+            every nodule of a frame that does not gets ``review`` and the reason in
+            ``scan_warning``. Default: no check.
         """
         use_tta, rated = self._tta(tta), self.quality is not None
+        checks = (
+            [check_scan(f, p) for f, p in zip(frames, prepared, strict=True)]
+            if frames is not None
+            else [None] * len(prepared)
+        )
         results = []
-        for (mask, probability, evidence), p, spacing in zip(
-            self._segment(prepared, use_tta, True, rated), prepared, spacings, strict=True
+        for (mask, probability, evidence), p, spacing, check in zip(
+            self._segment(prepared, use_tta, True, rated), prepared, spacings, checks, strict=True
         ):
             assert probability is not None  # asked for
             nodules = measure(mask, spacing, probability, p.views)
             if self.quality is not None and evidence is not None:
                 nodules = assess(self.quality, nodules, mask, probability, evidence, p.views)
+            if check is not None and not check.thyroid_bmode:
+                warning = "; ".join(check.reasons)
+                nodules = [replace(n, review=True, scan_warning=warning) for n in nodules]
             results.append((mask, probability, nodules))
         return results
 
@@ -477,7 +500,7 @@ class SegmenterBase(abc.ABC):
         """Segment one frame and measure its nodules, rated when there is an estimator.
 
         One row of ``measurements.csv`` per nodule, as `predict_folder` writes it:
-        `measure_prepared` of one frame.
+        `measure_prepared` of one frame, checked to look like a thyroid B-mode scan.
 
         Parameters
         ----------
@@ -488,9 +511,10 @@ class SegmenterBase(abc.ABC):
         tta
             As for `predict`.
         """
+        array = read_image(image) if isinstance(image, str | os.PathLike) else image
         with self._limit_threads():
             [(_, _, nodules)] = self.measure_prepared(
-                [self.prepare(image)], [pixel_spacing], tta=tta
+                [self.prepare(image)], [pixel_spacing], tta=tta, frames=[array]
             )
         return nodules
 

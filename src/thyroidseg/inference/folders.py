@@ -94,7 +94,11 @@ class FolderPrediction:
         asked for.
     review
         Nodules flagged for review (expected IoU under the estimator's threshold,
-        `thyroidseg.inference.quality`); ``None`` when the segmenter has no estimator.
+        `thyroidseg.inference.quality`, or on a frame that fails the scan check); ``None``
+        when the segmenter has no estimator and no frame failed.
+    not_thyroid_frames
+        Frames with nodules that do not look like thyroid B-mode scans
+        (`thyroidseg.preprocessing.scan_check.check_scan`; their nodules are flagged).
     """
 
     out_dir: Path
@@ -110,6 +114,7 @@ class FolderPrediction:
     report: Path | None = None
     segmentations: dict[str, Path] = field(default_factory=dict)
     review: int | None = None
+    not_thyroid_frames: int = 0
 
     @property
     def frames(self) -> int:
@@ -140,6 +145,13 @@ class FolderPrediction:
             f"{self.seconds:.1f} s ({rate:.1f} frames/s; "
             f"{counted(self.empty_frames, 'frame')} without a nodule): " + ", ".join(places)
         )
+        if self.not_thyroid_frames:
+            line += (
+                f"\n{counted(self.not_thyroid_frames, 'frame')} with nodules failed the scan "
+                "check (colour, a fan-shaped field of view or no echo: not a thyroid B-mode "
+                "scan); their nodules are flagged for review, the reason in the scan_warning "
+                "column of measurements.csv"
+            )
         if self.nodules_in_pixels:
             line += (
                 f"\n{self.nodules_in_pixels} of {counted(self.nodules, 'nodule')} measured in "
@@ -332,7 +344,10 @@ def predict_folder(
         def save(batch: dict[Path, _LoadedFrame]) -> None:
             frames = list(batch.values())
             segmented = segmenter.measure_prepared(
-                [f.prepared for f in frames], [f.spacing for f in frames], tta=use_tta
+                [f.prepared for f in frames],
+                [f.spacing for f in frames],
+                tta=use_tta,
+                frames=[f.image for f in frames],
             )
             for target, frame, (mask, probability, nodules) in zip(
                 batch, frames, segmented, strict=True
@@ -406,7 +421,12 @@ def predict_folder(
             nodules_in_pixels=sum(1 for n in nodules if n.area_mm2 is None) if measurements else 0,
             report=written_report,
             segmentations=written_segs,
-            review=None if segmenter.quality is None else sum(bool(n.review) for n in nodules),
+            review=None
+            if segmenter.quality is None and not any(n.review for n in nodules)
+            else sum(bool(n.review) for n in nodules),
+            not_thyroid_frames=sum(
+                1 for rows in found.values() if any(n.scan_warning for n in rows)
+            ),
         )
 
 

@@ -102,8 +102,13 @@ class Nodule:
         (`thyroidseg.inference.quality.ExpectedIoU`); ``None`` when the model has no
         estimator.
     review
-        ``expected_iou`` is under the estimator's review threshold: check this outline;
-        ``None`` without an estimator.
+        Check this outline: ``expected_iou`` is under the estimator's review threshold, or
+        the frame does not look like a thyroid B-mode scan (``scan_warning``); ``None``
+        without an estimator or a scan check.
+    scan_warning
+        Why the nodule's frame does not look like a thyroid B-mode scan
+        (`thyroidseg.preprocessing.scan_check.check_scan`: colour Doppler, a fan-shaped
+        field of view, no echo), in plain words; ``None`` when it does or was not checked.
     area_mm2, max_diameter_mm, depth_mm, transverse_mm
         The same in millimetres (formulas above); ``None`` without a pixel spacing.
     spacing_source
@@ -131,6 +136,7 @@ class Nodule:
     spacing_source: SpacingSource | None = None
     expected_iou: float | None = None
     review: bool | None = None
+    scan_warning: str | None = None
 
 
 MM_COLUMNS: tuple[str, ...] = ("area_mm2", "max_diameter_mm", "depth_mm", "transverse_mm")
@@ -142,7 +148,7 @@ QUALITY_COLUMNS: tuple[str, ...] = ("expected_iou", "review")
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("image",) + tuple(
     f.name
     for f in fields(Nodule)
-    if f.name not in (*MM_COLUMNS, *QUALITY_COLUMNS, "spacing_source")
+    if f.name not in (*MM_COLUMNS, *QUALITY_COLUMNS, "spacing_source", "scan_warning")
 )
 """The CSV columns always written, in order: ``image`` then the `Nodule` fields."""
 
@@ -287,7 +293,8 @@ def write_measurements_csv(path: PathLike, rows: Mapping[ImageKey, Iterable[Nodu
 
     Columns: `MEASUREMENT_COLUMNS` (``image, nodule, view, area_px, x, y, width, height,
     max_diameter_px, depth_px, transverse_px, taller_than_wide, mean_probability``), then
-    `QUALITY_COLUMNS` (``expected_iou, review``) when any nodule has an expected IoU, then
+    `QUALITY_COLUMNS` (``expected_iou, review``) when any nodule has an expected IoU or a
+    review flag, then ``scan_warning`` when any nodule's frame failed the scan check, then
     `MM_COLUMNS` (``area_mm2, max_diameter_mm, depth_mm, transverse_mm``) when any nodule
     has them or a spacing source, then ``spacing_source`` when any nodule has one. With
     frames of cine loops among the keys, ``frame`` (numbered from 1; empty for a
@@ -336,12 +343,14 @@ def _measurement_cells(
     sourced = any(nodule.spacing_source is not None for _, nodule in table)
     with_mm = sourced or any(getattr(nodule, MM_COLUMNS[0]) is not None for _, nodule in table)
     framed = any(isinstance(key, tuple) for key in rows)
-    rated = any(nodule.expected_iou is not None for _, nodule in table)
+    rated = any(n.expected_iou is not None or n.review is not None for _, n in table)
+    warned = any(nodule.scan_warning is not None for _, nodule in table)
     columns = (
         ("image",)
         + (("frame",) if framed else ())
         + MEASUREMENT_COLUMNS[1:]
         + (QUALITY_COLUMNS if rated else ())
+        + (("scan_warning",) if warned else ())
         + (MM_COLUMNS if with_mm else ())
         + (("spacing_source",) if sourced else ())
     )

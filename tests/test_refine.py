@@ -253,6 +253,11 @@ def test_cli_trains_both_stages_predicts_with_both_and_exports_the_pair(
     small += ["--amp", "off", "--epochs", "1", "--folds", "2"]
     assert main(["train", str(data), str(tmp_path / "whole"), *small]) == 0
     assert main(["train", str(data), str(tmp_path / "crops"), "--stage", "refine", *small]) == 0
+    boxes = write_crop_boxes(tmp_path / "b.json", {"none": [Box(0, 0, 4, 4)]}, "test")
+    extra = ["--stage", "refine", "--crop-boxes", str(boxes), *small]
+    assert main(["train", str(data), str(tmp_path / "boxes"), *extra]) == 0
+    stored = load_checkpoint(tmp_path / "boxes" / LAST_CHECKPOINT)["config"]["data"]
+    assert stored["crop_boxes"] == str(boxes.resolve())
     whole, crops = tmp_path / "whole" / LAST_CHECKPOINT, tmp_path / "crops" / LAST_CHECKPOINT
     assert load_checkpoint(crops)["config"]["data"]["crops"] == CropRule().to_dict()
     model = ["--model", str(whole), "--refine", str(crops)]

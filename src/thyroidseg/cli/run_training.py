@@ -35,6 +35,7 @@ def run_train(args: argparse.Namespace) -> int:
         size=tuple(args.size),
         augment=not args.no_augment,
         crops=CropRule() if args.stage == "refine" else None,
+        crop_boxes=args.crop_boxes,
         resume=args.resume,
         batch_size=args.batch_size,
         loss=args.loss,

@@ -86,6 +86,12 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         help="whole: the whole-frame network (default); refine: the second stage, trained on "
         "full-resolution crops around the annotated nodules (load it with predict --refine)",
     )
+    parser.add_argument(
+        "--crop-boxes",
+        metavar="FILE",
+        help="--stage refine: also crop around these boxes, found by a whole-frame model on "
+        "frames it never saw (a crop-box file, benchmarks/oof_boxes.py)",
+    )
     parser.add_argument("--epochs", type=int, help=f"epochs (default: {_recipe('epochs')})")
     parser.add_argument("--batch-size", type=int, default=8, help="per process (default: 8)")
     parser.add_argument(

@@ -17,6 +17,7 @@ from inference_helpers import frame_with_square, iou
 from thyroidseg.cli import main
 from thyroidseg.data.synthetic import synthetic_phantoms
 from thyroidseg.inference import OnnxSegmenter, Segmenter
+from thyroidseg.inference.quality import ExpectedIoU
 from thyroidseg.inference.refine import Refiner
 from thyroidseg.io.dicom import write_dicom
 from thyroidseg.io.files import read_image, write_image
@@ -205,3 +206,22 @@ def test_the_exported_shipped_model_segments_ddti_like_pytorch(
     pairs = zip(onnx.predict_many(frames), segmenter.predict_many(frames), strict=True)
     ious = [iou(a, b) if (a | b).any() else 1.0 for a, b in pairs]
     assert np.mean(ious) >= 0.995 and min(ious) >= 0.95, ious
+
+
+def test_the_export_carries_the_expected_iou_estimator(tmp_path: Path) -> None:
+    estimator = ExpectedIoU.fit(
+        np.random.default_rng(0).random((20, 2)),
+        np.linspace(0.1, 0.9, 20),
+        names=("mean_probability", "stage_agreement"),
+    )
+    segmenter = unet_cascade(quality=estimator)
+    path = exported(segmenter, tmp_path)
+    onnx = OnnxSegmenter.from_export(path, threads=1)
+    assert onnx.quality == estimator
+    assert OnnxSegmenter.from_export(path, quality=False).quality is None
+    assert OnnxSegmenter.from_export(path, refine=False).quality is None  # fitted for 2 stages
+    images, _ = synthetic_phantoms(2, size=(90, 140), seed=0)
+    rated = [(onnx.measure(image), segmenter.measure(image)) for image in images]
+    assert any(got for got, _ in rated)  # nodules were found and rated
+    for got, want in rated:
+        assert [n.expected_iou for n in got] == pytest.approx([n.expected_iou for n in want])

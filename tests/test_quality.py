@@ -268,3 +268,6 @@ def test_nodules_of_a_frame_that_fails_the_scan_check_are_flagged(tmp_path: Path
     assert result.not_thyroid_frames == 1 and result.review == 1
     assert "1 frame with nodules failed the scan check" in result.summary()
     assert segmenter.predict(colour).any()  # masks alone are not checked
+    report = predict_folder(segmenter, tmp_path / "in", tmp_path / "rep", report=True).report
+    page = report.read_text(encoding="utf-8")
+    assert page.count("not a thyroid B-mode scan? ") == 1 and "in colour" in page

@@ -221,10 +221,12 @@ def _rank(frames: Sequence[ReportFrame]) -> tuple[int, float]:
 def _frame_entry(frame: ReportFrame, order: int) -> str:
     flagged = bool(frame.flagged)
     mark = ' <span class="flag">review</span>' if flagged else ""
+    warnings = sorted({n.scan_warning for n in frame.nodules if n.scan_warning})
+    warned = "".join(f'<p class="warning">not a thyroid B-mode scan? {_e(w)}</p>' for w in warnings)
     return (
         f'<article class="entry{" flagged" * flagged}" data-name="{_e(frame.name)}" '
         f'data-order="{order}" data-flagged="{int(flagged)}"><h3>{_e(frame.name)}{mark}</h3>'
-        f'<div class="body">{_picture(frame)}{_table(frame.nodules)}</div></article>'
+        f'{warned}<div class="body">{_picture(frame)}{_table(frame.nodules)}</div></article>'
     )
 
 
@@ -326,6 +328,7 @@ content-visibility:auto;contain-intrinsic-size:auto 260px}}
 .flagged{{border-color:#c00;border-width:2px}}.flag{{color:#fff;background:#c00;padding:0 .4em;
 border-radius:3px;font-size:80%}}img{{display:block}}
 .body{{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}}
+.warning{{color:#a00;margin:.2em 0}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:1px 6px;text-align:right;
 white-space:nowrap}}h2,h3{{margin:.2em 0}}
 .frames{{display:flex;flex-wrap:wrap;gap:.5em}}.failed{{color:#c00}}.hidden{{display:none}}

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from thyroidseg._checks import PathLike
 from thyroidseg.data.dataset import ThyroidDataset, Transform, describe_transform
+from thyroidseg.io.files import read_format_json
 from thyroidseg.preprocessing.crops import CropRule, cut_mask, nodule_boxes, prepare_crop
 from thyroidseg.preprocessing.geometry import Box
 from thyroidseg.preprocessing.pipeline import preprocess, to_unit_range
@@ -172,15 +173,7 @@ def read_crop_boxes(path: PathLike) -> dict[str, list[Box]]:
         Not such a file, or a box that is not four integers with ``x0 < x1`` and
         ``y0 < y1`` (the message names the file and the frame).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such crop-box file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != CROP_BOXES_FORMAT:
-        raise ValueError(f"{path}: not a crop-box file (format {CROP_BOXES_FORMAT!r})")
+    data = read_format_json(path, CROP_BOXES_FORMAT, "crop-box file")
     boxes: dict[str, list[Box]] = {}
     for name, found in dict(data.get("boxes", {})).items():
         boxes[name] = []

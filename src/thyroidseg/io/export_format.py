@@ -10,11 +10,11 @@ is documented in docs/deployment.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from thyroidseg._checks import PathLike
+from thyroidseg.io.files import read_format_json
 
 __all__ = ["FORMAT", "VERSION", "cascade_paths", "read_description"]
 
@@ -47,18 +47,8 @@ def read_description(path: PathLike) -> dict[str, Any]:
         Not JSON, not a segmenter description, or another version; the message names the
         file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such file (the description `thyroidseg export --onnx` writes beside "
-            "the network)"
-        )
-    try:
-        description = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from error
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a thyroidseg segmenter description (format {FORMAT!r})")
+    what = "thyroidseg segmenter description (written by `thyroidseg export --onnx`)"
+    description = read_format_json(path, FORMAT, what)
     if description.get("version") != VERSION:
         raise ValueError(
             f"{path}: description version {description.get('version')!r}, this thyroidseg "

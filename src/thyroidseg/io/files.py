@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import json
 import math
 import os
 import sys
@@ -40,6 +41,7 @@ __all__ = [
     "list_inputs",
     "map_folder",
     "read_binary_mask",
+    "read_format_json",
     "read_image",
     "write_csv",
     "write_image",
@@ -626,3 +628,27 @@ def _remove_outputs(
             ]
         for path in stale:
             path.unlink(missing_ok=True)
+
+
+def read_format_json(path: PathLike, format_name: str, what: str) -> dict[str, Any]:
+    """The JSON object in file ``path`` whose ``"format"`` is ``format_name``.
+
+    ``what`` names such a file in the messages (e.g. ``"crop-box file"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not JSON, or not an object with that format; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from error
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise ValueError(f"{path}: not a {what} (format {format_name!r})")
+    return data

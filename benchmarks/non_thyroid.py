@@ -4,7 +4,8 @@ Issue 23, part 3: a reader who feeds the wrong series (an obstetric frame, a Dop
 node, a pelvis, a fetal loop) must not get confident nodules. This runs a segmenter with an
 expected-IoU estimator on the vendor ultrasound files that the PyPI package ``pydicom-data``
 ships (``pip install pydicom-data``; every frame of each file) and prints, per file, the
-nodules found, how many are flagged for review, and their expected IoU, mean probability
+nodules found, how many are flagged for review (by the expected IoU alone, by the scan check
+of `thyroidseg.preprocessing.scan_check`, either), and their expected IoU, mean probability
 and area; DDTI's own share of flagged nodules is the ``review`` line of the estimator's JSON.
 
     python benchmarks/non_thyroid.py --model runs/cv-bc24wc/fold0/last.pt \\
@@ -65,6 +66,9 @@ def main() -> None:
         path = Path(found)
         nodules = [n for frame in iter_frames(path) for n in segmenter.measure(frame)]
         flagged = sum(bool(n.review) for n in nodules)
+        threshold = segmenter.quality.threshold if segmenter.quality is not None else 0.0
+        by_estimate = sum((n.expected_iou or 0.0) < threshold for n in nodules)
+        by_check = sum(n.scan_warning is not None for n in nodules)
         shown = (
             f", expected IoU {min(n.expected_iou or 0 for n in nodules):.2f}-"
             f"{max(n.expected_iou or 0 for n in nodules):.2f}, mean probability "
@@ -74,7 +78,10 @@ def main() -> None:
             if nodules
             else ""
         )
-        print(f"{name} ({what}): {len(nodules)} nodules, {flagged} flagged{shown}")
+        print(
+            f"{name} ({what}): {len(nodules)} nodules, {flagged} flagged ({by_estimate} by the "
+            f"expected IoU, {by_check} by the scan check){shown}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -161,25 +161,44 @@ def load_rows(
 ) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Frames (``iou``, ``nodules``), features ``(N, F + C)``, nodule IoUs, owners, groups."""
     frames, rows, targets, owner, groups = [], [], [], [], []
-    for path in sorted(folder.glob("*.npz")):
+    for frame in iter_frames(folder):
+        data, nodules, views = frame["data"], frame["nodules"], frame["views"]
+        extra = candidate_features(data, nodules, views)
+        frames.append({"stem": frame["stem"], "iou": frame["iou"], "nodules": frame["ious"]})
+        rows += [np.concatenate([b, e]) for b, e in zip(frame["features"], extra, strict=True)]
+        targets += frame["ious"]
+        owner += [len(frames) - 1] * len(nodules)
+        groups.append(frame["group"])
+    x = np.asarray(rows).reshape(len(targets), len(FEATURES) + len(CANDIDATES))
+    return frames, x, np.asarray(targets), np.asarray(owner, int), groups
+
+
+def iter_frames(folder: Path) -> Iterator[dict]:
+    """Each cached frame of ``folder``: its arrays (``data``), ``nodules`` as
+    `measure` finds them, ``views``, ``regions``, `FEATURES` rows (``features``), the
+    nodules' IoUs (``ious``), the frame's ``iou``, ``stem`` and leak ``group``."""
+    paths = sorted(folder.glob("*.npz"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no cached frames (make them with --cache)")
+    for path in paths:
         data = dict(np.load(path))
         mask, truth = data["mask"], data["truth"]
         views = [tuple(int(v) for v in box) for box in data["views"]]
         nodules = measure(mask, None, data["probability"], views)
         evidence = Evidence(data["stage1"], (data["flip0"], data["flip1"]))
-        base = nodule_features(mask, data["probability"], evidence, nodules, views)
-        extra = candidate_features(data, nodules, views)
         regions = nodule_regions(mask, nodules)
-        ious = [_nodule_iou(region, truth) for region in regions]
         union = int(((mask != 0) | truth).sum())
-        frame_iou = float(((mask != 0) & truth).sum() / union) if union else 1.0
-        frames.append({"stem": path.stem, "iou": frame_iou, "nodules": ious})
-        rows += [np.concatenate([b, e]) for b, e in zip(base, extra, strict=True)]
-        targets += ious
-        owner += [len(frames) - 1] * len(nodules)
-        groups.append(str(data["group"]))
-    x = np.asarray(rows).reshape(len(targets), len(FEATURES) + len(CANDIDATES))
-    return frames, x, np.asarray(targets), np.asarray(owner, int), groups
+        yield {
+            "stem": path.stem,
+            "group": str(data["group"]),
+            "data": data,
+            "nodules": nodules,
+            "views": views,
+            "regions": regions,
+            "features": nodule_features(mask, data["probability"], evidence, nodules, views),
+            "ious": [_nodule_iou(region, truth) for region in regions],
+            "iou": float(((mask != 0) & truth).sum() / union) if union else 1.0,
+        }
 
 
 def candidate_features(

@@ -86,6 +86,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cache:
+        if args.stage1 is None or args.refine is None:
+            parser.error("--cache needs --stage1 and --refine")
         _cache(args)
         return
     frames, x, y, owner, groups = load_rows(args.frames)
@@ -294,6 +296,7 @@ def _feature_sets() -> dict[str, tuple[tuple[str, ...], float]]:
     return {
         "current (6 features, ridge 10)": (current, 10.0),
         "9 features, ridge 10": (FEATURES, 10.0),
+        "mean_probability alone, ridge 10": (("mean_probability",), 10.0),
         "6 + probability context, ridge 10": (current + probability, 10.0),
         "6 + image, ridge 10": (current + image, 10.0),
         "6 + shape, ridge 10": (current + shape, 10.0),

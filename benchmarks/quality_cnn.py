@@ -3,24 +3,30 @@
 Issue 23, part 2, direction 2: a small CNN that sees the image and the outline, as
 quality-control networks do for cardiac MRI. Each nodule of the out-of-fold segmentations
 cached by ``benchmarks/quality_features.py --cache`` becomes a square crop centred on its
-box, of side twice the box's longer side (at least 32 pixels: the box grown by half of it
-on every side), resized to ``--size`` pixels, with `CHANNELS`: the grey frame, the final
+box, of side ``--context`` times the box's longer side (at least 32 pixels; 2: the box
+grown by half of it on every side; several: their crops stacked), resized to ``--size``
+pixels, with `CHANNELS` per crop: the grey frame, the final
 probability, the nodule's own pixels, the stage-1 mask and the flips' disagreement
 $|p_0 - p_1|$. The crops are cached in ``--crops`` (npz, never in the repository).
 
 `QCNet` (four 3x3 conv-BN-ReLU-maxpool blocks, 12-24-48-48 channels, global average
 pooling, dropout, one logit) regresses the nodule's IoU with binary cross-entropy on the
-soft target, with mirror, gain, gamma and shift augmentation, AdamW and a cosine schedule;
+soft target, with mirror, gain, gamma and shift augmentation, AdamW and a one-cycle
+schedule;
 it predicts with the mirror image averaged in. It is trained and scored by the grouped
 5-fold CV of ``expected_iou.py`` over the frames' leak groups (the rows are out-of-fold
 segmentations already, so this is nested: each QC model is trained on four parts and
 scores the fifth), on one thread. Its out-of-fold output is scored alone as the frame
-score, and as one more feature of the linear fit (``cnn`` in ``configs``, the same outer
+score, and as one more feature of the linear fit (its logit), beside the shipped six
+features and beside them and the `CANDIDATES` of ``quality_features.py`` (the same outer
 folds: a stacked feature, see ``docs/quality.md``), each with a paired group bootstrap
 against the current fit.
 
     OMP_NUM_THREADS=1 python benchmarks/quality_cnn.py --frames /root/runs/qc/frames \\
         --crops /root/runs/qc/crops-64.npz --out benchmarks/results/quality-cnn.json
+    OMP_NUM_THREADS=1 python benchmarks/quality_cnn.py --frames /root/runs/qc/frames \
+        --crops /root/runs/qc/crops-64-c2-5.npz --context 2 5 \
+        --out benchmarks/results/quality-cnn-context2-5.json
 """
 
 from __future__ import annotations
@@ -202,7 +208,7 @@ def cross_validate_cnn(
 
 
 def train(crops: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> QCNet:
-    """`QCNet` fitted to soft IoU targets (BCE), augmented, AdamW 2e-3, cosine, batch 32."""
+    """`QCNet` fitted to soft IoU targets (BCE), augmented; AdamW, one-cycle to 2e-3, batch 32."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = QCNet(crops.shape[1])

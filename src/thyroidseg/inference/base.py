@@ -437,11 +437,11 @@ class SegmenterBase(abc.ABC):
         image (the mirror-image pass costs a second forward pass when ``tta`` is off). It is
         how an estimator's training rows are made (``benchmarks/expected_iou.py``).
         """
-        return [
-            Segmented(mask, probability, evidence)
-            for mask, probability, evidence in self._segment(prepared, self._tta(tta), True, True)
-            if probability is not None and evidence is not None  # always, as asked for
-        ]
+        segmented = []
+        for mask, probability, evidence in self._segment(prepared, self._tta(tta), True, True):
+            assert probability is not None and evidence is not None  # both asked for
+            segmented.append(Segmented(mask, probability, evidence))
+        return segmented
 
     def measure_prepared(
         self,

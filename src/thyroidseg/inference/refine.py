@@ -35,6 +35,7 @@ from torch import nn
 from thyroidseg._checks import PathLike
 from thyroidseg.inference.refine_base import WHOLE_WEIGHT, RefinerBase
 from thyroidseg.models.ensemble import numpy_probabilities
+from thyroidseg.models.folding import FoldedNetwork
 from thyroidseg.models.loading import load_network
 from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.runtime import AmpMode, for_inference
@@ -72,6 +73,7 @@ class Refiner(RefinerBase):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         super().__init__(rule, preprocess_options, whole_weight=whole_weight, batch_size=batch_size)
         self.model, self.device, self.amp_dtype = for_inference(model, device, amp)
+        self._folded = FoldedNetwork(self.model)  # runs it; `model` stays trainable
 
     @classmethod
     def from_checkpoint(
@@ -111,4 +113,5 @@ class Refiner(RefinerBase):
         )
 
     def _softmax(self, batch: np.ndarray) -> np.ndarray:
-        return numpy_probabilities(self.model, batch, device=self.device, amp_dtype=self.amp_dtype)
+        network = self._folded.current()
+        return numpy_probabilities(network, batch, device=self.device, amp_dtype=self.amp_dtype)

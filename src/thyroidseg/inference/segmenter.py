@@ -51,6 +51,7 @@ from thyroidseg.inference.refine import Refiner
 from thyroidseg.io.provenance import ModelIdentity
 from thyroidseg.io.threads import Threads
 from thyroidseg.models.ensemble import numpy_probabilities
+from thyroidseg.models.folding import FoldedNetwork
 from thyroidseg.models.loading import load_network, shipped_weights
 from thyroidseg.runtime import AmpMode, for_inference
 
@@ -106,6 +107,7 @@ class Segmenter(SegmenterBase):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         super().__init__(preprocess_options, **settings)
         self.model, self.device, self.amp_dtype = for_inference(model, device, amp)
+        self._folded = FoldedNetwork(self.model)  # runs it; `model` stays trainable
 
     @classmethod
     def from_checkpoint(
@@ -257,7 +259,8 @@ class Segmenter(SegmenterBase):
         return model_identity(self)
 
     def _softmax(self, batch: np.ndarray) -> np.ndarray:
-        return numpy_probabilities(self.model, batch, device=self.device, amp_dtype=self.amp_dtype)
+        network = self._folded.current()
+        return numpy_probabilities(network, batch, device=self.device, amp_dtype=self.amp_dtype)
 
     @contextlib.contextmanager
     def _limit_threads(self) -> Iterator[None]:

@@ -32,6 +32,9 @@ earlier run of this script with the same ``--folds`` and ``--seed``), so that
 
     python benchmarks/ddti_cv.py --stage refine --stage1 runs/cv-bc24wc --out runs/cv-refine \
         --epochs 40 --lr 2e-3 --schedule warmup_cosine --tta --fill-holes
+
+``--loss NAME --loss-kwargs JSON`` trains with ``make_loss(NAME, **JSON)``, e.g.
+``--loss dice_ce_boundary --loss-kwargs '{"boundary_weight": 10}'``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from thyroidseg.inference.refine import WHOLE_WEIGHT, Refiner
 from thyroidseg.io.files import atomic_write_bytes
 from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from thyroidseg.preprocessing.crops import CropRule
+from thyroidseg.training.losses import make_loss
 from thyroidseg.training.workflows import SCHEDULE_NAMES, train_folder
 
 
@@ -90,7 +94,14 @@ def main() -> None:
         default=WHOLE_WEIGHT,
         help=f"Refiner.whole_weight at scoring (default {WHOLE_WEIGHT})",
     )
-    parser.add_argument("--loss", default="dice_ce")
+    parser.add_argument("--loss", default="dice_ce", help="a make_loss name (default dice_ce)")
+    parser.add_argument(
+        "--loss-kwargs",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="""make_loss keyword arguments, e.g. '{"boundary_weight": 10}'""",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--schedule", choices=SCHEDULE_NAMES, default="cosine")
     parser.add_argument("--seed", type=int, default=0)
@@ -186,7 +197,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         crops=CropRule(**args.crops) if args.stage == "refine" else None,
         crop_boxes=args.crop_boxes,
         epochs=args.epochs,
-        loss=args.loss,
+        loss=make_loss(args.loss, **args.loss_kwargs),
         lr=args.lr,
         schedule=args.schedule,
         seed=args.seed,

@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from thyroidseg.training.losses import (
     LOSS_NAMES,
+    DiceCEBoundaryLoss,
     DiceCELoss,
     SoftDiceLoss,
     WeightedCrossEntropyLoss,
@@ -286,5 +287,6 @@ def test_make_loss_names() -> None:
     assert isinstance(make_loss("weighted_ce"), WeightedCrossEntropyLoss)
     assert isinstance(make_loss("dice"), SoftDiceLoss)
     assert isinstance(make_loss("dice_ce"), DiceCELoss)
+    assert isinstance(make_loss("dice_ce_boundary"), DiceCEBoundaryLoss)
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         make_loss("focal")

@@ -252,6 +252,11 @@ def test_resume_refuses_another_optimizer_setting(tmp_path: Path) -> None:
             {"loss": make_loss("dice_ce", dice_weight=2.0)},
             "dice_weight",
         ),
+        (
+            {"loss": make_loss("dice_ce_boundary")},
+            {"loss": make_loss("dice_ce_boundary", boundary_weight=2.0)},
+            "boundary_weight",
+        ),
         ({"loss": make_loss("ce")}, {"loss": make_loss("ce", ignore_index=255)}, "ignore_index"),
         ({"amp": "off"}, {"amp": "bf16"}, "amp='off' there, 'bfloat16' here"),
         ({}, {"grad_clip": 1.0}, "grad_clip=None there, 1.0 here"),

@@ -44,7 +44,7 @@ WHOLE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 24, "stem_stride"
 REFINE_RECIPE: dict[str, int] = {"epochs": 80, "base_channels": 12, "stem_stride": 1}
 """`thyroidseg.training.workflows.REFINE_RECIPE`: the ``--stage refine`` defaults."""
 
-LOSS_CHOICES: tuple[str, ...] = ("ce", "weighted_ce", "dice", "dice_ce")
+LOSS_CHOICES: tuple[str, ...] = ("ce", "weighted_ce", "dice", "dice_ce", "dice_ce_boundary")
 """`thyroidseg.training.losses.LOSS_NAMES`."""
 
 SCHEDULE_CHOICES: tuple[str, ...] = ("cosine", "warmup_cosine", "poly", "constant")

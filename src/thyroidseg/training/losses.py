@@ -1,4 +1,5 @@
-"""Segmentation losses on logits: weighted cross-entropy (U-Net), soft Dice, Dice + CE.
+"""Segmentation losses on logits: weighted cross-entropy (U-Net), soft Dice, Dice + CE, and
+Dice + CE + the boundary loss of `thyroidseg.training.boundary_loss`.
 
 Every loss is an `torch.nn.Module` called as ``loss(logits, target)`` with
 
@@ -37,9 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thyroidseg.training._loss_parts import _check_inputs, _cross_entropy
+from thyroidseg.training.boundary_loss import BoundaryLoss
+
 __all__ = [
     "LOSS_NAMES",
     "ClassWeights",
+    "DiceCEBoundaryLoss",
     "DiceCELoss",
     "SoftDiceLoss",
     "WeightedCrossEntropyLoss",
@@ -48,55 +53,6 @@ __all__ = [
 ]
 
 ClassWeights = Literal["balanced"] | Sequence[float] | None
-
-
-def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """``numerator / denominator`` with 0 wherever the denominator is 0.
-
-    The losses' convention: a term with nothing to weigh contributes 0, so that the loss and
-    its gradient stay finite (the metrics' ``_divide_or_nan`` returns NaN instead: there an
-    undefined ratio must not pass for a score).
-    """
-    zero = denominator == 0
-    return torch.where(
-        zero, torch.zeros_like(numerator), numerator / denominator.masked_fill(zero, 1)
-    )
-
-
-def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
-    """Validate a ``(logits, target)`` pair; return the boolean mask of pixels that count."""
-    if logits.dim() != 4:
-        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}")
-    if not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
-    if target.dtype != torch.int64:
-        raise ValueError(f"target must be an int64 tensor of class indices, got {target.dtype}")
-    n, c, h, w = logits.shape
-    if tuple(target.shape) != (n, h, w):
-        raise ValueError(
-            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}:"
-            f" expected {(n, h, w)}"
-        )
-    if c < 2:
-        raise ValueError(f"logits need at least 2 classes (softmax), got {c}")
-    valid = target != ignore_index
-    if target.numel():
-        labels = target[valid]
-        if labels.numel() and (labels.min() < 0 or labels.max() >= c):
-            raise ValueError(
-                f"target holds values outside [0, {c}) other than ignore_index={ignore_index}:"
-                f" min {labels.min().item()}, max {labels.max().item()}"
-            )
-    return valid
-
-
-def _cross_entropy(logits: Tensor, target: Tensor, weights: Tensor, ignore_index: int) -> Tensor:
-    """Weighted mean of the per-pixel cross-entropy, ``sum(w * ce) / sum(w)`` (0 for no weight)."""
-    pixel_loss = F.cross_entropy(
-        logits.float(), target, ignore_index=ignore_index, reduction="none"
-    )
-    weights = weights.to(pixel_loss)
-    return _divide_or_zero((weights * pixel_loss).sum(), weights.sum())
 
 
 def unet_weight_map(
@@ -404,10 +360,55 @@ class DiceCELoss(nn.Module):
         )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        valid = _check_inputs(logits, target, self.ignore_index)
+        return self._loss(logits, target, _check_inputs(logits, target, self.ignore_index))
+
+    def _loss(self, logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+        """The loss for inputs already validated; ``valid`` marks the pixels that count."""
         dice = self.dice._loss(logits, target, valid)
         ce = _cross_entropy(logits, target, valid, self.ignore_index)
         return self.dice_weight * dice + self.ce_weight * ce
+
+
+class DiceCEBoundaryLoss(DiceCELoss):
+    r"""Soft Dice + cross-entropy + Kervadec et al.'s boundary loss.
+
+    $L = \lambda_{dice} L_{dice} + \lambda_{ce} L_{ce} + \lambda_B L_B$: `DiceCELoss` plus
+    `thyroidseg.training.boundary_loss.BoundaryLoss`
+    ($L_B = \frac{1}{|\Omega|}\sum_x s(x)\,\phi(x)$, $s$ the foreground probability,
+    $\phi$ the signed distance to the target's outline over the image diagonal). A candidate
+    under cross-validation, not the default (docs/model.md).
+
+    Parameters
+    ----------
+    boundary_weight
+        $\lambda_B$ (default 1; docs/model.md gives the terms' sizes).
+    dice_weight, ce_weight, ignore_index, **dice_kwargs
+        As for `DiceCELoss`.
+    """
+
+    def __init__(
+        self,
+        *,
+        boundary_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        ignore_index: int = -100,
+        **dice_kwargs: float | bool,
+    ) -> None:
+        super().__init__(
+            dice_weight=dice_weight, ce_weight=ce_weight, ignore_index=ignore_index, **dice_kwargs
+        )
+        self.boundary_weight = boundary_weight
+        self.boundary = BoundaryLoss(ignore_index=ignore_index)
+
+    def extra_repr(self) -> str:
+        """`DiceCELoss`'s settings and ``boundary_weight``."""
+        return f"{super().extra_repr()}, boundary_weight={self.boundary_weight!r}"
+
+    def _loss(self, logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+        """The loss for inputs already validated; ``valid`` marks the pixels that count."""
+        boundary = self.boundary._loss(logits, target, valid)
+        return super()._loss(logits, target, valid) + self.boundary_weight * boundary
 
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -415,6 +416,7 @@ _LOSSES: dict[str, Callable[..., nn.Module]] = {
     "weighted_ce": WeightedCrossEntropyLoss,
     "dice": SoftDiceLoss,
     "dice_ce": DiceCELoss,
+    "dice_ce_boundary": DiceCEBoundaryLoss,
 }
 LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
 """Names `make_loss` accepts."""
@@ -428,7 +430,8 @@ def make_loss(name: str, **kwargs: object) -> nn.Module:
     name
         ``"ce"`` (plain cross-entropy: `WeightedCrossEntropyLoss` with uniform weights),
         ``"weighted_ce"`` (`WeightedCrossEntropyLoss`, the paper's), ``"dice"``
-        (`SoftDiceLoss`) or ``"dice_ce"`` (`DiceCELoss`, nnU-Net's).
+        (`SoftDiceLoss`), ``"dice_ce"`` (`DiceCELoss`, nnU-Net's) or ``"dice_ce_boundary"``
+        (`DiceCEBoundaryLoss`, Dice + CE + the boundary loss).
     **kwargs
         Keyword arguments of that class (e.g. ``ignore_index=255``).
 

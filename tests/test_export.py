@@ -50,7 +50,9 @@ def assert_exports_match_eager(model: nn.Module, folder: Path, batches: list[tor
             torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("config", [{}, {"in_channels": 3}, {"stem_stride": 2}])
+@pytest.mark.parametrize(
+    "config", [{}, {"in_channels": 3}, {"stem_stride": 2, "deep_supervision": 1}]
+)
 def test_both_exports_match_eager_at_other_sizes_than_the_example(tmp_path, config) -> None:
     model = UNet(depth=2, **config, **TINY)
     channels = model.config["in_channels"]

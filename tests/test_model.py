@@ -167,6 +167,8 @@ def test_valid_mode_needs_maxpool() -> None:
         {"dropout": 1.0},
         {"stem_stride": 3},
         {"stem_stride": 2, "downsample": "maxpool"},
+        {"deep_supervision": -1},
+        {"deep_supervision": 4},
     ],
 )
 def test_bad_arguments_are_rejected(kwargs: dict) -> None:
@@ -180,7 +182,9 @@ def test_forward_rejects_non_4d_input() -> None:
 
 
 def test_config_is_json_ready_and_rebuilds_the_network() -> None:
-    model = UNet(3, 4, base_channels=4, depth=3, norm="group", dropout=0.2, seed=7)
+    model = UNet(
+        3, 4, base_channels=4, depth=3, norm="group", dropout=0.2, deep_supervision=2, seed=7
+    )
     config = json.loads(json.dumps(model.config))
     rebuilt = UNet(**config)
     assert rebuilt.config == model.config

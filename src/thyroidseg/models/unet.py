@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thyroidseg._checks import check_int
+from thyroidseg.models.auxiliary_heads import AuxiliaryHeads
 
 __all__ = [
     "ACTIVATIONS",
@@ -353,6 +354,14 @@ class UNet(nn.Module):
         makes a training step about 3x cheaper (``docs/model.md``). Needs ``padding="same"``
         and ``downsample="strided"``. The input is padded to a multiple of
         ``stem_stride * 2**depth``.
+    deep_supervision
+        Decoder levels below the last that get a 1x1 head of their own (``0``, the default:
+        none; at most ``depth - 1``). In training mode `forward` then returns ``(N, 1 + S,
+        num_classes, H, W)``: the logits, then those levels' logits (finest first) upsampled
+        bilinearly to ``H x W`` (`thyroidseg.models.auxiliary_heads.AuxiliaryHeads`), for
+        `thyroidseg.training.deep_supervision.DeepSupervisionLoss`. In eval mode, and when
+        scripted or traced, it returns the logits alone and the heads do nothing. Needs
+        ``padding="same"``.
     seed
         If given, weights are initialised from a private generator with this seed, so the same
         seed gives the same network without touching PyTorch's global random state. ``None``
@@ -387,6 +396,7 @@ class UNet(nn.Module):
         residual: bool = True,
         padding: Padding = "same",
         stem_stride: Literal[1, 2] = 1,
+        deep_supervision: int = 0,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -415,6 +425,13 @@ class UNet(nn.Module):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
         if stem_stride == 2 and (padding != "same" or downsample != "strided"):
             raise ValueError('stem_stride=2 needs padding="same" and downsample="strided"')
+        check_int("deep_supervision", deep_supervision, 0, hint="decoder levels with a head")
+        if deep_supervision > depth - 1 or (deep_supervision and padding != "same"):
+            raise ValueError(
+                f"deep_supervision must be at most depth - 1 = {depth - 1} (the decoder levels "
+                f'below the last) and needs padding="same", got {deep_supervision} with '
+                f"padding={padding!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         weights = _conv_weight_count(in_channels, base_channels, depth)
@@ -437,9 +454,11 @@ class UNet(nn.Module):
             "residual": bool(residual),
             "padding": padding,
             "stem_stride": stem_stride,
+            "deep_supervision": int(deep_supervision),
             "seed": seed,
         }
         self.depth = depth
+        self.deep_supervision = int(deep_supervision)
         self.size_multiple = stem_stride * 2**depth
         self.same_padding = padding == "same"
         self.use_maxpool = downsample == "maxpool"
@@ -477,6 +496,8 @@ class UNet(nn.Module):
                 else nn.Identity()
             )
             self.head = nn.Conv2d(widths[0], num_classes, 1)
+            # Registered after the main path, so a seed initialises that path as without them.
+            self.aux_heads = AuxiliaryHeads(widths[1 : deep_supervision + 1], num_classes)
             self._init_weights(seed)
 
     def _init_weights(self, seed: int | None) -> None:
@@ -532,7 +553,9 @@ class UNet(nn.Module):
         """Logits ``(N, num_classes, H', W')`` for images ``(N, in_channels, H, W)``.
 
         ``H' x W'`` is ``H x W`` in ``"same"`` mode and `valid_output_size` in ``"valid"``
-        mode (a size it rejects raises ``ValueError``).
+        mode (a size it rejects raises ``ValueError``). With ``deep_supervision`` and in
+        training mode (not scripted or traced): ``(N, 1 + S, num_classes, H, W)`` (see the
+        class).
         """
         if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self._check_input(x)
@@ -542,6 +565,7 @@ class UNet(nn.Module):
             x = F.pad(x, [0, (-width) % multiple, 0, (-height) % multiple])
         elif not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self.output_size(height, width)  # raises ValueError for sizes that would misalign
+        padded = (x.shape[-2], x.shape[-1])
         skips: list[Tensor] = []
         for i, block in enumerate(self.encoder):
             if i > 0 and self.use_maxpool:
@@ -549,9 +573,16 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         skips.pop()  # the bottleneck output is x itself
+        levels: list[Tensor] = []  # the decoder's outputs, coarsest first
         for up in self.decoder:
             x = up(x, skips.pop())
+            levels.append(x)
         logits = self.head(self.stem_up(x))
         if self.same_padding:
             logits = logits[..., :height, :width]
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing()):  # export: logits alone
+            if self.training and self.deep_supervision > 0:
+                # the levels below the last, finest first
+                supervised = levels[-2 : -2 - self.deep_supervision : -1]
+                return self.aux_heads.stack(logits, supervised, padded)
         return logits

@@ -48,6 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
         amp=args.amp,
         progress=progress(args),
         sync_batchnorm=args.sync_batchnorm,
+        deep_supervision=args.deep_supervision,
         **_stage_recipe(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them

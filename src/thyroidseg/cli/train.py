@@ -123,6 +123,15 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         help="2: the U-Net's first stage at half resolution, ~3x cheaper than 1 (default: "
         f"{_recipe('stem_stride')})",
     )
+    parser.add_argument(
+        "--deep-supervision",
+        type=int,
+        default=0,
+        metavar="S",
+        help="also supervise the S decoder levels below the last through 1x1 heads, with "
+        "nnU-Net's weights 1, 1/2, 1/4... (training only: the checkpoint predicts as without "
+        "them; default: 0, none; at most the depth - 1 = 3)",
+    )
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument(
         "--early-stopping",

@@ -52,6 +52,7 @@ from thyroidseg.preprocessing.pipeline import DEFAULT_SIZE
 from thyroidseg.runtime import autocast, cpu_info, resolve_device, tune_cpu_allocator
 from thyroidseg.training.batching import collate
 from thyroidseg.training.checks import check_settings, data_conflicts
+from thyroidseg.training.deep_supervision import with_deep_supervision
 from thyroidseg.training.distributed import join_process_group
 from thyroidseg.training.losses import make_loss
 from thyroidseg.training.trainer import Trainer, refuse_other_run
@@ -155,6 +156,7 @@ def train_folder(
     size: tuple[int, int] = DEFAULT_SIZE,
     base_channels: int = 24,
     stem_stride: Literal[1, 2] = 2,
+    deep_supervision: int = 0,
     model: nn.Module | None = None,
     augment: bool | Augment = True,
     crops: CropRule | None = None,
@@ -189,10 +191,15 @@ def train_folder(
     base_channels, stem_stride
         Width of the U-Net's first stage (default 24) and its stride (default 2: stage 0 at
         half resolution, about 3x cheaper than 1; see `thyroidseg.models.unet.UNet`).
+    deep_supervision
+        The U-Net's decoder levels with an auxiliary head (default 0: none; see
+        `thyroidseg.models.unet.UNet`). Whenever the model's ``config["deep_supervision"]``
+        is above 0 (this option, or a ``model`` built with it), the loss is wrapped in
+        `thyroidseg.training.deep_supervision.DeepSupervisionLoss`.
     model
         The network to train instead of ``UNet(base_channels=base_channels,
-        stem_stride=stem_stride, seed=seed)`` (any `nn.Module` mapping ``(N, 1, H, W)`` to
-        logits ``(N, 2, H, W)``).
+        stem_stride=stem_stride, deep_supervision=deep_supervision, seed=seed)`` (any
+        `nn.Module` mapping ``(N, 1, H, W)`` to logits ``(N, 2, H, W)``).
     augment
         Random flips, affine warps and intensity changes on the training images: ``True``
         (the default) draws them with ``Augment(seed=seed)``, an `Augment` with its own
@@ -241,9 +248,14 @@ def train_folder(
         raise ValueError("crop_boxes (--crop-boxes) needs a refine run (crops, --stage refine)")
     extra_boxes = read_crop_boxes(crop_boxes) if crop_boxes is not None else None
     size = (int(size[0]), int(size[1]))
-    loss_fn = make_loss(loss) if isinstance(loss, str) else loss
     if model is None:
-        model = UNet(base_channels=base_channels, stem_stride=stem_stride, seed=seed)
+        model = UNet(
+            base_channels=base_channels,
+            stem_stride=stem_stride,
+            deep_supervision=deep_supervision,
+            seed=seed,
+        )
+    loss_fn = with_deep_supervision(make_loss(loss) if isinstance(loss, str) else loss, model)
     built = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = make_scheduler(schedule, built, epochs)
     out_dir = Path(out_dir)

@@ -127,6 +127,12 @@ def test_weights_must_match_the_levels_and_a_loss_is_wrapped_once() -> None:
         DeepSupervisionLoss(DeepSupervisionLoss(make_loss("ce")))
 
 
+def test_a_plain_loss_given_the_stacked_levels_says_to_wrap_it() -> None:
+    logits, target = levels_and_target()
+    with pytest.raises(ValueError, match="wrap the loss in .*DeepSupervisionLoss"):
+        make_loss("dice_ce")(logits, target)
+
+
 def test_the_loss_is_wrapped_exactly_when_the_model_supervises_levels() -> None:
     plain = make_loss("dice_ce")
     assert with_deep_supervision(plain, UNet(**TINY)) is plain

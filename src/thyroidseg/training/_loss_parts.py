@@ -28,7 +28,13 @@ def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
 def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     """Validate a ``(logits, target)`` pair; return the boolean mask of pixels that count."""
     if logits.dim() != 4:
-        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}")
+        hint = (
+            " (a deep-supervision UNet's stacked levels: wrap the loss in "
+            "thyroidseg.training.deep_supervision.DeepSupervisionLoss)"
+            if logits.dim() == 5
+            else ""
+        )
+        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}{hint}")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if target.dtype != torch.int64:

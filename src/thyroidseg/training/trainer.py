@@ -133,7 +133,8 @@ class Trainer:
     model
         Any ``nn.Module`` mapping images ``(N, C, H, W)`` to logits ``(N, K, H, W)``, e.g.
         `thyroidseg.models.unet.UNet`. Its ``config`` attribute (if any) is stored in the
-        checkpoints so `thyroidseg.inference` can rebuild it.
+        checkpoints so `thyroidseg.inference` can rebuild it. In training mode it may return
+        more (a deep-supervision `UNet`'s stacked levels) if ``loss`` takes it.
     train_data, val_data
         Datasets of dicts with ``"image"`` (float ``(C, H, W)``) and ``"mask"`` (int
         ``(H, W)`` class indices), e.g. `thyroidseg.data.ThyroidDataset`, or built
@@ -142,7 +143,8 @@ class Trainer:
         before every epoch. ``val_data=None`` skips validation: only ``last.pt`` is written.
     loss
         ``loss(logits, target, **loss_kwargs) -> scalar``, e.g.
-        ``thyroidseg.training.losses.make_loss("dice_ce")``, computed in float32. Its
+        ``thyroidseg.training.losses.make_loss("dice_ce")``, computed in float32 (wrapped in
+        `thyroidseg.training.deep_supervision.DeepSupervisionLoss` for such a `UNet`). Its
         ``ignore_index`` (if any) is left out of the validation counts.
     optimizer
         ``None`` (default): ``torch.optim.AdamW(model.parameters(), lr=1e-3,

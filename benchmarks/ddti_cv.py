@@ -33,6 +33,16 @@ earlier run of this script with the same ``--folds`` and ``--seed``), so that
     python benchmarks/ddti_cv.py --stage refine --stage1 runs/cv-bc24wc --out runs/cv-refine \
         --epochs 40 --lr 2e-3 --schedule warmup_cosine --tta --fill-holes
 
+``--stage1 RUN RUN ...`` scores behind the ensemble of several runs' whole-frame fold models
+(the mean of their probabilities), and ``--model-seed S`` (with ``--unet``) seeds the weights
+and the augmentation with ``S`` but keeps the split of ``--seed``, so that runs which differ
+only in their seed make such an ensemble, each fold's members validated on the same frames::
+
+    python benchmarks/ddti_cv.py --out runs/cv-bc24-seed1 --model-seed 1 --unet \
+        '{"stem_stride": 2, "base_channels": 24}' ...
+    python benchmarks/ddti_cv.py --stage refine --stage1 runs/cv-bc24wc runs/cv-bc24-seed1 \
+        --out runs/cv-r12s1-ens --score-only ...
+
 ``--loss NAME --loss-kwargs JSON`` trains with ``make_loss(NAME, **JSON)``, e.g.
 ``--loss dice_ce_boundary --loss-kwargs '{"boundary_weight": 10}'``.
 """
@@ -79,7 +89,9 @@ def main() -> None:
         help="Augment keyword arguments instead of its defaults, e.g. '{\"rotate\": 15}'",
     )
     parser.add_argument("--stage", choices=("whole", "refine"), default="whole")
-    parser.add_argument("--stage1", help="run folder of the whole-frame fold models (refine)")
+    parser.add_argument(
+        "--stage1", nargs="+", help="run folder(s) of the whole-frame fold models (refine)"
+    )
     parser.add_argument(
         "--crops", type=json.loads, default={}, metavar="JSON", help="CropRule keyword arguments"
     )
@@ -105,6 +117,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--schedule", choices=SCHEDULE_NAMES, default="cosine")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model-seed", type=int, help="seed of the weights and augmentation (default --seed)"
+    )
     parser.add_argument("--checkpoint", choices=("last", "best"), default="last")
     parser.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation")
     parser.add_argument("--fill-holes", action="store_true")
@@ -117,6 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     if (args.stage == "refine") != (args.stage1 is not None):
         parser.error("--stage1 RUN goes with --stage refine, and only with it")
+    if args.model_seed is not None and args.unet is None:
+        parser.error("--model-seed needs --unet (the model it seeds)")
+    model_seed = args.seed if args.model_seed is None else args.model_seed
 
     out = Path(args.out)
     checkpoint = LAST_CHECKPOINT if args.checkpoint == "last" else BEST_CHECKPOINT
@@ -131,12 +149,13 @@ def main() -> None:
             val = dataset.subset(splits[fold][1])
             train_seconds = next(r["train_seconds"] for r in trained if r["fold"] == fold)
         else:
-            val = _train(args, out / f"fold{fold}", fold)
+            val = _train(args, out / f"fold{fold}", fold, model_seed)
             train_seconds = time.perf_counter() - start
         trained_here = out / f"fold{fold}" / checkpoint
         refine = args.stage1 is not None
+        stage1 = [Path(run) / f"fold{fold}" / LAST_CHECKPOINT for run in args.stage1 or []]
         segmenter = Segmenter.from_checkpoint(
-            Path(args.stage1) / f"fold{fold}" / LAST_CHECKPOINT if refine else trained_here,
+            (stage1 if len(stage1) > 1 else stage1[0]) if refine else trained_here,
             refine=Refiner.from_checkpoint(trained_here, whole_weight=args.whole_weight)
             if refine
             else None,
@@ -183,8 +202,11 @@ def paper_style(total: ConfusionMatrix) -> dict[str, float]:
     }
 
 
-def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset:
+def _train(args: argparse.Namespace, run_dir: Path, fold: int, model_seed: int) -> ThyroidDataset:
     """Train fold ``fold`` as ``thyroidseg train`` does; return its validation subset."""
+    augment: Augment | bool = True  # train_folder's Augment(seed=args.seed)
+    if args.augment is not None or model_seed != args.seed:
+        augment = Augment(**(args.augment or {}), seed=model_seed)
     trainer = train_folder(
         args.data,
         run_dir,
@@ -192,8 +214,8 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int) -> ThyroidDataset
         folds=args.folds,
         size=tuple(args.size),
         base_channels=args.base_channels,
-        model=UNet(**args.unet, seed=args.seed) if args.unet is not None else None,
-        augment=Augment(**args.augment, seed=args.seed) if args.augment is not None else True,
+        model=UNet(**args.unet, seed=model_seed) if args.unet is not None else None,
+        augment=augment,
         crops=CropRule(**args.crops) if args.stage == "refine" else None,
         crop_boxes=args.crop_boxes,
         epochs=args.epochs,

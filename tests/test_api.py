@@ -36,8 +36,9 @@ from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
 from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.runtime import AMP_MODES
+from thyroidseg.training.demo import run_demo
 from thyroidseg.training.losses import LOSS_NAMES
-from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, run_demo, train_folder
+from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, train_folder
 
 PACKAGE = Path(thyroidseg.__file__).parent
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -177,7 +177,7 @@ MAIN_MODULES = {
     "metrics": ["metrics.confusion"],
     "inference": ["inference.segmenter", "inference.folders", "inference.onnx"],
     "training": ["training.trainer"],
-    "io": ["io.files"],
+    "io": ["io.files", "io.folder_loop"],
     "cli": ["cli.main"],
 }
 """Each subpackage re-exports the ``__all__`` of these modules (for ``data``, ``metrics``,

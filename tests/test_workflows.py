@@ -267,7 +267,10 @@ def test_demo_refuses_a_size_its_network_cannot_take(tmp_path: Path) -> None:
 
 def test_the_demos_0_2_path_gives_the_same_objects_with_a_warning() -> None:
     for name, moved in [("run_demo", run_demo), ("DemoResult", DemoResult)]:
-        with pytest.warns(FutureWarning, match=rf"workflows.{name} is deprecated.*training.demo"):
+        with pytest.warns(
+            FutureWarning,
+            match=rf"workflows.{name} is deprecated and goes in 0.4: .*training.demo$",
+        ):
             assert getattr(thyroidseg.training.workflows, name) is moved
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         thyroidseg.training.workflows.nothing  # noqa: B018

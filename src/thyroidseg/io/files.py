@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from thyroidseg._checks import PathLike
+from thyroidseg._compat import moved_names
 from thyroidseg.io.dicom import DICOM_EXTENSIONS, is_dicom, read_frame
 
 __all__ = [
@@ -453,3 +454,8 @@ def read_format_json(path: PathLike, format_name: str, what: str) -> dict[str, A
     if not isinstance(data, dict) or data.get("format") != format_name:
         raise ValueError(f"{path}: not a {what} (format {format_name!r})")
     return data
+
+
+__getattr__ = moved_names(  # the folder loop's 0.2 path
+    __name__, dict.fromkeys(["FilesFailedError", "map_folder"], "thyroidseg.io.folder_loop"), "0.4"
+)

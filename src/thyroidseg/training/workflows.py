@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import inspect
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from thyroidseg._checks import PathLike, check_int
+from thyroidseg._compat import moved_names
 from thyroidseg.data.augment import Augment
 from thyroidseg.data.crops import CropDataset, read_crop_boxes
 from thyroidseg.data.dataset import ThyroidDataset
@@ -402,14 +401,6 @@ def _resumed_data_config(
     return {**data_config, "root": stored.get("root", data_config["root"])}
 
 
-def __getattr__(name: str) -> Any:
-    """The demo's names at their 0.2 path (until 0.4: a ``FutureWarning``)."""
-    if name in ("DemoResult", "run_demo"):
-        warnings.warn(
-            f"thyroidseg.training.workflows.{name} is deprecated and goes in 0.4: import it "
-            "from thyroidseg.training.demo",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("thyroidseg.training.demo"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(  # the demo's 0.2 path
+    __name__, dict.fromkeys(["DemoResult", "run_demo"], "thyroidseg.training.demo"), "0.4"
+)

@@ -1,7 +1,7 @@
 """How close the demo's announced training time is to the time its training takes.
 
 ``thyroidseg demo`` times the parts of one epoch before it trains and prints the estimate
-(`thyroidseg.training.workflows.run_demo`, ``DemoResult.estimated_seconds``). This runs small
+(`thyroidseg.training.demo.run_demo`, ``DemoResult.estimated_seconds``). This runs small
 demos on one thread and prints, for each, the estimate, the measured training time and their
 ratio (measured / estimated); within 0.5-2 is the aim. A timing, so a benchmark, not a test:
 on a machine shared with other jobs the ratio moves with the load (name the CPU, ``lscpu``).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from thyroidseg.training.workflows import run_demo
+from thyroidseg.training.demo import run_demo
 
 
 def main() -> None:

@@ -36,8 +36,9 @@ from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
 from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
 from thyroidseg.runtime import AMP_MODES
+from thyroidseg.training.demo import run_demo
 from thyroidseg.training.losses import LOSS_NAMES
-from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, run_demo, train_folder
+from thyroidseg.training.workflows import REFINE_RECIPE, SCHEDULE_NAMES, train_folder
 
 PACKAGE = Path(thyroidseg.__file__).parent
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -176,7 +177,7 @@ MAIN_MODULES = {
     "metrics": ["metrics.confusion"],
     "inference": ["inference.segmenter", "inference.folders", "inference.onnx"],
     "training": ["training.trainer"],
-    "io": ["io.files"],
+    "io": ["io.files", "io.folder_loop"],
     "cli": ["cli.main"],
 }
 """Each subpackage re-exports the ``__all__`` of these modules (for ``data``, ``metrics``,

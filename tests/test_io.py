@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
+import thyroidseg.io.files
+import thyroidseg.io.folder_loop
 from thyroidseg.io.files import (
     csv_text,
     list_images,
@@ -115,3 +117,12 @@ def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path, monkey
     with pytest.raises(OSError, match=r"\[Errno 28\] .*out/mask\.png: cannot write \(No space"):
         write_image(target, np.zeros((4, 4), np.uint8))
     assert not target.exists() and list(target.parent.iterdir()) == []  # no temporary left
+
+
+def test_the_folder_loops_0_2_path_gives_the_same_objects_with_a_warning() -> None:
+    for name in ("map_folder", "FilesFailedError"):
+        pattern = rf"io.files.{name} is deprecated and goes in 0.4: .*io.folder_loop$"
+        with pytest.warns(FutureWarning, match=pattern):
+            assert getattr(thyroidseg.io.files, name) is getattr(thyroidseg.io.folder_loop, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        thyroidseg.io.files.nothing  # noqa: B018

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from thyroidseg.cli import main
-from thyroidseg.io.files import map_folder
+from thyroidseg.io.folder_loop import map_folder
 from thyroidseg.preprocessing import preprocess, preprocess_folder
 from thyroidseg.preprocessing.geometry import Box
 

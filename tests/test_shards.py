@@ -17,7 +17,8 @@ from thyroidseg.cli import main
 from thyroidseg.inference import Segmenter
 from thyroidseg.inference.shards import IncompleteShardsError, Shard, merge_shards
 from thyroidseg.io.dicom import write_dicom
-from thyroidseg.io.files import FilesFailedError, write_image
+from thyroidseg.io.files import write_image
+from thyroidseg.io.folder_loop import FilesFailedError
 from thyroidseg.io.outputs import reserve_folder
 from thyroidseg.models.unet import UNet
 

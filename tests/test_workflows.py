@@ -21,6 +21,7 @@ from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.io.files import read_binary_mask
 from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.models.unet import UNet
+from thyroidseg.training.demo import DemoResult, run_demo
 from thyroidseg.training.losses import DiceCELoss
 from thyroidseg.training.workflows import (
     OPTIMIZER_NAMES,
@@ -260,10 +261,19 @@ def test_predict_on_a_checkpoint_of_another_version_is_one_line(
 
 def test_demo_refuses_a_size_its_network_cannot_take(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 64 x 64"):
-        thyroidseg.training.workflows.run_demo(
-            tmp_path / "demo", n_images=4, size=(32, 64), epochs=1, progress=False
-        )
+        run_demo(tmp_path / "demo", n_images=4, size=(32, 64), epochs=1, progress=False)
     assert not (tmp_path / "demo" / "phantoms").exists()  # refused before anything is written
+
+
+def test_the_demos_0_2_path_gives_the_same_objects_with_a_warning() -> None:
+    for name, moved in [("run_demo", run_demo), ("DemoResult", DemoResult)]:
+        with pytest.warns(
+            FutureWarning,
+            match=rf"workflows.{name} is deprecated and goes in 0.4: .*training.demo$",
+        ):
+            assert getattr(thyroidseg.training.workflows, name) is moved
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        thyroidseg.training.workflows.nothing  # noqa: B018
 
 
 @pytest.mark.parametrize(

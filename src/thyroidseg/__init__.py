@@ -24,7 +24,7 @@ draws it; ``tests/test_api.py`` checks it):
   ``postprocess``, ``overlay``, ``measurements`` (`measure()`, the size and shape of every
   nodule of a mask).
 - `thyroidseg.training`: `Trainer` (``training.trainer``: built model, loss, optimizer;
-  exact resume, DDP), ``workflows`` (`train_folder`, `run_demo`), ``losses`` and the
+  exact resume, DDP), ``workflows`` (`train_folder`), ``demo`` (`run_demo`), ``losses`` and the
   trainer's parts.
 - `thyroidseg.cli`: the command line, and ``cli.info`` (`system_info()` for bug reports).
 
@@ -142,7 +142,7 @@ _LAZY = {
 
 _MOVED = {
     "Box": "preprocessing.geometry",
-    "DemoResult": "training.workflows",
+    "DemoResult": "training.demo",
     "Ensemble": "models.ensemble",
     "FolderEvaluation": "metrics.evaluation",
     "FolderPrediction": "inference",
@@ -162,7 +162,7 @@ _MOVED = {
     "read_binary_mask": "data",
     "resize": "preprocessing.geometry",
     "resize_mask": "preprocessing.geometry",
-    "run_demo": "training.workflows",
+    "run_demo": "training.demo",
     "size_tertiles": "data.splits",
     "smooth": "preprocessing.intensity",
     "synthetic_phantoms": "data.synthetic",

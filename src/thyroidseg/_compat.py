@@ -8,7 +8,8 @@ one (``from thyroidseg.model import UNet``) warns with the new path and returns 
 module's object itself, so ``thyroidseg.model.UNet is thyroidseg.models.unet.UNet`` and
 isinstance checks and pickles agree. Old modules that became packages of the same name
 (``thyroidseg.data``, ``thyroidseg.metrics``, ...) need no alias: the package re-exports the
-old ``__all__``.
+old ``__all__``. Names that later left a module for another keep their old path the same
+way, one release longer (`moved_names`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -90,3 +92,23 @@ def install() -> None:
     """Put an `OldPath` into ``sys.modules`` for each 0.1 name that is not there yet."""
     for old, new in MOVED_MODULES.items():
         sys.modules.setdefault(old, OldPath(old, new))
+
+
+def moved_names(old: str, moved: Mapping[str, str], until: str) -> Callable[[str], Any]:
+    """The ``__getattr__`` of module ``old`` for its names that moved (name -> new module).
+
+    Reading one warns (``FutureWarning``: it goes in version ``until``) and returns the new
+    module's object itself; any other name is an ``AttributeError``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{old}.{name} is deprecated and goes in {until}: import it from {moved[name]}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__

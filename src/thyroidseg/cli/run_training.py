@@ -11,6 +11,7 @@ from collections.abc import Sized
 from pathlib import Path
 from typing import cast
 
+import thyroidseg.training.demo as demo
 import thyroidseg.training.workflows as workflows
 from thyroidseg.cli.options import progress
 from thyroidseg.cli.train import _stage_recipe
@@ -70,7 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    result = workflows.run_demo(
+    result = demo.run_demo(
         args.out,
         data=args.data,
         n_images=args.images,

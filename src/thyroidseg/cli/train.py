@@ -51,7 +51,7 @@ SCHEDULE_CHOICES: tuple[str, ...] = ("cosine", "warmup_cosine", "poly", "constan
 """`thyroidseg.training.workflows.SCHEDULE_NAMES`."""
 
 DEMO_SIZE: tuple[int, int] = (128, 128)
-"""`thyroidseg.training.workflows.run_demo`'s ``size``."""
+"""`thyroidseg.training.demo.run_demo`'s ``size``."""
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:

@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, NamedTuple, TypedDict, overload
 
-import cv2
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_int, check_probability
+from thyroidseg.inference._frames import _frame_sequence, _probability_to_original
 from thyroidseg.inference.flips import mirrored_pair, tta_probabilities
 from thyroidseg.inference.folders import (
     FilePrediction,
@@ -604,38 +604,3 @@ def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-def _frame_sequence(images: Sequence[Frame] | np.ndarray) -> Sequence[Frame] | np.ndarray:
-    """``images`` as a sequence of frames, refusing one frame given where many are expected."""
-    if isinstance(images, str | os.PathLike):
-        raise ValueError(
-            f"predict_many takes a sequence of frames, got one path {images!r}; use predict"
-        )
-    if isinstance(images, np.ndarray) and images.ndim != 3:
-        raise ValueError(
-            f"predict_many takes an (N, H, W) array or a sequence of frames, got "
-            f"an array of shape {images.shape}; use predict for one frame"
-        )
-    return images
-
-
-def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:
-    """The network-frame probability map on the original frame: bilinear, 0 outside the views.
-
-    The ``content`` part of the map is resized onto ``box`` (``cv2.INTER_LINEAR``, which
-    aligns pixel centres as `Preprocessed.mask_to_original` does); letterbox padding never
-    enters the interpolation.
-    """
-    box, content = prepared.box, prepared.content
-    resized = cv2.resize(
-        np.ascontiguousarray(probability[content.slices]),
-        (box.width, box.height),
-        interpolation=cv2.INTER_LINEAR,
-    )
-    on_box = np.zeros(prepared.original_shape, np.float32)
-    on_box[box.slices] = np.clip(resized, 0.0, 1.0)
-    out = np.zeros_like(on_box)
-    for view in prepared.views:
-        out[view.slices] = on_box[view.slices]
-    return out

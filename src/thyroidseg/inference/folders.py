@@ -29,7 +29,8 @@ from thyroidseg.inference.measurements import (
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.io.dicom import FrameRange, frame_outputs, is_dicom, read_frame, read_spacing
 from thyroidseg.io.dicom_seg import SegmentationCollector, segmentation_paths
-from thyroidseg.io.files import Inputs, csv_text, list_inputs, map_folder, read_image, write_image
+from thyroidseg.io.files import Inputs, csv_text, list_inputs, read_image, write_image
+from thyroidseg.io.folder_loop import map_folder
 from thyroidseg.io.outputs import LOCK_FILE, reserve_folder
 from thyroidseg.io.provenance import command_line
 from thyroidseg.io.report import REPORT_HTML, ReportBuilder, counted
@@ -247,7 +248,7 @@ def predict_folder(
       Segmentation referencing it (`thyroidseg.io.dicom_seg`; every input must be DICOM,
       checked before anything is read).
 
-    The folder loop is `thyroidseg.io.files.map_folder`'s: every file is written atomically;
+    The folder loop is `thyroidseg.io.folder_loop.map_folder`'s: every file is written atomically;
     existing outputs (masks, overlays, probability maps, the CSV) are an error unless
     ``overwrite``, all checked before anything is written; a frame that cannot be read or
     preprocessed does not stop the others: once every other frame and the CSV (with the

@@ -46,7 +46,8 @@ from thyroidseg.inference.measurements import (
     write_measurements_csv,
 )
 from thyroidseg.io.dicom import FrameRange
-from thyroidseg.io.files import FilesFailedError, Inputs, atomic_write_bytes
+from thyroidseg.io.files import Inputs, atomic_write_bytes
+from thyroidseg.io.folder_loop import FilesFailedError
 from thyroidseg.io.outputs import FolderInUseError, check_outputs, reserve_folder
 
 if TYPE_CHECKING:

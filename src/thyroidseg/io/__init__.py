@@ -1,8 +1,9 @@
 """Files in and out: images, masks, DICOM, pixel sizes, CSV, atomic writes, output folders.
 
 - `thyroidseg.io.files`: read images and masks, list a folder's images, write images and
-  CSV atomically, and `map_folder`, the loop of every folder command (re-exported here
-  with the rest of its ``__all__``);
+  CSV atomically (re-exported here with the rest of its ``__all__``);
+- `thyroidseg.io.folder_loop`: `map_folder`, the loop of every folder command, and
+  `FilesFailedError` (re-exported here);
 - `thyroidseg.io.outputs`: outputs checked before anything is written, and output folders
   held by one run at a time;
 - `thyroidseg.io.dicom`: DICOM frames, cine loops and their pixel sizes;
@@ -18,7 +19,6 @@ from thyroidseg.io.files import (
     IMAGE_EXTENSIONS,
     JPEG_MASK_THRESHOLD,
     LOSSY_EXTENSIONS,
-    FilesFailedError,
     Inputs,
     NotBinaryMaskError,
     atomic_write_bytes,
@@ -27,13 +27,13 @@ from thyroidseg.io.files import (
     image_stem,
     list_images,
     list_inputs,
-    map_folder,
     read_binary_mask,
     read_format_json,
     read_image,
     write_csv,
     write_image,
 )
+from thyroidseg.io.folder_loop import FilesFailedError, map_folder
 
 __all__ = [
     "IMAGE_EXTENSIONS",

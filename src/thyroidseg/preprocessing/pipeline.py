@@ -63,7 +63,8 @@ from typing import Any
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_int
-from thyroidseg.io.files import map_folder, write_image
+from thyroidseg.io.files import write_image
+from thyroidseg.io.folder_loop import map_folder
 from thyroidseg.preprocessing.geometry import (
     RESIZE_MODES,
     Box,
@@ -408,7 +409,7 @@ def preprocess_folder(
     (images or the JSON) are an error unless ``overwrite``, checked for all of them before
     anything is written. An image that cannot be read or preprocessed does not stop the
     others: each failure is recorded under ``"errors"`` in the JSON, and once everything
-    else is written a ``ValueError`` lists every failed file (`thyroidseg.io.files.map_folder`
+    else is written a ``ValueError`` lists every failed file (`thyroidseg.io.folder_loop.map_folder`
     runs the loop).
 
     Parameters

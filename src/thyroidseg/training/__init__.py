@@ -2,8 +2,9 @@
 
 - `thyroidseg.training.trainer`: `Trainer` (re-exported here with the rest of its
   ``__all__``);
-- `thyroidseg.training.workflows`: `train_folder`, `run_demo`, the optimizer and schedule
-  names, `REFINE_RECIPE`;
+- `thyroidseg.training.workflows`: `train_folder`, the optimizer and schedule names,
+  `REFINE_RECIPE`;
+- `thyroidseg.training.demo`: `run_demo` (``thyroidseg demo``);
 - `thyroidseg.training.callbacks`: the events of a run (`Callback`), `EarlyStopping`,
   `HistoryWriter`;
 - `thyroidseg.training.losses`, `thyroidseg.training.checks`, `thyroidseg.training.batching`,

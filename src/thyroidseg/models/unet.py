@@ -234,6 +234,15 @@ class _UpBlock(nn.Module):
         return self.block(torch.cat([skip, x], dim=1))
 
 
+def _with_position(x: Tensor) -> Tensor:
+    """``x`` with two more channels: each pixel's row and column, from -1 to 1 (CoordConv)."""
+    n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+    rows = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device)
+    columns = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device)
+    grid = torch.stack(torch.meshgrid(rows, columns, indexing="ij"))
+    return torch.cat([x, grid.unsqueeze(0).expand(n, 2, height, width)], dim=1)
+
+
 def _valid_size_1d(size: int, depth: int) -> int:
     """Output size along one axis of a ``"valid"`` U-Net (see `valid_output_size`)."""
 
@@ -362,6 +371,10 @@ class UNet(nn.Module):
         `thyroidseg.training.deep_supervision.DeepSupervisionLoss`. In eval mode, and when
         scripted or traced, it returns the logits alone and the heads do nothing. Needs
         ``padding="same"``.
+    position_channels
+        Append two input channels, each pixel's row and column scaled to ``[-1, 1]`` over
+        the input (CoordConv, Liu et al. 2018), so the network knows where in the frame a
+        structure lies (default ``False``). ``in_channels`` stays the image's channels.
     seed
         If given, weights are initialised from a private generator with this seed, so the same
         seed gives the same network without touching PyTorch's global random state. ``None``
@@ -397,6 +410,7 @@ class UNet(nn.Module):
         padding: Padding = "same",
         stem_stride: Literal[1, 2] = 1,
         deep_supervision: int = 0,
+        position_channels: bool = False,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -455,10 +469,12 @@ class UNet(nn.Module):
             "padding": padding,
             "stem_stride": stem_stride,
             "deep_supervision": int(deep_supervision),
+            "position_channels": bool(position_channels),
             "seed": seed,
         }
         self.depth = depth
         self.deep_supervision = int(deep_supervision)
+        self.position_channels = bool(position_channels)
         self.size_multiple = stem_stride * 2**depth
         self.same_padding = padding == "same"
         self.use_maxpool = downsample == "maxpool"
@@ -475,7 +491,11 @@ class UNet(nn.Module):
             widths = [base_channels * 2**i for i in range(depth + 1)]
             stride = 1 if self.use_maxpool else 2
             self.encoder = nn.ModuleList(
-                [ConvBlock(in_channels, widths[0], stride=stem_stride, **common)]
+                [
+                    ConvBlock(
+                        in_channels + 2 * position_channels, widths[0], stride=stem_stride, **common
+                    )
+                ]
             )
             self.encoder.extend(
                 ConvBlock(widths[i - 1], widths[i], stride=stride, **common)
@@ -560,6 +580,8 @@ class UNet(nn.Module):
         if not (torch.jit.is_scripting() or torch.jit.is_tracing()):
             self._check_input(x)
         height, width = x.shape[-2], x.shape[-1]
+        if self.position_channels:
+            x = _with_position(x)
         if self.same_padding:
             multiple = self.size_multiple
             x = F.pad(x, [0, (-width) % multiple, 0, (-height) % multiple])

@@ -51,7 +51,13 @@ def assert_exports_match_eager(model: nn.Module, folder: Path, batches: list[tor
 
 
 @pytest.mark.parametrize(
-    "config", [{}, {"in_channels": 3}, {"stem_stride": 2, "deep_supervision": 1}]
+    "config",
+    [
+        {},
+        {"in_channels": 3},
+        {"stem_stride": 2, "deep_supervision": 1},
+        {"position_channels": True},
+    ],
 )
 def test_both_exports_match_eager_at_other_sizes_than_the_example(tmp_path, config) -> None:
     model = UNet(depth=2, **config, **TINY)

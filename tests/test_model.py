@@ -183,7 +183,15 @@ def test_forward_rejects_non_4d_input() -> None:
 
 def test_config_is_json_ready_and_rebuilds_the_network() -> None:
     model = UNet(
-        3, 4, base_channels=4, depth=3, norm="group", dropout=0.2, deep_supervision=2, seed=7
+        3,
+        4,
+        base_channels=4,
+        depth=3,
+        norm="group",
+        dropout=0.2,
+        deep_supervision=2,
+        position_channels=True,
+        seed=7,
     )
     config = json.loads(json.dumps(model.config))
     rebuilt = UNet(**config)
@@ -274,3 +282,20 @@ def test_prelu_networks_rebuild_from_their_config_and_start_at_a_quarter_slope()
     torch.testing.assert_close(rebuilt(x), model(x))
     with pytest.raises(ValueError, match="activation must be one of"):
         UNet(activation="gelu")  # type: ignore[arg-type]
+
+
+def test_position_channels_give_the_first_block_each_pixels_row_and_column() -> None:
+    model = UNet(base_channels=4, depth=2, position_channels=True, seed=0).eval()
+    seen: list[torch.Tensor] = []
+    model.encoder[0].register_forward_hook(lambda _, args, __: seen.append(args[0]))
+    image = torch.rand(2, 1, 5, 7)
+    with torch.no_grad():
+        assert model(image).shape == (2, 2, 5, 7)
+    rows, columns = seen[0][:, 1], seen[0][:, 2]
+    assert seen[0].shape[1] == 3 and torch.equal(seen[0][:, :1, :5, :7], image)
+    torch.testing.assert_close(rows[0, :5, 0], (torch.arange(5.0) * 2 + 1) / 5 - 1)
+    torch.testing.assert_close(columns[1, 0, :7], (torch.arange(7.0) * 2 + 1) / 7 - 1)
+    assert torch.all(seen[0][:, 1:, 5:, :] == 0) and torch.all(seen[0][:, 1:, :, 7:] == 0)
+    config = dict(model.config)
+    del config["position_channels"]  # a checkpoint written before the option
+    assert UNet(**config).config["position_channels"] is False

@@ -235,10 +235,10 @@ class _UpBlock(nn.Module):
 
 
 def _with_position(x: Tensor) -> Tensor:
-    """``x`` with two more channels: each pixel's row and column, from -1 to 1 (CoordConv)."""
+    """``x`` with two more channels: each pixel's row and column centre, ``(2i + 1) / n - 1``."""
     n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
-    rows = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device)
-    columns = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device)
+    rows = (torch.arange(height, dtype=x.dtype, device=x.device) * 2 + 1) / height - 1
+    columns = (torch.arange(width, dtype=x.dtype, device=x.device) * 2 + 1) / width - 1
     grid = torch.stack(torch.meshgrid(rows, columns, indexing="ij"))
     return torch.cat([x, grid.unsqueeze(0).expand(n, 2, height, width)], dim=1)
 
@@ -372,9 +372,10 @@ class UNet(nn.Module):
         scripted or traced, it returns the logits alone and the heads do nothing. Needs
         ``padding="same"``.
     position_channels
-        Append two input channels, each pixel's row and column scaled to ``[-1, 1]`` over
-        the input (CoordConv, Liu et al. 2018), so the network knows where in the frame a
-        structure lies (default ``False``). ``in_channels`` stays the image's channels.
+        Append two input channels, each pixel's row and column centre scaled to ``(-1, 1)``
+        over the input, $(2i + 1)/H - 1$ and $(2j + 1)/W - 1$ (CoordConv, Liu et al. 2018),
+        so the network knows where in the frame a structure lies (default ``False``).
+        ``in_channels`` stays the image's channels.
     seed
         If given, weights are initialised from a private generator with this seed, so the same
         seed gives the same network without touching PyTorch's global random state. ``None``

@@ -204,9 +204,6 @@ def paper_style(total: ConfusionMatrix) -> dict[str, float]:
 
 def _train(args: argparse.Namespace, run_dir: Path, fold: int, model_seed: int) -> ThyroidDataset:
     """Train fold ``fold`` as ``thyroidseg train`` does; return its validation subset."""
-    augment: Augment | bool = True  # train_folder's Augment(seed=args.seed)
-    if args.augment is not None or model_seed != args.seed:
-        augment = Augment(**(args.augment or {}), seed=model_seed)
     trainer = train_folder(
         args.data,
         run_dir,
@@ -215,7 +212,7 @@ def _train(args: argparse.Namespace, run_dir: Path, fold: int, model_seed: int) 
         size=tuple(args.size),
         base_channels=args.base_channels,
         model=UNet(**args.unet, seed=model_seed) if args.unet is not None else None,
-        augment=augment,
+        augment=Augment(**(args.augment or {}), seed=model_seed),  # default: train_folder's
         crops=CropRule(**args.crops) if args.stage == "refine" else None,
         crop_boxes=args.crop_boxes,
         epochs=args.epochs,

@@ -7,12 +7,13 @@ $$W' = W \\cdot \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}}, \\qquad
 b' = (b - \\mu) \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta$$
 
 (per output channel; $\\mu$, $\\sigma^2$ the running statistics). `fold_batch_norm` does
-this for every convolution + batch-norm pair of the `thyroidseg.models.unet.ConvBlock` s in a
-network, as `torch.nn.utils.fusion.fuse_conv_bn_eval` does for one pair, on a copy, so
-the network given stays trainable. Both segmenters run the folded copy through
-`FoldedNetwork`, which folds again when the weights change: it saves a
-normalisation pass over every feature map (about a quarter of the refine network's CPU time
-on a 2-core AMD EPYC; `docs/deployment.md`). ONNX Runtime folds the exported graph itself.
+this for every convolution + batch-norm pair of a network (those of the
+`thyroidseg.models.unet.ConvBlock` s and of its `torch.nn.Sequential` s), as
+`torch.nn.utils.fusion.fuse_conv_bn_eval` does for one pair, on a copy, so the network given
+stays trainable. Both segmenters run the folded copy through `FoldedNetwork`, which folds
+again when the weights change: it saves a normalisation pass over every feature map (the
+refine network's forward pass takes 0.88x the time, the whole-frame network's 0.94x, on a
+2-core AMD EPYC; `docs/deployment.md`). ONNX Runtime folds the exported graph itself.
 
 Examples
 --------

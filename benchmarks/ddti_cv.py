@@ -54,11 +54,13 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from thyroidseg import Augment, ConfusionMatrix, Segmenter, ThyroidDataset, UNet
 from thyroidseg.data.splits import group_kfold
 from thyroidseg.inference.refine import WHOLE_WEIGHT, Refiner
 from thyroidseg.io.files import atomic_write_bytes
-from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
+from thyroidseg.models.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, half_precision
 from thyroidseg.preprocessing.crops import CropRule
 from thyroidseg.training.losses import make_loss
 from thyroidseg.training.workflows import SCHEDULE_NAMES, train_folder
@@ -124,6 +126,11 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation")
     parser.add_argument("--fill-holes", action="store_true")
     parser.add_argument("--min-area", type=int, default=0)
+    parser.add_argument(
+        "--half-weights",
+        action="store_true",
+        help="score with every weight rounded to float16, as package_model.py --half stores it",
+    )
     parser.add_argument("--score-only", action="store_true", help="re-score the trained folds")
     parser.add_argument("--tag", default=None, help="write cv-TAG.json instead of cv.json")
     parser.add_argument(
@@ -164,6 +171,9 @@ def main() -> None:
             min_area=args.min_area,
             threads=None,  # the run's thread count, as in training
         )
+        if args.half_weights:
+            for network in _networks(segmenter):
+                network.load_state_dict(half_precision(network.state_dict()))
         fold_matrix = ConfusionMatrix(2)
         for i in range(len(val)):
             image, mask = val.load_original(i)
@@ -200,6 +210,12 @@ def paper_style(total: ConfusionMatrix) -> dict[str, float]:
         "nodule_iou_pooled": float(total.iou()[1]),
         "nodule_dice_pooled": float(total.dice()[1]),
     }
+
+
+def _networks(segmenter: Segmenter) -> list[torch.nn.Module]:
+    """The whole-frame network and, behind it, the refine network."""
+    refiner = segmenter.refiner
+    return [segmenter.model] + ([refiner.model] if isinstance(refiner, Refiner) else [])
 
 
 def _train(args: argparse.Namespace, run_dir: Path, fold: int, model_seed: int) -> ThyroidDataset:

@@ -2,7 +2,8 @@
 
 Each fold's models segment only that fold's validation frames (the grouped folds of
 ``ddti_cv.py``: ``group_kfold(groups, folds=5, seed=0)``): the whole-frame model
-``STAGE1/foldK/last.pt`` with, when ``--refine RUN`` is given, the refine model
+``STAGE1/foldK/last.pt`` (several ``--stage1`` runs: their ensemble, as shipped) with,
+when ``--refine RUN`` is given, the refine model
 ``RUN/foldK/last.pt`` behind it (whole weight 0.25), with the shipped model's inference
 settings: flip TTA, hole filling and ``--min-probability`` (0.6). For every nodule found
 it records the features of `thyroidseg.inference.quality.nodule_features` and its IoU with
@@ -22,7 +23,7 @@ fitted on all rows, with that threshold and the scores, is stored in ``--out`` u
 ``"estimator"`` for ``scripts/package_model.py --quality``. ``--figure`` draws the
 reliability diagram (expected against actual IoU of the nodules, in bins of 0.1).
 
-    python benchmarks/expected_iou.py --stage1 /root/runs/cv-bc24wc \\
+    python benchmarks/expected_iou.py --stage1 /root/runs/cv-bc24wc /root/runs/cv-bc24-seed1 \\
         --refine /root/runs/cv-r12s1 --folds 0 1 2 3 4 \\
         --out benchmarks/results/expected-iou.json --figure docs/img/expected_iou_reliability.png
 """
@@ -63,7 +64,9 @@ made the fit worse on every set of folds tried (docs/quality.md)."""
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/ddti")
-    parser.add_argument("--stage1", required=True, help="run folder of the whole-frame folds")
+    parser.add_argument(
+        "--stage1", nargs="+", required=True, help="run folder(s) of the whole-frame folds"
+    )
     parser.add_argument("--refine", default=None, help="run folder of the refine folds")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--min-probability", type=float, default=0.6)
@@ -75,7 +78,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=None, help="reliability diagram PNG")
     args = parser.parse_args()
     setup = {
-        "stage1": args.stage1,
+        "stage1": args.stage1 if len(args.stage1) > 1 else args.stage1[0],
         "refine": args.refine,
         "min_probability": args.min_probability,
         "features": list(FEATURES),
@@ -106,7 +109,7 @@ def _score_fold(args: argparse.Namespace, val: ThyroidDataset, fold: int) -> lis
     """One row per validation frame of ``fold``: its IoU and its nodules' features and IoUs."""
     refine = args.refine is not None
     segmenter = Segmenter.from_checkpoint(
-        Path(args.stage1) / f"fold{fold}" / LAST_CHECKPOINT,
+        [Path(run) / f"fold{fold}" / LAST_CHECKPOINT for run in args.stage1],
         refine=Refiner.from_checkpoint(
             Path(args.refine) / f"fold{fold}" / LAST_CHECKPOINT, whole_weight=0.25
         )

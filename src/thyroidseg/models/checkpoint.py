@@ -42,6 +42,7 @@ import torch
 from thyroidseg._checks import PathLike
 from thyroidseg._version import __version__
 from thyroidseg.io.files import atomic_write_bytes
+from thyroidseg.models.ensemble import Ensemble
 from thyroidseg.models.registry import model_class
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.pipeline import preprocess
@@ -52,6 +53,7 @@ __all__ = [
     "LAST_CHECKPOINT",
     "WEIGHTS_CHECKSUM",
     "check_best_checkpoint",
+    "half_precision",
     "load_checkpoint",
     "prepare_run_folder",
     "restore_rng_state",
@@ -80,7 +82,9 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
 
     For each entry the digest takes ``"<key>|<dtype>|<shape>\\n"`` and then the tensor's
     bytes in memory order (C-contiguous, on the CPU), so equal weights give equal digests on
-    any device and a changed value, name, order, type or shape gives another.
+    any device and a changed value, name, order, type or shape gives another. A float16 or
+    bfloat16 tensor is hashed as the float32 tensor it loads into (exactly), so a checkpoint
+    stored in half precision (`half_precision`) has the digest of the network loaded from it.
 
     Examples
     --------
@@ -93,9 +97,48 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key, tensor in state_dict.items():
         values = tensor.detach().cpu().contiguous()
+        if values.dtype in (torch.float16, torch.bfloat16):
+            values = values.float()
         digest.update(f"{key}|{values.dtype}|{tuple(values.shape)}\n".encode())
         digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def half_precision(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` with its float32 tensors in float16: half the bytes on disk.
+
+    Each value $w$ becomes the nearest float16, within a relative error of $2^{-11}$ for
+    $2^{-14} \\le |w| \\le 65504$ (smaller magnitudes keep an absolute error under
+    $2^{-25}$). ``load_state_dict`` casts them back into a float32 network, which computes with
+    the rounded values; other tensors (integer counters, float64) are kept as they are.
+    Whether the rounding costs accuracy is for cross-validation to show
+    (``benchmarks/ddti_cv.py --half-weights``).
+
+    Raises
+    ------
+    ValueError
+        A finite value above float16's range (65504 in magnitude), which would become
+        infinite; the message names the entry.
+
+    Examples
+    --------
+    >>> half = half_precision({"w": torch.tensor([0.1, -3.0]), "n": torch.tensor(7)})
+    >>> half["w"].dtype, half["n"].dtype, half["w"].float().tolist()
+    (torch.float16, torch.int64, [0.0999755859375, -3.0])
+    """
+    half = {}
+    for key, tensor in state_dict.items():
+        if tensor.dtype == torch.float32:
+            rounded = tensor.detach().half()
+            if bool((torch.isinf(rounded) & torch.isfinite(tensor)).any()):
+                raise ValueError(
+                    f"weight {key!r} holds values beyond float16's range (|w| > 65504); "
+                    "store this network in float32"
+                )
+            half[key] = rounded
+        else:
+            half[key] = tensor
+    return half
 
 
 def save_checkpoint(path: PathLike, checkpoint: Mapping[str, Any]) -> Path:
@@ -220,30 +263,50 @@ def _check_entries(path: Path, checkpoint: Mapping[str, Any]) -> None:
             f"({_written_by(checkpoint)})"
         )
     config = checkpoint["config"]
-    if model_class(config.get("model_class")) is not UNet:
+    unets = _unet_configs(config.get("model_class"), config.get("model"), "config['model']")
+    if not unets:
         return  # another architecture: its user rebuilds it
-    known = {
-        "model": set(inspect.signature(UNet).parameters),
-        "preprocess_options": set(inspect.signature(preprocess).parameters) - {"image"},
-    }
+    unet_options = set(inspect.signature(UNet).parameters)
     data = config.get("data") or {}
-    sections = {"model": config.get("model"), "preprocess_options": data.get("preprocess_options")}
-    for section, options in sections.items():
+    sections = [(where, options, unet_options) for where, options in unets]
+    sections.append(
+        (
+            "config['data']['preprocess_options']",
+            data.get("preprocess_options"),
+            set(inspect.signature(preprocess).parameters) - {"image"},
+        )
+    )
+    for where, options, allowed in sections:
         if options is None:
             continue
-        where = "config['model']" if section == "model" else "config['data']['preprocess_options']"
         if not isinstance(options, Mapping):
             raise ValueError(
                 f"{path}: {where} is a {type(options).__name__}, not a dict "
                 f"({_written_by(checkpoint)})"
             )
-        unknown = sorted(set(options) - known[section])
+        unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(
                 f"{path}: {where} names option(s) this version does not know: "
                 f"{', '.join(map(repr, unknown))} ({_written_by(checkpoint)}: load it with "
                 "that version)"
             )
+
+
+def _unet_configs(name: object, config: object, where: str) -> list[tuple[str, object]]:
+    """``(where, config)`` of each `UNet` a stored model is or holds (an ensemble's members)."""
+    cls = model_class(name)
+    if cls is UNet:
+        return [(where, config)]
+    members = config.get("members") if cls is Ensemble and isinstance(config, Mapping) else None
+    if not isinstance(members, list):
+        return []
+    found = []
+    for index, member in enumerate(members):
+        if isinstance(member, Mapping):
+            inner = f"{where}['members'][{index}]['model']"
+            found += _unet_configs(member.get("model_class"), member.get("model"), inner)
+    return found
 
 
 def _is_state_dict(weights: object) -> bool:

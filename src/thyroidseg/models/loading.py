@@ -26,7 +26,7 @@ from torch import nn
 from thyroidseg._checks import PathLike, check_int, check_probability
 from thyroidseg.models.checkpoint import load_checkpoint
 from thyroidseg.models.ensemble import Ensemble
-from thyroidseg.models.registry import MODELS, model_class
+from thyroidseg.models.registry import MODELS, build_model, model_class
 from thyroidseg.models.unet import UNet
 from thyroidseg.preprocessing.crops import CropRule
 
@@ -180,14 +180,16 @@ def _load_member(
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     if model is None:
-        cls = model_class(config.get("model_class"))
-        if cls is None or not config.get("model"):
+        if model_class(config.get("model_class")) is None or not config.get("model"):
             raise ValueError(
                 f"{path}: holds a {config.get('model_class')!r} model; only the registered "
                 f"models ({', '.join(MODELS)}) are rebuilt automatically, pass model=... for "
                 "others"
             )
-        model = cls(**config["model"])
+        try:
+            model = build_model(config["model_class"], config["model"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: config['model'] cannot be rebuilt: {error}") from None
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
@@ -219,7 +221,11 @@ def _check_finite_weights(path: PathLike, weights: Mapping[str, torch.Tensor]) -
 
 
 def _check_size_fits(path: PathLike, model: nn.Module, options: Mapping[str, Any]) -> None:
-    """The stored network frame size must be one the `UNet` can take whole."""
+    """The stored network frame size must be one the `UNet` (each of an `Ensemble`'s) can
+    take whole."""
+    if isinstance(model, Ensemble):
+        for member in model.members:
+            _check_size_fits(path, member, options)
     if not isinstance(model, UNet) or "size" not in options:
         return
     size = tuple(options["size"])

@@ -8,7 +8,7 @@ AUROC for the frames of two-stage IoU under 0.5, Spearman with that IoU) next to
 out-of-fold expected IoU of ``expected_iou.py``'s file, and their minimum::
 
     OMP_NUM_THREADS=1 python benchmarks/model_agreement.py runs/cv-bc24wc runs/cv-bc32 \\
-        --expected benchmarks/results/expected-iou.json \\
+        --expected benchmarks/results/expected-iou-single.json \\
         --json benchmarks/results/quality-agreement.json
 """
 

@@ -105,6 +105,8 @@ def main() -> None:
         shipped["config"]["quality"] = estimator.to_dict()
         shipped["config"]["provenance"]["quality"] = str(args.quality)
     out = args.out if args.out is not None else Path(str(shipped_weights(args.stage)))
+    if any(out.resolve() == path.resolve() for path in paths):
+        parser.error(f"{out} is one of the checkpoints read: write the package elsewhere (--out)")
     save_checkpoint(out, shipped)
     print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 import thyroidseg
-from thyroidseg import _compat
 from thyroidseg.cli import build_parser
 from thyroidseg.cli import main as cli_entry
 from thyroidseg.cli import train as cli_train
@@ -546,13 +545,27 @@ def test_private_names_stay_in_their_subpackage(name):
     assert borrowed == [], f"thyroidseg.{name} borrows private names {borrowed}"
 
 
-def test_the_training_side_loads_on_first_use_and_old_names_warn():
+def test_the_training_side_loads_on_first_use():
     assert thyroidseg.Trainer is importlib.import_module("thyroidseg.training").Trainer
-    with pytest.warns(FutureWarning, match="import it from thyroidseg.inference.measurements"):
-        moved = thyroidseg.measure_many
-    assert moved is importlib.import_module("thyroidseg.inference.measurements").measure_many
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+    with pytest.raises(AttributeError, match="no attribute 'nothing'$"):
         thyroidseg.nothing  # noqa: B018
+
+
+@pytest.mark.parametrize(("name", "home"), sorted(thyroidseg._REMOVED.items()))
+def test_a_removed_top_level_name_names_its_module(name, home):
+    """Gone from the top level in 0.3; the error names a module that exports it from home."""
+    hint = rf"no attribute '{name}'; since 0.3 import it from thyroidseg\.{home}$"
+    with pytest.raises(AttributeError, match=hint):
+        getattr(thyroidseg, name)
+    module = importlib.import_module(f"thyroidseg.{home}")
+    assert name in module.__all__ and name not in thyroidseg.__all__
+    defined_in = getattr(module, name).__module__  # home or a module below it
+    assert f"{defined_in}.".startswith(f"{module.__name__}.")
+
+
+def test_from_import_of_a_removed_top_level_name_fails():
+    with pytest.raises(ImportError, match="cannot import name 'measure_many' from 'thyroidseg'"):
+        from thyroidseg import measure_many  # noqa: F401
 
 
 OLD_MODULES = (
@@ -562,49 +575,35 @@ OLD_MODULES = (
     "metrics model model_loading overlay postprocess preprocessing refine registry runtime "
     "scan_region spacing splits statistics synthetic trainer_checks training workflows"
 ).split()
-"""The flat modules of 0.1."""
+"""The flat modules of 0.1 (and ``dicom``, ``spacing``, ``diagnostics`` of early 0.2)."""
+
+REMOVED_PATHS = [name for name in OLD_MODULES if name not in MODULES]
+"""The old paths that are no module any more (deprecated in 0.2, removed in 0.3)."""
 
 
-def test_every_0_1_module_path_still_imports():
-    """Every public 0.1 module that moved; the private ones (``_io``...) just moved."""
-    gone = [name for name in OLD_MODULES if name not in MODULES and not name.startswith("_")]
-    assert sorted(f"thyroidseg.{name}" for name in gone) == sorted(_compat.MOVED_MODULES)
-    assert all(new.removeprefix("thyroidseg.") in MODULES for new in _compat.MOVED_MODULES.values())
+@pytest.mark.parametrize("name", REMOVED_PATHS)
+def test_a_removed_module_path_does_not_import(name):
+    with pytest.raises(ModuleNotFoundError, match=rf"^No module named 'thyroidseg\.{name}'$"):
+        importlib.import_module(f"thyroidseg.{name}")
+    assert f"thyroidseg.{name}" not in sys.modules
+    with pytest.raises(AttributeError, match=f"no attribute '{name}'$"):
+        getattr(thyroidseg, name)
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(_compat.MOVED_MODULES.items()))
-def test_a_0_1_module_path_gives_the_new_modules_names_with_a_warning(old, new):
-    """The one test that reads the old paths (the suite turns their warning into an error)."""
-    module = importlib.import_module(old)
-    assert getattr(thyroidseg, old.rpartition(".")[2]) is module
-    moved = importlib.import_module(new)
-    for name in moved.__all__:
-        with pytest.warns(
-            FutureWarning, match=rf"{re.escape(old)} is deprecated.* {re.escape(new)} "
-        ):
-            assert getattr(module, name) is getattr(moved, name)
-    with pytest.raises(AttributeError):
-        module.__file__  # noqa: B018  (tools that scan sys.modules see no file, no warning)
+def _removed_paths_table() -> dict[str, str]:
+    """docs/architecture.md's table of the removed module paths: old -> new, below thyroidseg."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    section = text.partition("### Module paths removed in 0.3")[2].partition("\n#")[0]
+    table = {}
+    for olds, new in re.findall(r"^\| (`.*?) \| `([\w.<>]+)`", section, re.MULTILINE):
+        table |= {old: new.replace("<same>", old) for old in re.findall(r"`(\w+)`", olds)}
+    return table
 
 
-def test_old_paths_give_the_same_objects_and_load_nothing_until_read():
-    code = (
-        "import inspect, sys, warnings; import thyroidseg; "
-        "import thyroidseg.workflows, thyroidseg.model; "
-        "assert 'thyroidseg.training.workflows' not in sys.modules; "
-        "assert inspect.getmodule(thyroidseg.UNet).__name__ == 'thyroidseg.models.unet'; "
-        "warnings.simplefilter('ignore'); from thyroidseg.model import UNet; "
-        "assert UNet is thyroidseg.models.unet.UNet is thyroidseg.UNet; print('ok')"
-    )
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
-    )
-    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
-    with pytest.warns(
-        FutureWarning, match="thyroidseg.model is deprecated.*thyroidseg.models.unet"
-    ):
-        from thyroidseg.model import UNet
-    assert UNet is thyroidseg.UNet
+def test_the_docs_say_where_each_removed_public_module_path_went():
+    table = _removed_paths_table()
+    assert sorted(table) == sorted(name for name in REMOVED_PATHS if not name.startswith("_"))
+    assert [new for new in table.values() if new not in MODULES] == []
 
 
 def _release(version: str) -> tuple[int, ...]:

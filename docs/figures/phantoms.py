@@ -9,8 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from thyroidseg.synthetic import synthetic_phantoms
 
+from thyroidseg.data.synthetic import synthetic_phantoms
 from thyroidseg.io.files import write_image
 
 images, masks = synthetic_phantoms(6, size=(128, 176), seed=3, split_screen=0.5)

@@ -28,11 +28,9 @@ draws it; ``tests/test_api.py`` checks it):
   trainer's parts.
 - `thyroidseg.cli`: the command line, and ``cli.info`` (`system_info()` for bug reports).
 
-Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning). The 0.1
-module paths (``thyroidseg.model``, ``thyroidseg.losses``, ...) and the 0.2 top-level
-modules that moved into ``io`` and ``cli`` (``thyroidseg.dicom``, ``thyroidseg.spacing``,
-``thyroidseg.diagnostics``) still import until 0.3 (``thyroidseg._compat``): each name
-read from one is the new module's, with a ``FutureWarning``.
+Beside them, at the top level: `thyroidseg.runtime` (device, AMP, CPU tuning). The flat
+module paths of 0.1 (``thyroidseg.model``, ``thyroidseg.losses``, ``thyroidseg.dicom``,
+...) are gone since 0.3; ``docs/architecture.md`` says where each went.
 
 Three tiers of names, one rule:
 
@@ -48,8 +46,8 @@ Three tiers of names, one rule:
   constants, choice tuples and type aliases that only someone extending the library needs.
   Every name in a module without a leading underscore is in its ``__all__``. A
   subpackage's ``__init__`` re-exports the ``__all__`` of its main module (the 0.1 module of
-  that name: ``from thyroidseg.metrics import iou``). Names that left the top level in 0.2
-  still resolve there, with a ``FutureWarning`` naming their module, until 0.3.
+  that name: ``from thyroidseg.metrics import iou``). The names that left the top level in
+  0.2 are gone from it since 0.3: reading one raises an ``AttributeError`` naming its module.
 - **A leading underscore** (``thyroidseg._progress``, ``geometry._resize_to``): private,
   shared between the modules of one subpackage (or, for top-level private modules such as
   ``_progress``, of the whole library) but free to change in any release.
@@ -60,10 +58,8 @@ Every list of choices has one source: a ``Literal`` type alias and, beside it, i
 """
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
 
-from thyroidseg import _compat
 from thyroidseg._version import __version__
 
 if TYPE_CHECKING:  # each loaded on first use, see __getattr__
@@ -140,7 +136,7 @@ _LAZY = {
 }
 """Every top-level name but ``__version__``, imported from its module on first use."""
 
-_MOVED = {
+_REMOVED = {
     "Box": "preprocessing.geometry",
     "DemoResult": "training.demo",
     "Ensemble": "models.ensemble",
@@ -159,7 +155,7 @@ _MOVED = {
     "measure_many": "inference.measurements",
     "normalized_surface_dice": "metrics.boundary",
     "preprocess_folder": "preprocessing",
-    "read_binary_mask": "data",
+    "read_binary_mask": "io",
     "resize": "preprocessing.geometry",
     "resize_mask": "preprocessing.geometry",
     "run_demo": "training.demo",
@@ -174,28 +170,19 @@ _MOVED = {
     "write_measurements_csv": "inference.measurements",
     "write_synthetic_dataset": "data.synthetic",
 }
-"""Top-level names of 0.1 that live in their module only since 0.2 (until 0.3: a warning)."""
-
-_compat.install()  # the 0.1 module paths (thyroidseg.model, ...) until 0.3
+"""Top-level names of 0.1, removed in 0.3 -> the module that the ``AttributeError`` names."""
 
 
 def __getattr__(name: str) -> Any:
-    """Load a top-level name on first use; resolve a 0.1 name with a FutureWarning."""
+    """Load a top-level name on first use; for a removed 0.1 name, say where it lives."""
     if name in _LAZY:
         value = getattr(importlib.import_module(f"thyroidseg.{_LAZY[name]}"), name)
         globals()[name] = value  # once loaded, a plain attribute
         return value
-    if f"thyroidseg.{name}" in _compat.MOVED_MODULES:  # a 0.1 module: warns as it is read
-        return importlib.import_module(f"thyroidseg.{name}")
-    if name in _MOVED:
-        module = f"thyroidseg.{_MOVED[name]}"
-        warnings.warn(
-            f"thyroidseg.{name} is deprecated and goes in 0.3: import it from {module}",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module 'thyroidseg' has no attribute {name!r}")
+    message = f"module 'thyroidseg' has no attribute {name!r}"
+    if name in _REMOVED:
+        message += f"; since 0.3 import it from thyroidseg.{_REMOVED[name]}"
+    raise AttributeError(message)
 
 
 def __dir__() -> list[str]:

@@ -10,7 +10,7 @@ from thyroidseg import ThyroidDataset, Trainer, UNet
 
 def main(out: Path) -> None:
     # Run against a 0.1.x checkout (tests/data/README.md), so its 0.1 module path; imported
-    # here, not at the top, so that collecting this file under 0.2 loads no old path.
+    # here, not at the top: pytest imports this file under 0.3 too, where that path is gone.
     from thyroidseg.synthetic import write_synthetic_dataset
 
     data = write_synthetic_dataset(out / "data", 4, size=(48, 64), seed=0)

@@ -473,7 +473,7 @@ def predict_file(
     Raises
     ------
     FileNotFoundError, ValueError, ImportError
-        As `thyroidseg.dicom.read_frame` and `thyroidseg.dicom.read_spacing` (an
+        As `thyroidseg.io.dicom.read_frame` and `thyroidseg.io.dicom.read_spacing` (an
         implausible pixel size included); a frame that cannot be preprocessed.
     """
     path = Path(path)

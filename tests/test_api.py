@@ -31,6 +31,7 @@ import thyroidseg
 from thyroidseg.cli import build_parser
 from thyroidseg.cli import main as cli_entry
 from thyroidseg.cli import train as cli_train
+from thyroidseg.cli.main import _REMOVED_OPTIONS
 from thyroidseg.preprocessing import preprocess
 from thyroidseg.preprocessing.geometry import RESIZE_MODES
 from thyroidseg.preprocessing.intensity import EQUALIZE_METHODS, SMOOTH_METHODS
@@ -302,6 +303,17 @@ def test_the_cli_page_gives_every_option_in_its_commands_synopsis(command):
 @pytest.mark.parametrize("command", ["demo", "train", "predict"])
 def test_cli_amp_choices_are_the_amp_modes(command):
     assert tuple(_cli_option(command, "--amp").choices) == AMP_MODES
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [(prog.split()[-1], option) for prog, gone in _REMOVED_OPTIONS.items() for option in gone],
+)
+def test_an_option_removed_in_0_3_is_no_option_nor_the_abbreviation_of_one(command, option):
+    """argparse takes a prefix of an option for that option (``allow_abbrev``): a removed
+    spelling must stay unknown to its command, so that the error names its replacement."""
+    live = [name for action in _commands()[command]._actions for name in action.option_strings]
+    assert [name for name in live if name.startswith(option)] == []
 
 
 # -- docs ----------------------------------------------------------------------------

@@ -136,12 +136,6 @@ def test_size_tertiles_are_monotone_classes(values):
     assert (np.diff(labels[order]) >= 0).all()
 
 
-def test_the_old_n_splits_name_still_works_with_a_warning():
-    groups = ["a", "a", "b", "c", "d", "e"]
-    with pytest.warns(FutureWarning, match="use folds="):
-        old = group_kfold(groups, n_splits=3, seed=1)
-    for (train_old, val_old), (train, val) in zip(
-        old, group_kfold(groups, folds=3, seed=1), strict=True
-    ):
-        np.testing.assert_array_equal(val_old, val)
-        np.testing.assert_array_equal(train_old, train)
+def test_the_0_1_name_n_splits_is_gone():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_splits'"):
+        group_kfold(["a", "b", "c"], n_splits=3)  # type: ignore[call-arg]

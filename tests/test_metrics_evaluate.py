@@ -254,16 +254,14 @@ def test_a_threshold_above_the_masks_values_names_the_file(folders):
         evaluate_folders(preds, labels, threshold=300)
 
 
-def test_the_old_spacing_spellings_still_work_with_a_warning(folders, capsys):
+def test_the_0_1_spacing_spellings_are_gone(folders, capsys):
     preds, labels, _ = folders
-    new = evaluate_folders(preds, labels, pixel_spacing=(0.5, 0.25), progress=False)
-    with pytest.warns(FutureWarning, match="use pixel_spacing="):
-        old = evaluate_folders(preds, labels, spacing=(0.5, 0.25), progress=False)
-    np.testing.assert_array_equal(old.hd95, new.hd95)
-    assert main(["evaluate", str(preds), str(labels), "--spacing", "0.5"]) == 0
-    assert "warning: --spacing is deprecated and will be removed in 0.3; use --pixel-spacing" in (
-        capsys.readouterr().err
-    )
+    with pytest.raises(TypeError, match="unexpected keyword argument 'spacing'"):
+        evaluate_folders(preds, labels, spacing=0.5)  # type: ignore[call-arg]
+    with pytest.raises(SystemExit) as stopped:
+        main(["evaluate", str(preds), str(labels), "--spacing", "0.5"])
+    assert stopped.value.code == 2
+    assert "--spacing was removed in 0.3: use --pixel-spacing" in capsys.readouterr().err
 
 
 def test_json_tells_an_infinite_distance_from_an_undefined_one(tmp_path):

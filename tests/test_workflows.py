@@ -306,15 +306,13 @@ def test_a_refused_split_leaves_no_run_folder_behind(tmp_path, capsys) -> None:
     assert not run.exists()
 
 
-def test_train_takes_the_run_folder_positionally_and_still_accepts_out(tmp_path, capsys):
-    data = write_synthetic_dataset(tmp_path / "data", 6, size=(48, 64), seed=0)
-    options = ["--folds", "2", "--size", "32", "32", "--epochs", "1", "--base-channels", "4"]
-    options += ["--amp", "off", "--quiet", "--threads", "1"]
-    assert main(["train", str(data), *options, "--out", str(tmp_path / "old")]) == 0
-    assert "--out is deprecated and will be removed in 0.3; use RUN_DIR" in capsys.readouterr().err
-    assert (tmp_path / "old" / LAST_CHECKPOINT).is_file()
-    assert main(["train", str(data), str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
-    assert "give the run folder once" in capsys.readouterr().err
+@pytest.mark.parametrize("run", [[], ["RUN"]])
+def test_train_out_of_0_1_is_gone_and_the_error_says_run_dir(run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", str(tmp_path / "data"), *run, "--out", str(tmp_path / "old")])
+    assert stopped.value.code == 2
+    assert "--out was removed in 0.3: give the run folder as RUN_DIR" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_info_writes_json_to_a_file_it_names_and_prints_it_without_one(tmp_path, capsys):

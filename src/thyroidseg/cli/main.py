@@ -25,7 +25,6 @@ import torch
 from thyroidseg._version import __version__
 from thyroidseg.cli.info import format_system_info, system_info
 from thyroidseg.cli.options import (
-    Renamed,
     add_model_options,
     add_quiet_option,
     add_size_option,
@@ -115,19 +114,35 @@ def _runner(args: argparse.Namespace) -> _Runner:
     return args.run
 
 
+_REMOVED_OPTIONS: dict[str, dict[str, str]] = {
+    "thyroidseg train": {"--out": "give the run folder as RUN_DIR (train DATA_DIR RUN_DIR)"},
+    "thyroidseg evaluate": {"--spacing": "use --pixel-spacing"},
+}
+"""The 0.1 options removed in 0.3, per command (its parser's ``prog``) -> what replaces them
+(`_unrecognized` says it instead of guessing the closest option)."""
+
+
 def _unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
-    """argparse's message for ``unknown`` arguments, with the closest options of ``parser``."""
+    """argparse's message for ``unknown`` arguments, with the closest options of ``parser``
+    (for an option removed in 0.3, what replaces it instead)."""
     options = [name for action in parser._actions for name in action.option_strings]
-    guesses = {}
+    removed = _REMOVED_OPTIONS.get(parser.prog, {})
+    guesses, gone = {}, {}
     for word in unknown:
-        close = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=0.6)
+        name = word.partition("=")[0]
+        if name in removed:
+            gone[name] = f"{name} was removed in 0.3: {removed[name]}"
+            continue
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
         if word.startswith("-") and close:
             guesses[word] = close[0]
     hints = [
         f"{guess} for {word}" if len(guesses) > 1 else guess for word, guess in guesses.items()
     ]
-    return f"unrecognized arguments: {' '.join(unknown)}" + (
-        f"; did you mean {', '.join(hints)}?" if hints else ""
+    return (
+        f"unrecognized arguments: {' '.join(unknown)}"
+        + "".join(f"; {why}" for why in gone.values())
+        + (f"; did you mean {', '.join(hints)}?" if hints else "")
     )
 
 
@@ -182,15 +197,6 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         metavar="SIZE",
         default=None,
         help="pixel size for HD95/NSD: one number, or row and column size (default: pixels)",
-    )
-    parser.add_argument(
-        "--spacing",
-        dest="pixel_spacing",
-        type=float,
-        nargs="+",
-        action=Renamed,
-        new="--pixel-spacing",
-        help=argparse.SUPPRESS,
     )
     add_threads_option(parser)
     parser.set_defaults(run=_run_evaluate)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +39,6 @@ __all__ = [
     "one_line_warning",
     "pixel_spacing_option",
     "progress",
-    "Renamed",
     "set_threads",
 ]
 
@@ -68,28 +66,6 @@ def one_line_warning(
 ) -> str:
     """Warnings as one ``warning:`` line in CLI words, without the source line."""
     return f"thyroidseg: warning: {cli_words(str(message))}\n"
-
-
-class Renamed(argparse.Action):
-    """An option's 0.1 spelling: stores into the new option's place and says so on stderr."""
-
-    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.new = new
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        print(
-            f"thyroidseg: warning: {option_string} is deprecated and will be removed in 0.3; "
-            f"use {self.new}",
-            file=sys.stderr,
-        )
-        setattr(namespace, self.dest, values)
 
 
 def pixel_spacing_option(

@@ -23,14 +23,11 @@ __all__ = ["run_demo", "run_train"]
 
 
 def run_train(args: argparse.Namespace) -> int:
-    if (args.run_dir is None) == (args.run_dir_option is None):
-        raise ValueError("give the run folder once: thyroidseg train DATA_DIR RUN_DIR")
-    args.out = args.run_dir if args.run_dir is not None else args.run_dir_option
     if args.all and (args.fold is not None or args.folds is not None):
         raise ValueError("--all trains on every frame without validation: drop --fold/--folds")
     trainer = workflows.train_folder(
         args.data_dir,
-        args.out,
+        args.run_dir,
         fold=None if args.all else 0 if args.fold is None else args.fold,
         folds=5 if args.folds is None else args.folds,
         size=tuple(args.size),
@@ -53,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
         **_stage_recipe(args),
     )
     if trainer.last_checkpoint is not None:  # only the process that wrote files reports them
-        out = Path(args.out)
+        out = Path(args.run_dir)
         best = out / BEST_CHECKPOINT
         if args.all:
             items = "nodule crops" if args.stage == "refine" else "frames"

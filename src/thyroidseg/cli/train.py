@@ -13,7 +13,6 @@ import argparse
 from typing import Any
 
 from thyroidseg.cli.options import (
-    Renamed,
     add_quiet_option,
     add_size_option,
     add_speed_options,
@@ -67,10 +66,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         "change the run. Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
-    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="run folder (created)")
-    parser.add_argument(
-        "--out", dest="run_dir_option", action=Renamed, new="RUN_DIR", help=argparse.SUPPRESS
-    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (created)")
     parser.add_argument("--fold", type=int, default=None, help="validation fold (default: 0)")
     parser.add_argument("--folds", type=int, default=None, help="number of folds (default: 5)")
     parser.add_argument(

@@ -10,7 +10,6 @@ labels the TN-SCUI 2020 winners used.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -49,7 +48,6 @@ def group_kfold(
     *,
     stratify: Sequence[Hashable] | None = None,
     seed: int = 0,
-    n_splits: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """K-fold cross-validation where each group falls in exactly one validation fold.
 
@@ -66,9 +64,6 @@ def group_kfold(
         common label and the folds get each label in proportion.
     seed
         Same seed, same folds.
-    n_splits
-        The 0.1 name of ``folds`` (scikit-learn's): still accepted in 0.2, with a
-        ``FutureWarning``.
 
     Returns
     -------
@@ -83,13 +78,6 @@ def group_kfold(
     >>> sorted(np.concatenate([val for _, val in splits]).tolist())
     [0, 1, 2, 3, 4, 5]
     """
-    if n_splits is not None:
-        warnings.warn(
-            "group_kfold(n_splits=) is deprecated and goes in 0.3; use folds=",
-            FutureWarning,
-            stacklevel=2,
-        )
-        folds = n_splits
     check_int("folds", folds, 2)
     part = _assign_groups(groups, np.full(folds, 1.0 / folds), stratify, seed)
     everything = np.arange(len(part))

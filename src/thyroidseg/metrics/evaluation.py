@@ -149,7 +149,6 @@ def evaluate_folders(
     pixel_spacing: Spacing = None,
     common_only: bool = False,
     progress: bool | None = None,
-    spacing: Spacing = None,
 ) -> FolderEvaluation:
     """Score every predicted mask in ``pred_dir`` against the label of the same stem.
 
@@ -185,8 +184,6 @@ def evaluate_folders(
     progress
         Progress bar on standard error: ``None`` (default) draws on a terminal only,
         ``False`` never.
-    spacing
-        The 0.1 name of ``pixel_spacing``: still accepted in 0.2, with a ``FutureWarning``.
 
     Raises
     ------
@@ -202,7 +199,6 @@ def evaluate_folders(
     UserWarning
         ``pred_dir`` and ``label_dir`` are the same folder.
     """
-    pixel_spacing = _renamed_spacing(pixel_spacing, spacing)
     _check_tolerance(tolerance)
     _spacing_pair(pixel_spacing)
     threshold = check_mask_threshold(threshold)
@@ -233,20 +229,6 @@ def evaluate_folders(
         only_pred,
         only_label,
     )
-
-
-def _renamed_spacing(pixel_spacing: Spacing, spacing: Spacing) -> Spacing:
-    """``pixel_spacing``, or its 0.1 name ``spacing`` with a ``FutureWarning``."""
-    if spacing is None:
-        return pixel_spacing
-    if pixel_spacing is not None:
-        raise ValueError("give pixel_spacing only (spacing is its old name)")
-    warnings.warn(
-        "spacing= is deprecated and will be removed in 0.3; use pixel_spacing=",
-        FutureWarning,
-        stacklevel=3,
-    )
-    return spacing
 
 
 def _list_folders(pred_dir: PathLike, label_dir: PathLike) -> tuple[dict[str, Path], ...]:

@@ -28,8 +28,9 @@ from thyroidseg.io.files import (
     read_binary_mask,
 )
 from thyroidseg.metrics.boundary import Spacing, _check_tolerance, _spacing_pair, boundary_metrics
-from thyroidseg.metrics.confusion import _PER_CLASS_METRICS, ConfusionMatrix, iou
+from thyroidseg.metrics.confusion import ConfusionMatrix
 from thyroidseg.metrics.counting import confusion_matrices
+from thyroidseg.metrics.ratios import _PER_CLASS_METRICS, iou
 from thyroidseg.metrics.statistics import _json_number, summarize
 from thyroidseg.preprocessing.geometry import resize_mask
 

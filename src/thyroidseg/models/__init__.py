@@ -1,6 +1,7 @@
 """Networks and their files: the U-Net, ensembles, checkpoints, export.
 
 - `thyroidseg.models.unet`: `UNet` (re-exported here with the rest of its ``__all__``);
+- `thyroidseg.models.blocks`: its building blocks (`ConvBlock`) and their choices;
 - `thyroidseg.models.ensemble`: `Ensemble`, several networks as one;
 - `thyroidseg.models.checkpoint`: the checkpoint format, `save_checkpoint`, `load_checkpoint`;
 - `thyroidseg.models.registry`: the stable names checkpoints store for their classes;

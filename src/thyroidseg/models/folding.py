@@ -8,7 +8,7 @@ b' = (b - \\mu) \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta$$
 
 (per output channel; $\\mu$, $\\sigma^2$ the running statistics). `fold_batch_norm` does
 this for every convolution + batch-norm pair of a network (those of the
-`thyroidseg.models.unet.ConvBlock` s and of its `torch.nn.Sequential` s), as
+`thyroidseg.models.blocks.ConvBlock` s and of its `torch.nn.Sequential` s), as
 `torch.nn.utils.fusion.fuse_conv_bn_eval` does for one pair, on a copy, so the network given
 stays trainable. Both segmenters run the folded copy through `FoldedNetwork`, which folds
 again when the weights change: it saves a normalisation pass over every feature map (the
@@ -35,7 +35,7 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from thyroidseg.models.unet import ConvBlock
+from thyroidseg.models.blocks import ConvBlock
 
 __all__ = ["FoldedNetwork", "fold_batch_norm"]
 

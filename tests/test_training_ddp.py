@@ -21,8 +21,8 @@ from thyroidseg.cli import main
 from thyroidseg.data.synthetic import write_synthetic_dataset
 from thyroidseg.models.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from thyroidseg.training import Trainer
+from thyroidseg.training.batching import _data_order
 from thyroidseg.training.distributed import synced_batchnorm
-from thyroidseg.training.trainer import _data_order
 
 SCRIPT = textwrap.dedent(
     """

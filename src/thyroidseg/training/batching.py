@@ -169,3 +169,13 @@ def evaluation_loader(
         collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
+
+
+def _data_order(count: int, world_size: int) -> np.ndarray:
+    """Indices that put the shares gathered from ``world_size`` processes back in data order.
+
+    Rank ``r`` counts items ``r, r + W, r + 2W, ...`` (`evaluation_loader`); gathered in rank
+    order, item ``i`` sits at ``argsort(concatenate(shares))[i]``.
+    """
+    shares = [np.arange(rank, count, world_size) for rank in range(world_size)]
+    return np.argsort(np.concatenate(shares), kind="stable")

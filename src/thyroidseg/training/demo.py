@@ -36,7 +36,8 @@ from thyroidseg.models.unet import UNet
 from thyroidseg.runtime import autocast, cpu_info, tune_cpu_allocator
 from thyroidseg.training.batching import collate
 from thyroidseg.training.losses import make_loss
-from thyroidseg.training.trainer import Trainer, refuse_other_run
+from thyroidseg.training.run_folder import refuse_other_run
+from thyroidseg.training.trainer import Trainer
 from thyroidseg.training.workflows import _check_trainer_settings, make_optimizer, make_scheduler
 
 __all__ = ["DemoResult", "run_demo"]

@@ -2,8 +2,9 @@
 
 The loop the paper describes (forward, loss, backward, update, save the parameters, repeat),
 with per-epoch validation, ``best.pt``/``last.pt`` for an exact resume, the events of
-`thyroidseg.training.callbacks` and DistributedDataParallel under ``torchrun``.
-docs/training.md explains each part.
+`thyroidseg.training.callbacks` and DistributedDataParallel under ``torchrun``. The files it
+writes into ``out_dir`` are `thyroidseg.training.run_folder`'s (`RUN_FILES` and
+`refuse_other_run` are re-exported here). docs/training.md explains each part.
 
 Examples
 --------
@@ -25,12 +26,10 @@ import contextlib
 import math
 import operator
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -41,21 +40,18 @@ from thyroidseg._version import __version__
 from thyroidseg.io.outputs import reserve_folder
 from thyroidseg.metrics.confusion import ConfusionMatrix, nanmean
 from thyroidseg.models.checkpoint import (
-    BEST_CHECKPOINT,
     CHECKPOINT_FORMAT,
-    LAST_CHECKPOINT,
     check_best_checkpoint,
     load_checkpoint,
-    prepare_run_folder,
     restore_rng_state,
     rng_state,
-    save_checkpoint,
     seed_global_rngs,
 )
 from thyroidseg.models.registry import model_name
 from thyroidseg.runtime import AmpMode, autocast, resolve_amp, resolve_device
 from thyroidseg.training.batching import (
     PrepareBatch,
+    _data_order,
     collate,
     default_prepare_batch,
     evaluation_loader,
@@ -73,7 +69,12 @@ from thyroidseg.training.checks import (
 )
 from thyroidseg.training.distributed import DistContext, join_process_group, synced_batchnorm
 from thyroidseg.training.divergence import NonFiniteLossError, NonFiniteOutputError, item_name
-from thyroidseg.training.history import HISTORY_CSV, HISTORY_PNG
+from thyroidseg.training.run_folder import (
+    RUN_FILES,
+    prepare_out_dir,
+    refuse_other_run,
+    write_checkpoints,
+)
 
 __all__ = [
     "MONITORS",
@@ -96,25 +97,6 @@ _BETTER = {"max": operator.gt, "min": operator.lt}
 
 LossFn = Callable[..., Tensor]
 """``loss(logits, target, **loss_kwargs) -> scalar tensor``."""
-
-
-RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, HISTORY_PNG)
-"""The files a `Trainer` writes into its ``out_dir``."""
-
-
-def refuse_other_run(out_dir: PathLike) -> None:
-    """Raise ``FileExistsError`` if ``out_dir`` holds any of `RUN_FILES` (another run's).
-
-    A new run never replaces another run's checkpoints or history, even when only a
-    ``best.pt`` or a ``history.csv`` is left there.
-    """
-    existing = [Path(out_dir) / name for name in RUN_FILES]
-    existing = [path for path in existing if path.exists()]
-    if existing:
-        raise FileExistsError(
-            f"{out_dir} holds another run's files ({', '.join(map(str, existing))}): pass "
-            "resume (--resume) to continue that run, or choose another folder"
-        )
 
 
 def _dataset_of(data: Any) -> Any:
@@ -331,7 +313,7 @@ class Trainer:
             try:
                 if self._dist.is_main and self.out_dir is not None:
                     held.enter_context(reserve_folder(self.out_dir))  # one run at a time
-                    self._prepare_out_dir(resuming=resume is not None)
+                    prepare_out_dir(self.out_dir, resuming=resume is not None)
                 if resume is not None:
                     self._restore(resume)
                 else:
@@ -483,7 +465,8 @@ class Trainer:
             self.epoch = epoch + 1
             self.history.append(row)
             if is_main and self.out_dir is not None:
-                self._write_checkpoints(improved)
+                checkpoint = self._checkpoint()
+                self._last_saved = write_checkpoints(self.out_dir, checkpoint, improved=improved)
             self._emit("on_epoch_end", row)
             epochs.set_postfix(
                 **{k: v for k, v in row.items() if k in ("train_loss", "val_iou", "val_dice")}
@@ -574,25 +557,6 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    def _prepare_out_dir(self, *, resuming: bool) -> None:
-        assert self.out_dir is not None
-        if not resuming:
-            refuse_other_run(self.out_dir)
-        removed = prepare_run_folder(self.out_dir, RUN_FILES)
-        if removed:
-            warnings.warn(
-                f"{self.out_dir}: removed {len(removed)} temporary file(s) left by an "
-                f"interrupted run: {', '.join(p.name for p in removed)}",
-                stacklevel=4,
-            )
-
-    def _write_checkpoints(self, improved: bool) -> None:
-        assert self.out_dir is not None
-        checkpoint = self._checkpoint()
-        if improved:  # first, so last.pt never records a best epoch that best.pt lacks
-            save_checkpoint(self.out_dir / BEST_CHECKPOINT, checkpoint)
-        self._last_saved = save_checkpoint(self.out_dir / LAST_CHECKPOINT, checkpoint)
-
     def _restore(self, path: PathLike) -> None:
         checkpoint = load_checkpoint(path, map_location=self.device)
         changed = resume_conflicts(checkpoint["config"], self.config)
@@ -623,16 +587,3 @@ class Trainer:
             check_best_checkpoint(path, checkpoint)  # another folder gets best.pt on improvement
         if self._dist.is_main:  # the process that writes files; `last_checkpoint` says which
             self._last_saved = path
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _data_order(count: int, world_size: int) -> np.ndarray:
-    """Indices that put the shares gathered from ``world_size`` processes back in data order.
-
-    Rank ``r`` counts items ``r, r + W, r + 2W, ...``; gathered in rank order, item ``i``
-    sits at ``argsort(concatenate(shares))[i]``.
-    """
-    shares = [np.arange(rank, count, world_size) for rank in range(world_size)]
-    return np.argsort(np.concatenate(shares), kind="stable")

@@ -42,7 +42,8 @@ from thyroidseg.training.checks import check_settings, data_conflicts
 from thyroidseg.training.deep_supervision import with_deep_supervision
 from thyroidseg.training.distributed import join_process_group
 from thyroidseg.training.losses import make_loss
-from thyroidseg.training.trainer import Trainer, refuse_other_run
+from thyroidseg.training.run_folder import refuse_other_run
+from thyroidseg.training.trainer import Trainer
 
 __all__ = [
     "OPTIMIZER_NAMES",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import re
 from pathlib import Path
 
 import cv2
@@ -207,6 +208,30 @@ def test_the_predict_folder_method_is_the_function_under_the_segmenters_threads(
     new = predict_folder(segmenter, tmp_path / "in", tmp_path / "new", progress=False)
     assert list(old.masks) == list(new.masks) == ["scan"]
     assert old.masks["scan"].read_bytes() == new.masks["scan"].read_bytes()
+
+
+def test_measure_reads_a_file_once_and_its_errors_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, _ = frame_with_square()
+    path = write_image(tmp_path / "scan.png", image)
+    reads: list[Path] = []
+    fromfile = np.fromfile  # what thyroidseg.io.files.read_image reads an image file with
+
+    def counted(file, *args, **kwargs):
+        reads.append(Path(file))
+        return fromfile(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "fromfile", counted)
+    segmenter = Segmenter(Threshold(), PLAIN, device="cpu")
+    assert segmenter.measure(path) == segmenter.measure(image)
+    assert reads == [path]  # the scan check and preprocessing share one read
+    flat = write_image(tmp_path / "flat.png", np.full((90, 140), 7, np.uint8))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(flat))}: .*constant image"):
+        segmenter.measure(flat)
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "corrupt.png"))):
+        segmenter.measure(tmp_path / "corrupt.png")
 
 
 def test_one_frame_and_many_frames_are_not_confused() -> None:

@@ -1,15 +1,17 @@
 """Frames in and maps out for `thyroidseg.inference.base.SegmenterBase`: the frames
-``predict_many`` takes, and a network-frame probability map carried back onto its frame."""
+``predict_many`` takes, a frame read from a file prepared with errors that name the file, and
+network-frame probability maps carried back onto their frame (the quality evidence too)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from thyroidseg._checks import PathLike
+from thyroidseg.inference.quality import Evidence
 from thyroidseg.preprocessing.pipeline import Preprocessed
 
 
@@ -27,6 +29,18 @@ def _frame_sequence(
             f"an array of shape {images.shape}; use predict for one frame"
         )
     return images
+
+
+def _prepare_read(
+    prepare: Callable[[np.ndarray], Preprocessed], frame: np.ndarray, source: object
+) -> Preprocessed:
+    """``prepare(frame)`` for a frame already read from ``source`` (a file, or ``"FILE: frame
+    N"``), its errors naming the source: `thyroidseg.preprocessing.preprocess` can only call
+    an array ``image``, and reading the file again to have it named would read it twice."""
+    try:
+        return prepare(frame)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
 
 
 def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) -> np.ndarray:
@@ -48,3 +62,24 @@ def _probability_to_original(prepared: Preprocessed, probability: np.ndarray) ->
     for view in prepared.views:
         out[view.slices] = on_box[view.slices]
     return out
+
+
+def _evidence(
+    prepared: Sequence[Preprocessed],
+    first: Sequence[np.ndarray | None],
+    pair: tuple[np.ndarray, np.ndarray],
+) -> list[Evidence]:
+    """Each frame's `thyroidseg.inference.quality.Evidence`: its whole-frame mask before the
+    refine stage (``first``, ``None`` without one) and its nodule probability maps of the
+    frame and of the mirror image (``pair``, softmax ``(N, K, H, W)`` each) on the frame."""
+    plain, mirrored = pair
+    return [
+        Evidence(
+            stage1,
+            (
+                _probability_to_original(p, plain[k, 1]),
+                _probability_to_original(p, mirrored[k, 1]),
+            ),
+        )
+        for k, (p, stage1) in enumerate(zip(prepared, first, strict=True))
+    ]

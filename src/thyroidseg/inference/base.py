@@ -24,8 +24,13 @@ from typing import Any, Literal, NamedTuple, TypedDict, overload
 
 import numpy as np
 
-from thyroidseg._checks import PathLike, check_int, check_probability
-from thyroidseg.inference._frames import _frame_sequence, _probability_to_original
+from thyroidseg._checks import PathLike, check_flag, check_int, check_probability
+from thyroidseg.inference._frames import (
+    _evidence,
+    _frame_sequence,
+    _prepare_read,
+    _probability_to_original,
+)
 from thyroidseg.inference.flips import mirrored_pair, tta_probabilities
 from thyroidseg.inference.folders import (
     FilePrediction,
@@ -140,10 +145,10 @@ class SegmenterBase(abc.ABC):
         check_int("batch_size", batch_size, 1)
         check_int("min_area", min_area, 0)
         for name, value in (("keep_largest", keep_largest), ("fill_holes", fill_holes)):
-            _check_flag(name, value)
+            check_flag(name, value)
         self.preprocess_options = dict(preprocess_options or {})
         self.keep_largest, self.min_area, self.batch_size = keep_largest, min_area, batch_size
-        self.fill_holes, self.tta = fill_holes, _check_flag("tta", tta)
+        self.fill_holes, self.tta = fill_holes, check_flag("tta", tta)
         if refiner is not None and not isinstance(refiner, RefinerBase):
             raise ValueError(
                 f"refiner must be a thyroidseg.inference.refine.Refiner, got {refiner!r}"
@@ -389,7 +394,7 @@ class SegmenterBase(abc.ABC):
     # -- steps --------------------------------------------------------------------------
 
     def _tta(self, tta: bool | None) -> bool:
-        return self.tta if tta is None else _check_flag("tta", tta)
+        return self.tta if tta is None else check_flag("tta", tta)
 
     def prepare(self, image: Frame) -> Preprocessed:
         """Preprocess one frame (array or path) as this segmenter's network expects.
@@ -511,10 +516,14 @@ class SegmenterBase(abc.ABC):
         tta
             As for `predict`.
         """
-        array = read_image(image) if isinstance(image, str | os.PathLike) else image
         with self._limit_threads():
+            if isinstance(image, str | os.PathLike):  # read once, for both steps
+                array = read_image(image)
+                prepared = _prepare_read(self.prepare, array, image)
+            else:
+                array, prepared = image, self.prepare(image)
             [(_, _, nodules)] = self.measure_prepared(
-                [self.prepare(image)], [pixel_spacing], tta=tta, frames=[array]
+                [prepared], [pixel_spacing], tta=tta, frames=[array]
             )
         return nodules
 
@@ -551,17 +560,7 @@ class SegmenterBase(abc.ABC):
                     frame_map[covered] = second[covered]
         evidence: list[Evidence | None] = [None] * len(prepared)
         if pair is not None:
-            plain, mirrored = pair
-            evidence = [
-                Evidence(
-                    stage1,
-                    (
-                        _probability_to_original(p, plain[k, 1]),
-                        _probability_to_original(p, mirrored[k, 1]),
-                    ),
-                )
-                for k, (p, stage1) in enumerate(zip(prepared, first, strict=True))
-            ]
+            evidence[:] = _evidence(prepared, first, pair)
         return [
             (
                 self._postprocess(mask, p, probability),
@@ -597,10 +596,3 @@ class SegmenterBase(abc.ABC):
     def _limit_threads(self) -> contextlib.AbstractContextManager[None]:
         """OpenCV at `threads` threads during a call (a subclass adds its network's)."""
         return opencv_threads(self.threads)
-
-
-def _check_flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool (a checkpoint's ``"false"`` string must not count as true)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from thyroidseg._checks import PathLike, check_flag
+from thyroidseg.inference._frames import _prepare_read
 from thyroidseg.inference.measurements import (
     ImageKey,
     Nodule,
@@ -333,13 +334,11 @@ def predict_folder(
             started = True
             if item.index is None:
                 image = read_image(item.source)
-                return _LoadedFrame(item.source.name, image, segmenter.prepare(image), item.spacing)
+                prepared = _prepare_read(segmenter.prepare, image, item.source)
+                return _LoadedFrame(item.source.name, image, prepared, item.spacing)
             number = item.index + 1
             image = read_frame(item.source, item.index)  # its errors name the file and frame
-            try:
-                prepared = segmenter.prepare(image)
-            except ValueError as error:
-                raise ValueError(f"{item.source}: frame {number}: {error}") from error
+            prepared = _prepare_read(segmenter.prepare, image, f"{item.source}: frame {number}")
             return _LoadedFrame((item.source.name, number), image, prepared, item.spacing)
 
         def save(batch: dict[Path, _LoadedFrame]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -14,8 +15,9 @@ import pytest
 
 from inference_helpers import PLAIN, frame_with_square
 from thyroidseg.cli import main
-from thyroidseg.inference import Segmenter
-from thyroidseg.inference.shards import IncompleteShardsError, Shard, merge_shards
+from thyroidseg.inference import Segmenter, predict_folder
+from thyroidseg.inference.base import SegmenterBase
+from thyroidseg.inference.shards import IncompleteShardsError, Shard, merge_shards, predict_shard
 from thyroidseg.io.dicom import write_dicom
 from thyroidseg.io.files import write_image
 from thyroidseg.io.folder_loop import FilesFailedError
@@ -97,6 +99,24 @@ def test_the_n_shards_take_every_input_once_by_sorted_stem(count: int) -> None:
 
 
 # -- predict --shard and merge ----------------------------------------------------------
+
+
+def _options(function) -> dict[str, tuple[object, object]]:
+    """The keyword-only options of a folder prediction: name -> (default, annotation)."""
+    return {
+        name: (parameter.default, parameter.annotation)
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "shard"
+    }
+
+
+def test_the_three_folder_predictions_take_the_same_options() -> None:
+    """The method, the function and the shard spell their options out (users and mypy see
+    them): the same names, defaults and types, so none drifts from the others."""
+    method = _options(SegmenterBase.predict_folder)
+    assert "overlays" in method and "dicom_seg" in method
+    assert _options(predict_folder) == method
+    assert _options(predict_shard) == method
 
 
 @pytest.mark.parametrize("count", [2, 3, 9])

@@ -1,8 +1,9 @@
 """Which predicted nodules deserve a row in measurements.csv: a rule chosen by grouped CV.
 
 Every frame of the given cross-validation run is segmented by the fold models that never saw
-it (whole-frame ``RUN/foldK/last.pt``, and with ``--refine RUN2`` the refine stage
-``RUN2/foldK/last.pt`` behind it), exactly as ``thyroidseg predict --measure`` would, and
+it (whole-frame ``RUN/foldK/last.pt``, several ``--run`` averaged as one ensemble, and with
+``--refine RUN2`` the refine stage ``RUN2/foldK/last.pt`` behind it), exactly as
+``thyroidseg predict --measure`` would, and
 each predicted nodule (8-connected component per view, `measure`) is called a **hit** when
 it overlaps DDTI's mask and a **false report** when it does not. Segmentation runs with the
 shipped model's settings (flip TTA, holes filled). For each rule "report a nodule only if its
@@ -40,7 +41,12 @@ PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/ddti")
-    parser.add_argument("--run", required=True, help="whole-frame fold models RUN/foldK/last.pt")
+    parser.add_argument(
+        "--run",
+        nargs="+",
+        required=True,
+        help="whole-frame fold models RUN/foldK/last.pt (several runs: their ensemble)",
+    )
     parser.add_argument("--refine", help="refine fold models RUN2/foldK/last.pt")
     parser.add_argument("--cv", required=True, help="ddti_cv.py result naming each fold's frames")
     parser.add_argument("--json", type=Path, help="write the table here")
@@ -55,7 +61,7 @@ def main() -> None:
     for fold in folds:
         k = fold["fold"]
         segmenter = Segmenter.from_checkpoint(
-            Path(args.run) / f"fold{k}" / "last.pt",
+            [Path(run) / f"fold{k}" / "last.pt" for run in args.run],
             refine=Path(args.refine) / f"fold{k}" / "last.pt" if args.refine else None,
             device="cpu",
             tta=True,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import inspect
 import re
+import typing
 from pathlib import Path
 
 import cv2
@@ -24,6 +26,7 @@ from thyroidseg.data import ThyroidDataset
 from thyroidseg.data.crops import CropDataset
 from thyroidseg.data.synthetic import synthetic_phantoms
 from thyroidseg.inference import Segmenter, predict_folder
+from thyroidseg.inference.base import SegmenterBase, SegmenterSettings
 from thyroidseg.inference.overlay import overlay
 from thyroidseg.inference.postprocess import postprocess_views
 from thyroidseg.io.files import write_image
@@ -478,3 +481,16 @@ def test_each_call_runs_on_the_segmenters_threads_and_restores_the_previous_coun
     for bad in (0, -1, 1.5, "two", True):
         with pytest.raises(ValueError, match="threads must be a positive integer or auto"):
             Segmenter(model, PLAIN, device="cpu", threads=bad)  # type: ignore[arg-type]
+
+
+def test_segmenter_settings_spell_the_base_classs_keywords() -> None:
+    """`SegmenterSettings` types the ``**settings`` that `Segmenter` and `OnnxSegmenter`
+    pass to `SegmenterBase`: the same names and types, so neither drifts from the other."""
+    hints = typing.get_type_hints(SegmenterBase.__init__)
+    keywords = {
+        name: hints[name]
+        for name, parameter in inspect.signature(SegmenterBase.__init__).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert "quality" in keywords and "tta" in keywords
+    assert typing.get_type_hints(SegmenterSettings) == keywords

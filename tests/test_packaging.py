@@ -161,3 +161,15 @@ def test_an_ensemble_members_unknown_option_is_named(runs: list[Path], tmp_path)
     with pytest.raises(ValueError, match=r"bad.pt: config\['model'\]\['members'\]\[1\]\['model'\]"
                        r" names option\(s\) this version does not know: 'wings'"):  # fmt: skip
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_registered_model_stored_without_its_arguments_is_named(
+    runs: list[Path], tmp_path: Path
+) -> None:
+    """An Ensemble trained directly has no ``config``: its checkpoint names "ensemble" with an
+    empty ``config["model"]``, which cannot be rebuilt, and the error says so."""
+    stored = load_checkpoint(runs[0])
+    stored["config"] |= {"model_class": "ensemble", "model": {}}
+    save_checkpoint(tmp_path / "bare.pt", stored)
+    with pytest.raises(ValueError, match=r"bare.pt: .*'ensemble'.*config\['model'\] is empty"):
+        Segmenter.from_checkpoint(tmp_path / "bare.pt", device="cpu")

@@ -180,11 +180,17 @@ def _load_member(
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
     if model is None:
-        if model_class(config.get("model_class")) is None or not config.get("model"):
+        if model_class(config.get("model_class")) is None:
             raise ValueError(
                 f"{path}: holds a {config.get('model_class')!r} model; only the registered "
                 f"models ({', '.join(MODELS)}) are rebuilt automatically, pass model=... for "
                 "others"
+            )
+        if not config.get("model"):
+            raise ValueError(
+                f"{path}: holds a {config['model_class']!r} model stored without its "
+                "constructor arguments (config['model'] is empty, as for a network with no "
+                "`config` attribute, such as an Ensemble trained directly); pass model=..."
             )
         try:
             model = build_model(config["model_class"], config["model"])

@@ -85,6 +85,9 @@ def main() -> None:
     paths = [args.checkpoint, *args.member]
     if len(args.command) != len(paths):
         parser.error(f"give --command once per checkpoint ({len(paths)}), in the same order")
+    out = args.out if args.out is not None else Path(str(shipped_weights(args.stage)))
+    if any(out.resolve() == path.resolve() for path in paths):
+        parser.error(f"{out} is one of the checkpoints read: write the package elsewhere (--out)")
     shipped = _combine(paths, [load_checkpoint(path) for path in paths])
     if args.half:
         shipped["model"] = half_precision(shipped["model"])
@@ -104,9 +107,6 @@ def main() -> None:
         estimator = ExpectedIoU.from_dict(json.loads(args.quality.read_text())["estimator"])
         shipped["config"]["quality"] = estimator.to_dict()
         shipped["config"]["provenance"]["quality"] = str(args.quality)
-    out = args.out if args.out is not None else Path(str(shipped_weights(args.stage)))
-    if any(out.resolve() == path.resolve() for path in paths):
-        parser.error(f"{out} is one of the checkpoints read: write the package elsewhere (--out)")
     save_checkpoint(out, shipped)
     print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
